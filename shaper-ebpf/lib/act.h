@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Per-class actions per docs/DATAPLANE.md §3: GCRA policer (one compare-and-swap), DSCP
+ * remark, TCP MSS clamp. Checksums are updated incrementally (RFC 1624 eqn. 3). */
+#ifndef SHAPER_ACT_H
+#define SHAPER_ACT_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), all 16-bit host-order values. */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + (__u32) new;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+static __always_inline __u16 swap16(__u16 v)
+{
+	return (v >> 8) | (v << 8);
+}
+
+/* GCRA: conforming iff max(tat, now) + cost - now <= burst_ns. Returns 1 = conform. */
+static __always_inline int police(struct class_entry *c, __u64 now, __u32 len,
+				  struct global_stats *gs)
+{
+	__u64 npb = c->ns_per_byte_q16;
+	if (!npb)
+		return 1;
+	__u64 cost = ((__u64)len * npb) >> 16;
+	__u64 burst = c->burst_ns;
+	int i;
+	for (i = 0; i < SHAPER_CAS_TRIES; i++) {
+		__u64 tat = *(volatile __u64 *)&c->tat;
+		__u64 base = tat > now ? tat : now;
+		__u64 next = base + cost;
+		if (next - now > burst)
+			return 0;
+		if (__sync_val_compare_and_swap(&c->tat, tat, next) == tat)
+			return 1;
+	}
+	if (gs)
+		gs->v[SHAPER_GS_POLICE_CONTENDED]++;
+	return 1;
+}
+
+/* Rewrites the DS field keeping ECN. Returns 1 if the byte changed. */
+static __always_inline int dscp_mark(void *data, void *data_end, const struct pkt *pk,
+				     __u8 dscp)
+{
+	__u8 *p = PKT_PTR(pk->l3_off, 12);
+	if (!p)
+		return 0;
+	if (pk->family == 4) {
+		__u8 tos = p[1];
+		__u8 ntos = (dscp << 2) | (tos & 3);
+		if (ntos == tos)
+			return 0;
+		__u16 check = ((__u16)p[10] << 8) | p[11];
+		__u16 old = ((__u16)p[0] << 8) | tos;
+		__u16 new = ((__u16)p[0] << 8) | ntos;
+		check = csum_replace16(check, old, new);
+		p[1] = ntos;
+		p[10] = check >> 8;
+		p[11] = check & 0xff;
+		return 1;
+	}
+	__u8 tc = ((p[0] & 0x0f) << 4) | (p[1] >> 4);
+	__u8 ntc = (dscp << 2) | (tc & 3);
+	if (ntc == tc)
+		return 0;
+	p[0] = (p[0] & 0xf0) | (ntc >> 4);
+	p[1] = (p[1] & 0x0f) | ((ntc & 0x0f) << 4);
+	return 1;
+}
+
+/* Lowers the MSS option of a TCP SYN to `clamp`. Returns 1 if it was lowered. */
+static __always_inline int mss_clamp(void *data, void *data_end, const struct pkt *pk,
+				     __u16 clamp)
+{
+	__u32 start = pk->l4_off;
+	__u32 o = start + 20;
+	__u32 end = start + pk->tcp_hlen;
+	int i;
+	for (i = 0; i < 40; i++) {
+		if (o >= end)
+			return 0;
+		__u8 *p = PKT_PTR(o, 1);
+		if (!p)
+			return 0;
+		__u8 kind = p[0];
+		if (kind == 0)
+			return 0;
+		if (kind == 1) {
+			o++;
+			continue;
+		}
+		if (o + 2 > end || !(p = PKT_PTR(o, 2)))
+			return 0;
+		__u32 len = p[1];
+		if (len < 2 || o + len > end)
+			return 0;
+		if (kind == 2 && len == 4) {
+			p = PKT_PTR(o, 4);
+			if (!p)
+				return 0;
+			__u16 mss = ((__u16)p[2] << 8) | p[3];
+			if (mss > clamp) {
+				__u8 *t = PKT_PTR(start, 18);
+				if (!t)
+					return 0;
+				__u16 check = ((__u16)t[16] << 8) | t[17];
+				__u16 old = mss, new = clamp;
+				if ((o + 2 - start) & 1) {
+					old = swap16(old);
+					new = swap16(new);
+				}
+				check = csum_replace16(check, old, new);
+				p[2] = clamp >> 8;
+				p[3] = clamp & 0xff;
+				t[16] = check >> 8;
+				t[17] = check & 0xff;
+				return 1;
+			}
+		}
+		o += len;
+	}
+	return 0;
+}
+
+#endif

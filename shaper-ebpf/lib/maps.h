@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every map of the shaper programs. The loader pins the ones the controller owns (under the
+ * ABI-versioned directory), so a restarted controller reuses them and
+ * enforcement never stops. */
+#ifndef SHAPER_MAPS_H
+#define SHAPER_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "shaper_abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
+	__type(key, struct sub_key_v4);
+	__type(value, struct sub_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} shaper_subs_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
+	__type(key, struct sub_key_v6);
+	__type(value, struct sub_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} shaper_subs_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
+	__type(key, struct sub_key_v6_64);
+	__type(value, struct sub_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} shaper_subs_v6_64 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHAPER_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct class_entry);
+} shaper_classes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHAPER_MAX_CLASSES);
+	__type(key, __u32);
+	__type(value, struct class_stats);
+} shaper_class_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct global_stats);
+} shaper_global_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHAPER_RULE_SETS * SHAPER_MAX_TUPLES);
+	__type(key, __u32);
+	__type(value, struct tuple_v4);
+} shaper_tuples_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHAPER_RULE_SETS * SHAPER_MAX_TUPLES);
+	__type(key, __u32);
+	__type(value, struct tuple_v6);
+} shaper_tuples_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHAPER_MAX_RULE_KEYS);
+	__type(key, struct rule_key_v4);
+	__type(value, struct rule_head);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} shaper_rules_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHAPER_MAX_RULE_KEYS);
+	__type(key, struct rule_key_v6);
+	__type(value, struct rule_head);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} shaper_rules_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHAPER_MAX_RULE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct rule_entry);
+} shaper_rule_entries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct shaper_ctl);
+} shaper_ctl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, SHAPER_MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} shaper_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} shaper_events SEC(".maps");
+
+/* Per-CPU scratch: sampling counter and event rate limit. Not pinned (no state worth keeping). */
+struct cpu_scratch {
+	__u64 sample_ctr;
+	__u64 last_event_ns[4];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_scratch);
+} shaper_scratch SEC(".maps");
+
+#ifdef SHAPER_TEST
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} shaper_test_clock SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct test_record);
+} shaper_test_last SEC(".maps");
+#endif
+
+/* Load-time configuration (EbpfLoader::override_global). */
+volatile const __u32 cfg_fail_closed = 0;
+volatile const __u32 cfg_malformed_drop = 0;
+volatile const __u32 cfg_flow_sample_shift = 4;
+#ifdef SHAPER_BENCH_SPREAD
+volatile const __u32 cfg_bench_base_v4 = 0; /* host order */
+volatile const __u32 cfg_bench_spread = 1;
+#endif
+
+#endif

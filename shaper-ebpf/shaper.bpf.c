@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* shaper data plane: XDP ingress (classify, police, remark, clamp, answer MTU violations) and
+ * TC egress (steer into HTB via skb->priority). Semantics: docs/DATAPLANE.md. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "shaper_abi.h"
+#include "maps.h"
+#include "parse.h"
+#include "classify.h"
+#include "act.h"
+#include "icmp.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+
+/* Global functions are verified once, on their own, instead of at every call site: this keeps
+ * the loops below (rule tuples and chains, TCP options, ICMP checksums) within the verifier's
+ * budget. Pointer arguments may be NULL as far as the verifier knows, hence the checks. */
+#define SHAPER_GLOBAL __attribute__((noinline))
+
+SHAPER_GLOBAL int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m)
+{
+	if (!pk || !m)
+		return 0;
+	m->prec = 0xffffffff;
+	m->class_id = 0;
+	m->rule_id = 0;
+	if (pk->family == 4)
+		rules_v4(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
+	else
+		rules_v6(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
+	return 0;
+}
+
+SHAPER_GLOBAL int shaper_mss_clamp(struct xdp_md *ctx, struct pkt *pk, __u32 clamp)
+{
+	if (!ctx || !pk)
+		return 0;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	return mss_clamp(data, data_end, pk, clamp);
+}
+
+SHAPER_GLOBAL int shaper_icmp_answer(struct xdp_md *ctx, struct pkt *pk, __u32 mtu)
+{
+	if (!ctx || !pk)
+		return -1;
+	if (pk->family == 4)
+		return icmp4_frag_needed(ctx, pk, mtu);
+	return icmp6_too_big(ctx, pk, mtu);
+}
+
+static __always_inline struct class_stats *stats_of(__u32 id)
+{
+	if (!id)
+		return 0;
+	return bpf_map_lookup_elem(&shaper_class_stats, &id);
+}
+
+static __always_inline __u64 clock_ns(void)
+{
+#ifdef SHAPER_TEST
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&shaper_test_clock, &zero);
+	return t ? *t : 0;
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
+static __always_inline void emit_event(struct xdp_md *ctx, __u32 kind, __u32 class_id,
+				       __u32 detail)
+{
+	__u32 zero = 0;
+	struct cpu_scratch *sc = bpf_map_lookup_elem(&shaper_scratch, &zero);
+	if (!sc)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 slot = kind & 3;
+	if (now - sc->last_event_ns[slot] < 1000000)
+		return;
+	sc->last_event_ns[slot] = now;
+	struct shaper_event *ev = bpf_ringbuf_reserve(&shaper_events, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	ev->kind = kind;
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->class_id = class_id;
+	ev->detail = detail;
+	ev->ts_ns = now;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void flow_sample(const struct pkt *pk, int dir, __u32 class_id,
+					struct global_stats *gs)
+{
+	__u32 shift = cfg_flow_sample_shift;
+	if (shift > 30)
+		return;
+	__u32 zero = 0;
+	struct cpu_scratch *sc = bpf_map_lookup_elem(&shaper_scratch, &zero);
+	if (!sc)
+		return;
+	__u64 n = sc->sample_ctr++;
+	if (n & ((1ULL << shift) - 1))
+		return;
+	struct flow_key k = {};
+	if (pk->family == 4) {
+		k.src[10] = k.src[11] = 0xff;
+		k.dst[10] = k.dst[11] = 0xff;
+		__builtin_memcpy(k.src + 12, pk->src, 4);
+		__builtin_memcpy(k.dst + 12, pk->dst, 4);
+	} else {
+		__builtin_memcpy(k.src, pk->src, 16);
+		__builtin_memcpy(k.dst, pk->dst, 16);
+	}
+	k.sport = bpf_htons(pk->sport);
+	k.dport = bpf_htons(pk->dport);
+	k.proto = pk->proto;
+	k.dir = dir;
+	struct flow_value *v = bpf_map_lookup_elem(&shaper_flows, &k);
+	if (v) {
+		v->pkts++;
+		v->bytes += pk->l3_len;
+		v->class_id = class_id;
+	} else {
+		struct flow_value nv = { .pkts = 1, .bytes = pk->l3_len, .class_id = class_id };
+		bpf_map_update_elem(&shaper_flows, &k, &nv, BPF_ANY);
+	}
+	gs->v[SHAPER_GS_FLOW_SAMPLES]++;
+}
+
+static __always_inline int is_icmp_error(const struct pkt *pk)
+{
+	if (!pk->l4)
+		return 0;
+	if (pk->family == 4 && pk->proto == IPPROTO_ICMP) {
+		__u8 t = pk->icmp_type;
+		return t == 3 || t == 4 || t == 5 || t == 11 || t == 12;
+	}
+	if (pk->family == 6 && pk->proto == IPPROTO_ICMPV6)
+		return pk->icmp_type < 128;
+	return 0;
+}
+
+#ifdef SHAPER_TEST
+#define RECORD(field, val) (rec.field = (val))
+#else
+#define RECORD(field, val) ((void)0)
+#endif
+
+static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	int verdict = XDP_PASS;
+#ifdef SHAPER_TEST
+	struct test_record rec = {};
+#endif
+	struct global_stats *gs = bpf_map_lookup_elem(&shaper_global_stats, &zero);
+	if (!gs)
+		return XDP_PASS;
+	gs->v[SHAPER_GS_RX_PKTS]++;
+
+	struct pkt pk = {};
+	__u32 err = 0;
+	int kind = parse_packet(data, data_end, &pk, &err);
+	RECORD(parse, kind);
+	RECORD(parse_err, err);
+	if (kind == SHAPER_PARSE_NON_IP) {
+		gs->v[SHAPER_GS_NON_IP]++;
+		goto out;
+	}
+	if (kind == SHAPER_PARSE_MALFORMED) {
+		gs->v[SHAPER_GS_MALFORMED]++;
+		emit_event(ctx, SHAPER_EV_MALFORMED, 0, err);
+		if (cfg_malformed_drop) {
+			gs->v[SHAPER_GS_MALFORMED_DROP]++;
+			RECORD(drop_reason, SHAPER_DROP_MALFORMED);
+			verdict = XDP_DROP;
+		}
+		goto out;
+	}
+	if (kind == SHAPER_PARSE_UNSUPPORTED) {
+		gs->v[SHAPER_GS_UNSUPPORTED]++;
+		emit_event(ctx, SHAPER_EV_UNSUPPORTED, 0, 0);
+		goto unclassified;
+	}
+
+	const __u8 *sub_addr = dir == SHAPER_DIR_UP ? pk.src : pk.dst;
+#ifdef SHAPER_BENCH_SPREAD
+	/* Benchmark build only: pretend the subscriber is a random one of cfg_bench_spread. */
+	__u8 bench_addr[16] = {};
+	if (pk.family == 4) {
+		__u32 a = bpf_htonl(cfg_bench_base_v4 + bpf_get_prandom_u32() % cfg_bench_spread);
+		__builtin_memcpy(bench_addr, &a, 4);
+		if (dir == SHAPER_DIR_UP)
+			__builtin_memcpy(pk.src, &a, 4);
+		else
+			__builtin_memcpy(pk.dst, &a, 4);
+		sub_addr = bench_addr;
+	}
+#endif
+	struct cls c = {};
+	classify(&pk, sub_addr, dir, &c);
+	RECORD(sub_class, c.sub_id);
+	RECORD(rule_class, c.rule_id_class);
+	RECORD(rule_id, c.rule_id);
+	if (!c.sub && !c.rule)
+		goto unclassified;
+
+	struct class_stats *ss = stats_of(c.sub_id);
+	struct class_stats *rs = stats_of(c.rule_id_class);
+	if (ss) {
+		ss->pkts++;
+		ss->bytes += pk.l3_len;
+	}
+	if (rs) {
+		rs->pkts++;
+		rs->bytes += pk.l3_len;
+	}
+
+	/* Block. */
+	if (c.rule && (c.rule->flags & SHAPER_CLASS_F_BLOCK)) {
+		if (rs)
+			rs->drop_block++;
+		RECORD(drop_reason, SHAPER_DROP_BLOCK);
+		verdict = XDP_DROP;
+		goto out;
+	}
+	if (c.sub && (c.sub->flags & SHAPER_CLASS_F_BLOCK)) {
+		if (ss)
+			ss->drop_block++;
+		RECORD(drop_reason, SHAPER_DROP_BLOCK);
+		verdict = XDP_DROP;
+		goto out;
+	}
+
+	/* MTU: the smaller non-zero policy of the two classes binds. */
+	__u16 mtu = 0;
+	struct class_stats *ms = 0;
+	if (c.rule && c.rule->mtu) {
+		mtu = c.rule->mtu;
+		ms = rs;
+	}
+	if (c.sub && c.sub->mtu && (!mtu || c.sub->mtu < mtu)) {
+		mtu = c.sub->mtu;
+		ms = ss;
+	}
+	if (mtu && pk.l3_len > mtu) {
+		int answer = -1;
+		if (pk.family == 4) {
+			if (!pk.df) {
+				/* The stack may fragment it: pass, but not as a drop. */
+				goto act;
+			}
+			if (!is_icmp_error(&pk) && !pk.frag_nonfirst)
+				answer = shaper_icmp_answer(ctx, &pk, mtu);
+		} else if (!is_icmp_error(&pk)) {
+			answer = shaper_icmp_answer(ctx, &pk, mtu);
+		}
+		if (ms)
+			ms->drop_mtu++;
+		RECORD(drop_reason, SHAPER_DROP_MTU);
+		if (answer == 0) {
+			if (ms)
+				ms->icmp_sent++;
+			gs->v[SHAPER_GS_XDP_TX]++;
+			emit_event(ctx, SHAPER_EV_ICMP_SENT, 0, mtu);
+			verdict = XDP_TX;
+		} else {
+			verdict = XDP_DROP;
+		}
+		goto out;
+	}
+
+act:;
+	/* Police: the rule's bucket, then the subscriber's. */
+	__u64 now = 0;
+	if ((c.rule && c.rule->ns_per_byte_q16) || (c.sub && c.sub->ns_per_byte_q16))
+		now = clock_ns();
+	if (c.rule && !police(c.rule, now, pk.l3_len, gs)) {
+		if (rs)
+			rs->drop_police++;
+		RECORD(drop_reason, SHAPER_DROP_POLICE_RULE);
+		verdict = XDP_DROP;
+		goto out;
+	}
+	if (c.sub && !police(c.sub, now, pk.l3_len, gs)) {
+		if (ss)
+			ss->drop_police++;
+		RECORD(drop_reason, SHAPER_DROP_POLICE_SUB);
+		verdict = XDP_DROP;
+		goto out;
+	}
+
+	/* DSCP: the rule's if it sets one, else the subscriber's. */
+	__u8 dscp = SHAPER_DSCP_KEEP;
+	struct class_stats *ds = 0;
+	if (c.rule && c.rule->dscp != SHAPER_DSCP_KEEP) {
+		dscp = c.rule->dscp;
+		ds = rs;
+	} else if (c.sub && c.sub->dscp != SHAPER_DSCP_KEEP) {
+		dscp = c.sub->dscp;
+		ds = ss;
+	}
+	if (dscp != SHAPER_DSCP_KEEP && dscp_mark(data, data_end, &pk, dscp & 0x3f) && ds)
+		ds->dscp_marked++;
+
+	/* MSS clamp on SYNs (never raised). */
+	if (mtu && pk.l4 && pk.proto == IPPROTO_TCP && (pk.tcp_flags & 0x02)) {
+		__u16 clamp = mtu - (pk.family == 4 ? 40 : 60);
+		if (shaper_mss_clamp(ctx, &pk, clamp) && ms)
+			ms->mss_clamped++;
+	}
+
+	flow_sample(&pk, dir, c.rule_id_class ? c.rule_id_class : c.sub_id, gs);
+	goto out;
+
+unclassified:
+	gs->v[SHAPER_GS_UNCLASSIFIED]++;
+	if (cfg_fail_closed) {
+		gs->v[SHAPER_GS_FAIL_CLOSED]++;
+		RECORD(drop_reason, SHAPER_DROP_FAIL_CLOSED);
+		verdict = XDP_DROP;
+	}
+out:
+#ifdef SHAPER_TEST
+	{
+		struct test_record *last = bpf_map_lookup_elem(&shaper_test_last, &zero);
+		if (last) {
+			rec.runs = last->runs + 1;
+			*last = rec;
+		}
+	}
+#endif
+	return verdict;
+}
+
+SEC("xdp")
+int shaper_xdp_sub(struct xdp_md *ctx)
+{
+	return shaper_xdp(ctx, SHAPER_DIR_UP);
+}
+
+SEC("xdp")
+int shaper_xdp_up(struct xdp_md *ctx)
+{
+	return shaper_xdp(ctx, SHAPER_DIR_DOWN);
+}
+
+static __always_inline int shaper_tc(struct __sk_buff *skb, int dir)
+{
+	__u32 zero = 0;
+	struct global_stats *gs = bpf_map_lookup_elem(&shaper_global_stats, &zero);
+	if (gs)
+		gs->v[SHAPER_GS_TC_PKTS]++;
+	/* Headers we read must be in the linear part. */
+	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct pkt pk = {};
+	__u32 err = 0;
+	if (parse_packet(data, data_end, &pk, &err) != SHAPER_PARSE_OK)
+		return TC_ACT_OK;
+	struct cls c = {};
+	classify(&pk, dir == SHAPER_DIR_UP ? pk.src : pk.dst, dir, &c);
+	__u32 prio = 0;
+	if (c.rule && c.rule->skb_priority)
+		prio = c.rule->skb_priority;
+	else if (c.sub && c.sub->skb_priority)
+		prio = c.sub->skb_priority;
+	if (prio) {
+		skb->priority = prio;
+		if (gs)
+			gs->v[SHAPER_GS_TC_STEERED]++;
+	}
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int shaper_tc_down(struct __sk_buff *skb)
+{
+	return shaper_tc(skb, SHAPER_DIR_DOWN);
+}
+
+SEC("classifier")
+int shaper_tc_up(struct __sk_buff *skb)
+{
+	return shaper_tc(skb, SHAPER_DIR_UP);
+}

@@ -1,0 +1,11 @@
+//! shaper: dynamic QoS for broadband access networks.
+//!
+//! This crate is the controller side: the data-plane loader (`dataplane`), the policy objects
+//! every path shares (`policy`), the Rust reference model of the kernel programs (`model`) and
+//! the network-namespace lab used by tests and the demo (`lab`).
+
+pub mod abi;
+pub mod dataplane;
+pub mod lab;
+pub mod model;
+pub mod policy;
