@@ -7,7 +7,11 @@ use std::{env, path::PathBuf, process::Command};
 const OBJECTS: &[(&str, &str, &[&str])] = &[
     ("shaper.bpf.c", "shaper.bpf.o", &[]),
     ("shaper.bpf.c", "shaper_test.bpf.o", &["-DSHAPER_TEST"]),
-    ("shaper.bpf.c", "shaper_bench_spread.bpf.o", &["-DSHAPER_BENCH_SPREAD"]),
+    (
+        "shaper.bpf.c",
+        "shaper_bench_spread.bpf.o",
+        &["-DSHAPER_BENCH_SPREAD"],
+    ),
     ("floor.bpf.c", "floor.bpf.o", &[]),
 ];
 
@@ -46,7 +50,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SHAPER_CLANG");
     for (src, obj, defines) in OBJECTS {
         let status = Command::new(&clang)
-            .args(["-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Wextra", "-Werror"])
+            .args([
+                "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Wextra", "-Werror",
+            ])
             .args(["-Wno-unused-parameter", "-Wno-missing-field-initializers"])
             .arg(format!("-I{}", dir.join("include").display()))
             .arg(format!("-I{}", dir.join("lib").display()))

@@ -51,6 +51,14 @@ SHAPER_GLOBAL int shaper_icmp_answer(struct xdp_md *ctx, struct pkt *pk, __u32 m
 	return icmp6_too_big(ctx, pk, mtu);
 }
 
+/* A global function, so that struct shaper_event is in the object's BTF for the ABI check. */
+SHAPER_GLOBAL int shaper_event_send(struct shaper_event *ev)
+{
+	if (!ev)
+		return -1;
+	return bpf_ringbuf_output(&shaper_events, ev, sizeof(*ev), 0);
+}
+
 static __always_inline struct class_stats *stats_of(__u32 id)
 {
 	if (!id)
@@ -81,15 +89,14 @@ static __always_inline void emit_event(struct xdp_md *ctx, __u32 kind, __u32 cla
 	if (now - sc->last_event_ns[slot] < 1000000)
 		return;
 	sc->last_event_ns[slot] = now;
-	struct shaper_event *ev = bpf_ringbuf_reserve(&shaper_events, sizeof(*ev), 0);
-	if (!ev)
-		return;
-	ev->kind = kind;
-	ev->ifindex = ctx->ingress_ifindex;
-	ev->class_id = class_id;
-	ev->detail = detail;
-	ev->ts_ns = now;
-	bpf_ringbuf_submit(ev, 0);
+	struct shaper_event ev = {
+		.kind = kind,
+		.ifindex = ctx->ingress_ifindex,
+		.class_id = class_id,
+		.detail = detail,
+		.ts_ns = now,
+	};
+	shaper_event_send(&ev);
 }
 
 static __always_inline void flow_sample(const struct pkt *pk, int dir, __u32 class_id,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * shaper_abi.h — the one definition of every map key, map value and event shared between the
- * kernel programs and the controller. The Rust mirror (shaper-user/src/abi/generated.rs) is
+ * kernel programs and the controller. The Rust mirror (shaper-user/src/abi/mod.rs) is
  * checked against the compiled object's BTF by a test; never edit one without the other.
  *
  * Rules: fixed-width fields only, explicit padding, no bool, no bitfields. Byte order is in the

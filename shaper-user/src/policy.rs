@@ -29,7 +29,14 @@ pub struct ClassConfig {
 
 impl Default for ClassConfig {
     fn default() -> Self {
-        Self { rate_bps: None, burst_bytes: 0, dscp: None, mtu: None, skb_priority: 0, block: false }
+        Self {
+            rate_bps: None,
+            burst_bytes: 0,
+            dscp: None,
+            mtu: None,
+            skb_priority: 0,
+            block: false,
+        }
     }
 }
 
@@ -51,11 +58,21 @@ pub enum PolicyError {
     #[error("class id {class} is beyond the data plane's {max} classes")]
     ClassOutOfRange { class: u32, max: u32 },
     #[error("rule {rule}: {what} prefix length {len} is longer than {max}")]
-    BadPrefix { rule: u32, what: &'static str, len: u8, max: u8 },
+    BadPrefix {
+        rule: u32,
+        what: &'static str,
+        len: u8,
+        max: u8,
+    },
     #[error("rule {rule}: source and destination prefixes are of different address families")]
     MixedFamily { rule: u32 },
     #[error("rule {rule}: {what} port range {lo}-{hi} is empty")]
-    EmptyPortRange { rule: u32, what: &'static str, lo: u16, hi: u16 },
+    EmptyPortRange {
+        rule: u32,
+        what: &'static str,
+        lo: u16,
+        hi: u16,
+    },
     #[error("rule {rule}: ports given for protocol {proto}, which has none")]
     PortsWithoutPortProtocol { rule: u32, proto: u8 },
     #[error("rules {a} and {b} overlap and share precedence {precedence}")]
@@ -78,7 +95,11 @@ impl ClassConfig {
         }
         if let Some(mtu) = self.mtu {
             if mtu < MIN_MTU {
-                return Err(PolicyError::MtuTooSmall { class, mtu, min: MIN_MTU });
+                return Err(PolicyError::MtuTooSmall {
+                    class,
+                    mtu,
+                    min: MIN_MTU,
+                });
             }
         }
         if let Some(rate) = self.rate_bps {
@@ -90,7 +111,11 @@ impl ClassConfig {
             }
             let mtu = u32::from(self.mtu.unwrap_or(1500));
             if self.burst_bytes < mtu {
-                return Err(PolicyError::BurstTooSmall { class, burst: self.burst_bytes, mtu });
+                return Err(PolicyError::BurstTooSmall {
+                    class,
+                    burst: self.burst_bytes,
+                    mtu,
+                });
             }
         }
         if let Some(dscp) = self.dscp {
@@ -128,11 +153,17 @@ pub struct Prefix {
 impl Prefix {
     #[must_use]
     pub fn any_v4() -> Self {
-        Self { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), len: 0 }
+        Self {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            len: 0,
+        }
     }
     #[must_use]
     pub fn any_v6() -> Self {
-        Self { addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED), len: 0 }
+        Self {
+            addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            len: 0,
+        }
     }
     #[must_use]
     pub fn is_v4(&self) -> bool {
@@ -156,7 +187,10 @@ impl Prefix {
     /// Does `addr` (same family) fall inside the prefix?
     #[must_use]
     pub fn contains(&self, addr: IpAddr) -> bool {
-        let other = Prefix { addr, len: self.len };
+        let other = Prefix {
+            addr,
+            len: self.len,
+        };
         addr.is_ipv4() == self.is_v4() && other.masked_bytes() == self.masked_bytes()
     }
     /// Do the two prefixes share any address?
@@ -166,8 +200,16 @@ impl Prefix {
             return false;
         }
         let len = self.len.min(other.len);
-        let a = Prefix { addr: self.addr, len }.masked_bytes();
-        let b = Prefix { addr: other.addr, len }.masked_bytes();
+        let a = Prefix {
+            addr: self.addr,
+            len,
+        }
+        .masked_bytes();
+        let b = Prefix {
+            addr: other.addr,
+            len,
+        }
+        .masked_bytes();
         a == b
     }
 }
@@ -193,7 +235,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { lo: 0, hi: u16::MAX };
+    pub const ANY: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
     #[must_use]
     pub fn contains(&self, p: u16) -> bool {
         self.lo <= p && p <= self.hi
@@ -234,18 +279,31 @@ impl Rule {
         }
         for (what, p) in [("source", &self.src), ("destination", &self.dst)] {
             if p.len > p.max_len() {
-                return Err(PolicyError::BadPrefix { rule, what, len: p.len, max: p.max_len() });
+                return Err(PolicyError::BadPrefix {
+                    rule,
+                    what,
+                    len: p.len,
+                    max: p.max_len(),
+                });
             }
         }
         for (what, r) in [("source", &self.sport), ("destination", &self.dport)] {
             if r.lo > r.hi {
-                return Err(PolicyError::EmptyPortRange { rule, what, lo: r.lo, hi: r.hi });
+                return Err(PolicyError::EmptyPortRange {
+                    rule,
+                    what,
+                    lo: r.lo,
+                    hi: r.hi,
+                });
             }
         }
         if let Some(proto) = self.proto {
             let ports_given = self.sport != PortRange::ANY || self.dport != PortRange::ANY;
             // Port-less protocols are seen with ports 0; a range excluding 0 could never match.
-            if ports_given && !proto_has_ports(proto) && (!self.sport.contains(0) || !self.dport.contains(0)) {
+            if ports_given
+                && !proto_has_ports(proto)
+                && (!self.sport.contains(0) || !self.dport.contains(0))
+            {
                 return Err(PolicyError::PortsWithoutPortProtocol { rule, proto });
             }
         }
@@ -296,7 +354,11 @@ pub fn validate_rules(rules: &[Rule]) -> Result<(), PolicyError> {
         for (i, a) in group.iter().enumerate() {
             for b in &group[i + 1..] {
                 if a.overlaps(b) {
-                    let (a, b) = if a.id < b.id { (a.id, b.id) } else { (b.id, a.id) };
+                    let (a, b) = if a.id < b.id {
+                        (a.id, b.id)
+                    } else {
+                        (b.id, a.id)
+                    };
                     return Err(PolicyError::OverlapSamePrecedence { a, b, precedence });
                 }
             }
@@ -318,30 +380,67 @@ mod tests {
     use super::*;
 
     fn v4(s: &str, len: u8) -> Prefix {
-        Prefix { addr: s.parse().unwrap(), len }
+        Prefix {
+            addr: s.parse().unwrap(),
+            len,
+        }
     }
 
     #[test]
     fn burst_must_cover_an_mtu() {
-        let c = ClassConfig { rate_bps: Some(10_000_000), burst_bytes: 1000, ..Default::default() };
-        assert_eq!(c.validate(7), Err(PolicyError::BurstTooSmall { class: 7, burst: 1000, mtu: 1500 }));
-        let c = ClassConfig { burst_bytes: 1500, ..c };
+        let c = ClassConfig {
+            rate_bps: Some(10_000_000),
+            burst_bytes: 1000,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(7),
+            Err(PolicyError::BurstTooSmall {
+                class: 7,
+                burst: 1000,
+                mtu: 1500
+            })
+        );
+        let c = ClassConfig {
+            burst_bytes: 1500,
+            ..c
+        };
         assert_eq!(c.validate(7), Ok(()));
     }
 
     #[test]
     fn zero_rate_and_bad_dscp_are_refused() {
-        let c = ClassConfig { rate_bps: Some(0), burst_bytes: 9000, ..Default::default() };
-        assert_eq!(c.validate(1), Err(PolicyError::RateTooLow { class: 1, rate: 0 }));
-        let c = ClassConfig { dscp: Some(64), ..Default::default() };
-        assert_eq!(c.validate(1), Err(PolicyError::BadDscp { class: 1, dscp: 64 }));
-        assert_eq!(ClassConfig::default().validate(0), Err(PolicyError::ReservedClass));
+        let c = ClassConfig {
+            rate_bps: Some(0),
+            burst_bytes: 9000,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(1),
+            Err(PolicyError::RateTooLow { class: 1, rate: 0 })
+        );
+        let c = ClassConfig {
+            dscp: Some(64),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(1),
+            Err(PolicyError::BadDscp { class: 1, dscp: 64 })
+        );
+        assert_eq!(
+            ClassConfig::default().validate(0),
+            Err(PolicyError::ReservedClass)
+        );
     }
 
     #[test]
     fn fixed_point_cost_is_exact_for_round_rates() {
         // 8 Mbit/s = 1 byte per µs = 1000 ns per byte.
-        let c = ClassConfig { rate_bps: Some(8_000_000), burst_bytes: 1500, ..Default::default() };
+        let c = ClassConfig {
+            rate_bps: Some(8_000_000),
+            burst_bytes: 1500,
+            ..Default::default()
+        };
         assert_eq!(c.ns_per_byte_q16(), 1000 << 16);
         assert_eq!(c.burst_ns(), 1_500_000);
     }
@@ -370,13 +469,35 @@ mod tests {
             precedence: 10,
             class: 2,
         };
-        let b = Rule { id: 2, dport: PortRange { lo: 443, hi: 443 }, ..a };
-        assert_eq!(validate_rules(&[a, b]), Err(PolicyError::OverlapSamePrecedence { a: 1, b: 2, precedence: 10 }));
-        let b = Rule { precedence: 11, ..b };
+        let b = Rule {
+            id: 2,
+            dport: PortRange { lo: 443, hi: 443 },
+            ..a
+        };
+        assert_eq!(
+            validate_rules(&[a, b]),
+            Err(PolicyError::OverlapSamePrecedence {
+                a: 1,
+                b: 2,
+                precedence: 10
+            })
+        );
+        let b = Rule {
+            precedence: 11,
+            ..b
+        };
         assert_eq!(validate_rules(&[a, b]), Ok(()));
-        let c = Rule { id: 3, dport: PortRange { lo: 444, hi: 500 }, ..a };
+        let c = Rule {
+            id: 3,
+            dport: PortRange { lo: 444, hi: 500 },
+            ..a
+        };
         assert_eq!(validate_rules(&[a, c]), Ok(()));
-        let d = Rule { id: 4, proto: Some(17), ..a };
+        let d = Rule {
+            id: 4,
+            proto: Some(17),
+            ..a
+        };
         assert_eq!(validate_rules(&[a, d]), Ok(()));
     }
 }

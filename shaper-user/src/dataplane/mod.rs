@@ -1,0 +1,907 @@
+//! The data-plane loader: loads the C programs with aya, pins their maps and links under a
+//! bpffs directory named by the ABI version, attaches XDP (native, falling back to generic)
+//! and TC egress (TCX links), and gives the controller typed, validated updates of
+//! subscribers, classes and rules, plus counters and kernel events.
+//!
+//! Hitless restarts: maps and links are pinned. A new process reuses the pinned maps (after
+//! checking their type and sizes) and swaps its programs into the pinned links with
+//! `BPF_LINK_UPDATE`, so enforcement never stops, not even while no controller runs.
+
+pub mod htb;
+mod maps;
+pub mod rules;
+pub mod testrun;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapInfo,
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
+    },
+};
+use tracing::{info, warn};
+
+use crate::abi::{self, ABI_VERSION};
+use crate::policy::{ClassConfig, PolicyError, Rule, SubscriberKey};
+
+pub use maps::MapSpec;
+
+/// Which side of the gateway an interface faces; fixes which address is the subscriber's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Faces the subscribers: ingress packets come from them (subscriber = source).
+    Subscriber,
+    /// Faces the core/providers: ingress packets go to subscribers (subscriber = destination).
+    Upstream,
+}
+
+impl Role {
+    /// XDP program for ingress on an interface of this role.
+    #[must_use]
+    pub fn xdp_program(self) -> &'static str {
+        match self {
+            Role::Subscriber => "shaper_xdp_sub",
+            Role::Upstream => "shaper_xdp_up",
+        }
+    }
+    /// TC program for egress on an interface of this role.
+    #[must_use]
+    pub fn tc_program(self) -> &'static str {
+        match self {
+            Role::Subscriber => "shaper_tc_down",
+            Role::Upstream => "shaper_tc_up",
+        }
+    }
+}
+
+/// Which build of the programs to load (see `shaper_ebpf`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    Production,
+    /// Virtual clock and per-run decision record, for tests.
+    Test,
+    /// Random subscriber addresses in `base_v4 .. base_v4 + spread`, for the benchmark.
+    BenchSpread {
+        base_v4: u32,
+        spread: u32,
+    },
+}
+
+/// Map capacities (entries). Hash maps are not preallocated, so large limits cost nothing
+/// until used; the class arrays are preallocated (64 bytes per class, per CPU for counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_subscribers: u32,
+    pub max_classes: u32,
+    pub max_rule_keys: u32,
+    pub max_rule_entries: u32,
+    pub max_flows: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_subscribers: 1 << 20,
+            max_classes: 1 << 16,
+            max_rule_keys: 1 << 15,
+            max_rule_entries: 1 << 15,
+            max_flows: 1 << 16,
+        }
+    }
+}
+
+/// Everything the loader needs.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// bpffs directory under which `v<ABI>/` holds pinned maps and links; `None` = no pinning
+    /// (tests, benchmarks).
+    pub pin_root: Option<PathBuf>,
+    pub limits: Limits,
+    pub fail_closed: bool,
+    pub malformed_drop: bool,
+    /// Sample one packet in 2^n into the flow table; 31 = off.
+    pub flow_sample_shift: u32,
+    pub build: Build,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_root: None,
+            limits: Limits::default(),
+            fail_closed: false,
+            malformed_drop: false,
+            flow_sample_shift: 4,
+            build: Build::Production,
+        }
+    }
+}
+
+/// Errors of the data plane, each naming what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error(
+        "pinned map {path} does not match this build ({what}: pinned {pinned}, expected {expected}); \
+         another shaper version owns it: stop it, or remove {path}"
+    )]
+    PinnedMismatch {
+        path: PathBuf,
+        what: &'static str,
+        pinned: String,
+        expected: String,
+    },
+    #[error("bpffs at {path}: {source}")]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("unknown interface {0:?}")]
+    UnknownInterface(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Rules(#[from] rules::CompileError),
+    #[error("{map} is full: it holds {max} entries and this change needs {needed}")]
+    Full {
+        map: &'static str,
+        max: u32,
+        needed: u64,
+    },
+    #[error("class {0} does not exist")]
+    UnknownClass(u32),
+    #[error("class {class} is still used by {users}")]
+    ClassInUse { class: u32, users: String },
+    #[error("subscriber {0} has no entry")]
+    UnknownSubscriber(String),
+    #[error("subscriber key {addr}/{len}: IPv4 takes /32, IPv6 /128 or /64")]
+    BadSubscriberKey { addr: IpAddr, len: u8 },
+    #[error("this operation needs the {0} build of the programs")]
+    WrongBuild(&'static str),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |e| DataplaneError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> DataplaneError {
+    move |e| DataplaneError::Program {
+        name,
+        source: Box::new(e),
+    }
+}
+
+/// An attachment made by this process.
+#[derive(Debug)]
+enum Attached {
+    /// Pinned, or kept open by this process (dropped = detached).
+    Xdp {
+        ifname: String,
+        link: Option<FdLink>,
+        generic: bool,
+    },
+    Tc {
+        ifname: String,
+        link: Option<FdLink>,
+    },
+}
+
+/// The loaded data plane.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    opts: LoadOptions,
+    dir: Option<PathBuf>,
+    classes: HashMap<u32, ClassConfig>,
+    subs: HashMap<SubscriberKey, [u32; 2]>,
+    rules: Vec<Rule>,
+    /// Keys of the active rule set (for deletion after the next flip).
+    active_keys: (Vec<abi::RuleKeyV4>, Vec<abi::RuleKeyV6>),
+    active_set: u32,
+    epoch: u32,
+    attached: Vec<Attached>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("dir", &self.dir)
+            .field("classes", &self.classes.len())
+            .field("subscribers", &self.subs.len())
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mounts a bpffs at `/sys/fs/bpf` when none is mounted there (DESIGN.md §2).
+pub fn ensure_bpffs() -> Result<()> {
+    let path = Path::new("/sys/fs/bpf");
+    let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+    // SAFETY: statfs on a valid NUL-terminated path into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    if rc == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|source| DataplaneError::Bpffs {
+        path: path.into(),
+        source,
+    })?;
+    let fstype = std::ffi::CString::new("bpf").unwrap();
+    // SAFETY: valid C strings; mounting a bpffs has no other preconditions.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(DataplaneError::Bpffs {
+            path: path.into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    warn!("no bpffs was mounted at /sys/fs/bpf: mounted one");
+    Ok(())
+}
+
+impl Dataplane {
+    /// Loads the programs (not yet attached), creating or reusing pinned maps.
+    pub fn load(opts: LoadOptions) -> Result<Self> {
+        let bytes = match opts.build {
+            Build::Production => shaper_ebpf::SHAPER,
+            Build::Test => shaper_ebpf::SHAPER_TEST,
+            Build::BenchSpread { .. } => shaper_ebpf::SHAPER_BENCH_SPREAD,
+        };
+        let specs = maps::specs(&opts.limits);
+        let dir = match &opts.pin_root {
+            Some(root) => {
+                ensure_bpffs()?;
+                let dir = root.join(format!("v{ABI_VERSION}"));
+                for sub in ["maps", "links"] {
+                    let d = dir.join(sub);
+                    std::fs::create_dir_all(&d)
+                        .map_err(|source| DataplaneError::Bpffs { path: d, source })?;
+                }
+                for spec in &specs {
+                    if spec.pinned {
+                        spec.check_pinned(&dir.join("maps").join(spec.name))?;
+                    }
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let pin_paths: Vec<(&'static str, PathBuf)> = match &dir {
+            Some(d) => specs
+                .iter()
+                .filter(|s| s.pinned)
+                .map(|s| (s.name, d.join("maps").join(s.name)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let fail_closed = u32::from(opts.fail_closed);
+        let malformed_drop = u32::from(opts.malformed_drop);
+        let shift = opts.flow_sample_shift.min(31);
+        let mut loader = EbpfLoader::new();
+        for spec in &specs {
+            loader.map_max_entries(spec.name, spec.max_entries);
+        }
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader
+            .override_global("cfg_fail_closed", &fail_closed, true)
+            .override_global("cfg_malformed_drop", &malformed_drop, true)
+            .override_global("cfg_flow_sample_shift", &shift, true);
+        let (base, spread) = match opts.build {
+            Build::BenchSpread { base_v4, spread } => (base_v4, spread.max(1)),
+            _ => (0, 1),
+        };
+        if matches!(opts.build, Build::BenchSpread { .. }) {
+            loader.override_global("cfg_bench_base_v4", &base, true);
+            loader.override_global("cfg_bench_spread", &spread, true);
+        }
+        let mut ebpf = loader
+            .load(bytes)
+            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        for name in ["shaper_xdp_sub", "shaper_xdp_up"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .expect("object has the program")
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+        }
+        for name in ["shaper_tc_down", "shaper_tc_up"] {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .expect("object has the program")
+                .try_into()
+                .map_err(prog_err(name))?;
+            p.load().map_err(prog_err(name))?;
+        }
+        let mut dp = Self {
+            ebpf,
+            opts,
+            dir,
+            classes: HashMap::new(),
+            subs: HashMap::new(),
+            rules: Vec::new(),
+            active_keys: (Vec::new(), Vec::new()),
+            active_set: 0,
+            epoch: 0,
+            attached: Vec::new(),
+        };
+        dp.read_back()?;
+        Ok(dp)
+    }
+
+    /// The pinned directory (`<pin_root>/v<ABI>`), if pinning.
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    #[must_use]
+    pub fn options(&self) -> &LoadOptions {
+        &self.opts
+    }
+
+    pub(crate) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches the XDP ingress program for `role` to `ifname`: native mode, or generic with a
+    /// warning when the driver has no native XDP. With pinning, an existing pinned link is
+    /// updated in place (no gap), otherwise a new link is created and pinned.
+    pub fn attach_xdp(&mut self, ifname: &str, role: Role) -> Result<()> {
+        let ifindex = ifindex(ifname)?;
+        let name = role.xdp_program();
+        let link_path = self
+            .dir
+            .as_ref()
+            .map(|d| d.join("links").join(format!("xdp-{ifname}")));
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .expect("loaded")
+            .try_into()
+            .map_err(prog_err(name))?;
+        if let Some(path) = link_path.as_ref().filter(|p| p.exists()) {
+            let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            let link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataplaneError::Pin {
+                    path: path.clone(),
+                    source: Box::new(e),
+                })?;
+            let id = prog.attach_to_link(link).map_err(prog_err(name))?;
+            let link = prog.take_link(id).map_err(prog_err(name))?;
+            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            info!(
+                ifname,
+                ifindex,
+                program = name,
+                "XDP program replaced in the pinned link"
+            );
+            self.attached.push(Attached::Xdp {
+                ifname: ifname.into(),
+                link: Some(fd),
+                generic: false,
+            });
+            return Ok(());
+        }
+        let (id, generic) = match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => (id, false),
+            Err(e) => {
+                warn!(ifname, error = %e, "native XDP unavailable, falling back to generic (skb) mode: slower");
+                (
+                    prog.attach_to_if_index(ifindex, XdpMode::Skb)
+                        .map_err(prog_err(name))?,
+                    true,
+                )
+            }
+        };
+        let link = prog.take_link(id).map_err(prog_err(name))?;
+        let fd = match FdLink::try_from(link) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return Err(DataplaneError::Pin {
+                    path: link_path.unwrap_or_default(),
+                    source: format!("the kernel attached XDP without a bpf_link ({e}); shaper needs kernel >= 5.9").into(),
+                });
+            }
+        };
+        let fd = match link_path {
+            Some(path) => {
+                let pinned = fd.pin(&path).map_err(|e| DataplaneError::Pin {
+                    path: path.clone(),
+                    source: Box::new(e),
+                })?;
+                FdLink::from(pinned)
+            }
+            None => fd,
+        };
+        info!(ifname, ifindex, program = name, generic, "XDP attached");
+        self.attached.push(Attached::Xdp {
+            ifname: ifname.into(),
+            link: Some(fd),
+            generic,
+        });
+        Ok(())
+    }
+
+    /// Attaches the TC egress program for `role` to `ifname` as a TCX link (kernel ≥ 6.6),
+    /// replacing a pinned one in place.
+    pub fn attach_tc(&mut self, ifname: &str, role: Role) -> Result<()> {
+        ifindex(ifname)?;
+        let name = role.tc_program();
+        let link_path = self
+            .dir
+            .as_ref()
+            .map(|d| d.join("links").join(format!("tc-{ifname}")));
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .expect("loaded")
+            .try_into()
+            .map_err(prog_err(name))?;
+        let id = if let Some(path) = link_path.as_ref().filter(|p| p.exists()) {
+            let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                DataplaneError::Pin {
+                    path: path.clone(),
+                    source: Box::new(e),
+                }
+            })?;
+            prog.attach_to_link(link).map_err(prog_err(name))?
+        } else {
+            prog.attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(prog_err(name))?
+        };
+        let link = prog.take_link(id).map_err(prog_err(name))?;
+        let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pin {
+            path: link_path.clone().unwrap_or_default(),
+            source: format!(
+                "TC attached without a bpf_link ({e}); shaper needs kernel >= 6.6 (TCX)"
+            )
+            .into(),
+        })?;
+        let fd = match link_path {
+            Some(path) if !path.exists() => {
+                let pinned = fd.pin(&path).map_err(|e| DataplaneError::Pin {
+                    path: path.clone(),
+                    source: Box::new(e),
+                })?;
+                FdLink::from(pinned)
+            }
+            _ => fd,
+        };
+        info!(ifname, program = name, "TC egress attached");
+        self.attached.push(Attached::Tc {
+            ifname: ifname.into(),
+            link: Some(fd),
+        });
+        Ok(())
+    }
+
+    /// Detaches everything this data plane attached and removes the pins: enforcement stops.
+    /// (Dropping the `Dataplane` does not detach pinned links: that is the point of pinning.)
+    pub fn detach_all(&mut self) -> Result<()> {
+        for a in self.attached.drain(..) {
+            let (kind, ifname, link) = match a {
+                Attached::Xdp { ifname, link, .. } => ("xdp", ifname, link),
+                Attached::Tc { ifname, link } => ("tc", ifname, link),
+            };
+            if let Some(dir) = &self.dir {
+                let path = dir.join("links").join(format!("{kind}-{ifname}"));
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .map_err(|source| DataplaneError::Bpffs { path, source })?;
+                }
+            }
+            drop(link);
+        }
+        Ok(())
+    }
+
+    /// Interfaces attached by this process (name, kind, generic-mode flag).
+    #[must_use]
+    pub fn attachments(&self) -> Vec<(String, &'static str, bool)> {
+        self.attached
+            .iter()
+            .map(|a| match a {
+                Attached::Xdp {
+                    ifname, generic, ..
+                } => (ifname.clone(), "xdp", *generic),
+                Attached::Tc { ifname, .. } => (ifname.clone(), "tc", false),
+            })
+            .collect()
+    }
+
+    // ---- classes --------------------------------------------------------------------------
+
+    /// Creates or changes a class. The policer state is kept across a change, so changing a
+    /// rate does not hand out a fresh burst.
+    pub fn upsert_class(&mut self, id: u32, cfg: &ClassConfig) -> Result<()> {
+        cfg.validate(id)?;
+        if id >= self.opts.limits.max_classes {
+            return Err(PolicyError::ClassOutOfRange {
+                class: id,
+                max: self.opts.limits.max_classes,
+            }
+            .into());
+        }
+        let mut arr = self.classes_map()?;
+        let old = arr.get(&id, 0).map_err(map_err("shaper_classes"))?;
+        let entry = class_entry(cfg, old.tat);
+        arr.set(id, entry, 0).map_err(map_err("shaper_classes"))?;
+        self.classes.insert(id, *cfg);
+        Ok(())
+    }
+
+    /// Deletes a class that no subscriber or rule uses any more.
+    pub fn delete_class(&mut self, id: u32) -> Result<()> {
+        if !self.classes.contains_key(&id) {
+            return Err(DataplaneError::UnknownClass(id));
+        }
+        let mut users: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, c)| c.contains(&id))
+            .map(|(k, _)| format!("subscriber {}/{}", k.addr, k.len))
+            .collect();
+        users.extend(
+            self.rules
+                .iter()
+                .filter(|r| r.class == id)
+                .map(|r| format!("rule {}", r.id)),
+        );
+        if !users.is_empty() {
+            users.sort();
+            users.truncate(5);
+            return Err(DataplaneError::ClassInUse {
+                class: id,
+                users: users.join(", "),
+            });
+        }
+        let mut arr = self.classes_map()?;
+        arr.set(id, abi::ClassEntry::default(), 0)
+            .map_err(map_err("shaper_classes"))?;
+        self.classes.remove(&id);
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn class(&self, id: u32) -> Option<&ClassConfig> {
+        self.classes.get(&id)
+    }
+
+    // ---- subscribers ----------------------------------------------------------------------
+
+    /// Creates or changes subscribers in one batch: all are validated (keys, classes,
+    /// capacity) before the first is written.
+    pub fn upsert_subscribers(&mut self, batch: &[(SubscriberKey, [u32; 2])]) -> Result<()> {
+        let mut new = [0u64; 3];
+        for (key, classes) in batch {
+            let table = sub_table(key)?;
+            for c in classes {
+                if *c != 0 && !self.classes.contains_key(c) {
+                    return Err(DataplaneError::UnknownClass(*c));
+                }
+            }
+            if !self.subs.contains_key(key) {
+                new[table] += 1;
+            }
+        }
+        let names = ["shaper_subs_v4", "shaper_subs_v6", "shaper_subs_v6_64"];
+        for t in 0..3 {
+            let have = self
+                .subs
+                .keys()
+                .filter(|k| sub_table(k).ok() == Some(t))
+                .count() as u64;
+            let max = self.opts.limits.max_subscribers;
+            if have + new[t] > u64::from(max) {
+                return Err(DataplaneError::Full {
+                    map: names[t],
+                    max,
+                    needed: have + new[t],
+                });
+            }
+        }
+        for (key, classes) in batch {
+            maps::sub_write(&mut self.ebpf, key, *classes)?;
+            self.subs.insert(*key, *classes);
+        }
+        Ok(())
+    }
+
+    pub fn upsert_subscriber(&mut self, key: SubscriberKey, classes: [u32; 2]) -> Result<()> {
+        self.upsert_subscribers(&[(key, classes)])
+    }
+
+    pub fn delete_subscriber(&mut self, key: &SubscriberKey) -> Result<()> {
+        if !self.subs.contains_key(key) {
+            return Err(DataplaneError::UnknownSubscriber(format!(
+                "{}/{}",
+                key.addr, key.len
+            )));
+        }
+        maps::sub_delete(&mut self.ebpf, key)?;
+        self.subs.remove(key);
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    // ---- rules ----------------------------------------------------------------------------
+
+    /// Replaces the whole rule set atomically: the new set is validated and compiled, written
+    /// into the inactive half, made active with one map write, and only then is the old half
+    /// cleared. On any error before the flip, what was written is removed and the old set
+    /// stays in force.
+    pub fn set_rules(&mut self, rules: &[Rule]) -> Result<()> {
+        crate::policy::validate_rules(rules)?;
+        for r in rules {
+            if !self.classes.contains_key(&r.class) {
+                return Err(PolicyError::UnknownClass {
+                    rule: r.id,
+                    class: r.class,
+                }
+                .into());
+            }
+        }
+        let next_set = self.active_set ^ 1;
+        let half = self.opts.limits.max_rule_entries / 2;
+        let compiled = rules::compile(rules, next_set, next_set * half)?;
+        if compiled.entries.len() as u64 > u64::from(half) {
+            return Err(DataplaneError::Full {
+                map: "shaper_rule_entries",
+                max: half,
+                needed: compiled.entries.len() as u64,
+            });
+        }
+        let keys_needed = (compiled.keys_v4.len()
+            + compiled.keys_v6.len()
+            + self.active_keys.0.len()
+            + self.active_keys.1.len()) as u64;
+        if keys_needed > u64::from(self.opts.limits.max_rule_keys) {
+            return Err(DataplaneError::Full {
+                map: "shaper_rules",
+                max: self.opts.limits.max_rule_keys,
+                needed: keys_needed,
+            });
+        }
+        if let Err(e) = maps::rules_write(&mut self.ebpf, &compiled, next_set, half) {
+            let _ = maps::rules_clear(
+                &mut self.ebpf,
+                next_set,
+                &compiled.keys_v4.iter().map(|k| k.0).collect::<Vec<_>>(),
+                &compiled.keys_v6.iter().map(|k| k.0).collect::<Vec<_>>(),
+            );
+            return Err(e);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        maps::ctl_write(
+            &mut self.ebpf,
+            abi::ShaperCtl {
+                active_set: next_set,
+                epoch: self.epoch,
+            },
+        )?;
+        // Packets that read the old set index finish within microseconds; give them a moment
+        // before the old half disappears under them.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let old = std::mem::replace(
+            &mut self.active_keys,
+            (
+                compiled.keys_v4.iter().map(|k| k.0).collect(),
+                compiled.keys_v6.iter().map(|k| k.0).collect(),
+            ),
+        );
+        maps::rules_clear(&mut self.ebpf, self.active_set, &old.0, &old.1)?;
+        self.active_set = next_set;
+        self.rules = rules.to_vec();
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    // ---- counters -------------------------------------------------------------------------
+
+    /// A class's counters, summed over CPUs.
+    pub fn class_stats(&self, id: u32) -> Result<abi::ClassStats> {
+        maps::class_stats(&self.ebpf, id)
+    }
+
+    /// Global counters (`abi::gs::*`), summed over CPUs.
+    pub fn global_stats(&self) -> Result<abi::GlobalStats> {
+        maps::global_stats(&self.ebpf)
+    }
+
+    /// The `n` flows with the most sampled bytes.
+    pub fn top_flows(&self, n: usize) -> Result<Vec<(abi::FlowKey, abi::FlowValue)>> {
+        maps::top_flows(&self.ebpf, n)
+    }
+
+    /// Reads the state a previous controller left in pinned maps (classes and subscribers), so
+    /// that this one reconciles instead of starting blind.
+    fn read_back(&mut self) -> Result<()> {
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        let (classes, subs, ctl) = maps::read_state(&self.ebpf)?;
+        self.classes = classes;
+        self.subs = subs;
+        self.active_set = ctl.active_set & 1;
+        self.epoch = ctl.epoch;
+        let (k4, k6) = maps::rule_keys_of_set(&self.ebpf, self.active_set)?;
+        self.active_keys = (k4, k6);
+        if !self.classes.is_empty() || !self.subs.is_empty() {
+            info!(
+                classes = self.classes.len(),
+                subscribers = self.subs.len(),
+                "reusing pinned data-plane state"
+            );
+        }
+        Ok(())
+    }
+
+    fn classes_map(
+        &mut self,
+    ) -> Result<aya::maps::Array<&mut aya::maps::MapData, abi::ClassEntry>> {
+        let m = self
+            .ebpf
+            .map_mut("shaper_classes")
+            .expect("object has shaper_classes");
+        aya::maps::Array::try_from(m).map_err(map_err("shaper_classes"))
+    }
+}
+
+/// The kernel entry for a class configuration, keeping the policer state `tat`.
+#[must_use]
+pub fn class_entry(cfg: &ClassConfig, tat: u64) -> abi::ClassEntry {
+    abi::ClassEntry {
+        ns_per_byte_q16: cfg.ns_per_byte_q16(),
+        burst_ns: cfg.burst_ns(),
+        tat,
+        skb_priority: cfg.skb_priority,
+        mtu: cfg.mtu.unwrap_or(0),
+        dscp: cfg.dscp.unwrap_or(abi::DSCP_KEEP),
+        flags: abi::CLASS_F_VALID | if cfg.block { abi::CLASS_F_BLOCK } else { 0 },
+        rate_bps: cfg.rate_bps.unwrap_or(0),
+        burst_bytes: cfg.burst_bytes,
+        ..Default::default()
+    }
+}
+
+/// 0 = v4 /32, 1 = v6 /128, 2 = v6 /64.
+fn sub_table(key: &SubscriberKey) -> Result<usize> {
+    match (key.addr, key.len) {
+        (IpAddr::V4(_), 32) => Ok(0),
+        (IpAddr::V6(_), 128) => Ok(1),
+        (IpAddr::V6(_), 64) => Ok(2),
+        (addr, len) => Err(DataplaneError::BadSubscriberKey { addr, len }),
+    }
+}
+
+fn ifindex(ifname: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(ifname)
+        .map_err(|_| DataplaneError::UnknownInterface(ifname.into()))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(DataplaneError::UnknownInterface(ifname.into()));
+    }
+    Ok(idx)
+}
+
+/// Checks a pinned map against what this build would create.
+impl MapSpec {
+    fn check_pinned(&self, path: &Path) -> Result<()> {
+        if !path.exists() {
+            return Ok(());
+        }
+        let info = MapInfo::from_pin(path).map_err(map_err(self.name))?;
+        let ty = info.map_type().map_err(map_err(self.name))?;
+        let mismatch =
+            |what: &'static str, pinned: String, expected: String| DataplaneError::PinnedMismatch {
+                path: path.to_path_buf(),
+                what,
+                pinned,
+                expected,
+            };
+        if ty != self.map_type {
+            return Err(mismatch(
+                "type",
+                format!("{ty:?}"),
+                format!("{:?}", self.map_type),
+            ));
+        }
+        if info.key_size() != self.key_size {
+            return Err(mismatch(
+                "key size",
+                info.key_size().to_string(),
+                self.key_size.to_string(),
+            ));
+        }
+        if info.value_size() != self.value_size {
+            return Err(mismatch(
+                "value size",
+                info.value_size().to_string(),
+                self.value_size.to_string(),
+            ));
+        }
+        if info.max_entries() != self.max_entries {
+            return Err(mismatch(
+                "max entries",
+                info.max_entries().to_string(),
+                self.max_entries.to_string(),
+            ));
+        }
+        Ok(())
+    }
+}

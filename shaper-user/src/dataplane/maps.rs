@@ -1,0 +1,476 @@
+//! Typed access to the data-plane maps: the capacity table, and reads and writes of
+//! subscribers, rules, control state and counters.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapType, PerCpuArray, PerCpuHashMap},
+};
+
+use super::{Limits, Result, map_err};
+use crate::abi::{self, MAX_TUPLES};
+use crate::policy::{ClassConfig, SubscriberKey};
+
+/// What this build creates for one map; pinned maps are checked against it before reuse.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub pinned: bool,
+}
+
+const fn sz<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+/// Every map of the object with its size for `limits`.
+#[must_use]
+pub fn specs(l: &Limits) -> Vec<MapSpec> {
+    let sets = abi::RULE_SETS * MAX_TUPLES;
+    let m = |name, map_type, key_size, value_size, max_entries, pinned| MapSpec {
+        name,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        pinned,
+    };
+    vec![
+        m(
+            "shaper_subs_v4",
+            MapType::Hash,
+            sz::<abi::SubKeyV4>(),
+            sz::<abi::SubValue>(),
+            l.max_subscribers,
+            true,
+        ),
+        m(
+            "shaper_subs_v6",
+            MapType::Hash,
+            sz::<abi::SubKeyV6>(),
+            sz::<abi::SubValue>(),
+            l.max_subscribers,
+            true,
+        ),
+        m(
+            "shaper_subs_v6_64",
+            MapType::Hash,
+            sz::<abi::SubKeyV6_64>(),
+            sz::<abi::SubValue>(),
+            l.max_subscribers,
+            true,
+        ),
+        m(
+            "shaper_classes",
+            MapType::Array,
+            4,
+            sz::<abi::ClassEntry>(),
+            l.max_classes,
+            true,
+        ),
+        m(
+            "shaper_class_stats",
+            MapType::PerCpuArray,
+            4,
+            sz::<abi::ClassStats>(),
+            l.max_classes,
+            true,
+        ),
+        m(
+            "shaper_global_stats",
+            MapType::PerCpuArray,
+            4,
+            sz::<abi::GlobalStats>(),
+            1,
+            true,
+        ),
+        m(
+            "shaper_tuples_v4",
+            MapType::Array,
+            4,
+            sz::<abi::TupleV4>(),
+            sets,
+            true,
+        ),
+        m(
+            "shaper_tuples_v6",
+            MapType::Array,
+            4,
+            sz::<abi::TupleV6>(),
+            sets,
+            true,
+        ),
+        m(
+            "shaper_rules_v4",
+            MapType::Hash,
+            sz::<abi::RuleKeyV4>(),
+            sz::<abi::RuleHead>(),
+            l.max_rule_keys,
+            true,
+        ),
+        m(
+            "shaper_rules_v6",
+            MapType::Hash,
+            sz::<abi::RuleKeyV6>(),
+            sz::<abi::RuleHead>(),
+            l.max_rule_keys,
+            true,
+        ),
+        m(
+            "shaper_rule_entries",
+            MapType::Array,
+            4,
+            sz::<abi::RuleEntry>(),
+            l.max_rule_entries,
+            true,
+        ),
+        m(
+            "shaper_ctl",
+            MapType::Array,
+            4,
+            sz::<abi::ShaperCtl>(),
+            1,
+            true,
+        ),
+        m(
+            "shaper_flows",
+            MapType::LruPerCpuHash,
+            sz::<abi::FlowKey>(),
+            sz::<abi::FlowValue>(),
+            l.max_flows,
+            true,
+        ),
+        m("shaper_events", MapType::RingBuf, 0, 0, 256 * 1024, true),
+    ]
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> &'a mut aya::maps::Map {
+    ebpf.map_mut(name)
+        .unwrap_or_else(|| panic!("object has map {name}"))
+}
+
+fn map_ref<'a>(ebpf: &'a Ebpf, name: &'static str) -> &'a aya::maps::Map {
+    ebpf.map(name)
+        .unwrap_or_else(|| panic!("object has map {name}"))
+}
+
+pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Result<()> {
+    let v = abi::SubValue { class_id: classes };
+    match key.addr {
+        IpAddr::V4(a) => {
+            let name = "shaper_subs_v4";
+            let mut m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            m.insert(abi::SubKeyV4 { addr: a.octets() }, v, 0)
+                .map_err(map_err(name))
+        }
+        IpAddr::V6(a) if key.len == 128 => {
+            let name = "shaper_subs_v6";
+            let mut m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            m.insert(abi::SubKeyV6 { addr: a.octets() }, v, 0)
+                .map_err(map_err(name))
+        }
+        IpAddr::V6(a) => {
+            let name = "shaper_subs_v6_64";
+            let mut m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            let mut prefix = [0u8; 8];
+            prefix.copy_from_slice(&a.octets()[..8]);
+            m.insert(abi::SubKeyV6_64 { prefix }, v, 0)
+                .map_err(map_err(name))
+        }
+    }
+}
+
+pub fn sub_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
+    match key.addr {
+        IpAddr::V4(a) => {
+            let name = "shaper_subs_v4";
+            let mut m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            m.remove(&abi::SubKeyV4 { addr: a.octets() })
+                .map_err(map_err(name))
+        }
+        IpAddr::V6(a) if key.len == 128 => {
+            let name = "shaper_subs_v6";
+            let mut m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            m.remove(&abi::SubKeyV6 { addr: a.octets() })
+                .map_err(map_err(name))
+        }
+        IpAddr::V6(a) => {
+            let name = "shaper_subs_v6_64";
+            let mut m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
+                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+            let mut prefix = [0u8; 8];
+            prefix.copy_from_slice(&a.octets()[..8]);
+            m.remove(&abi::SubKeyV6_64 { prefix })
+                .map_err(map_err(name))
+        }
+    }
+}
+
+/// Writes a compiled rule set into set `set` (entries at `set * half ..`).
+pub fn rules_write(ebpf: &mut Ebpf, c: &super::rules::Compiled, set: u32, half: u32) -> Result<()> {
+    {
+        let name = "shaper_rule_entries";
+        let mut m: Array<_, abi::RuleEntry> =
+            Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for (i, e) in c.entries.iter().enumerate() {
+            m.set(set * half + i as u32, e, 0).map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = "shaper_rules_v4";
+        let mut m: BpfHashMap<_, abi::RuleKeyV4, abi::RuleHead> =
+            BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for (k, head) in &c.keys_v4 {
+            m.insert(k, abi::RuleHead { entry: *head }, 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = "shaper_rules_v6";
+        let mut m: BpfHashMap<_, abi::RuleKeyV6, abi::RuleHead> =
+            BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for (k, head) in &c.keys_v6 {
+            m.insert(k, abi::RuleHead { entry: *head }, 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    // Tuples last: the set is complete before any tuple points into it. Unused slots are
+    // cleared so a shorter list ends where it should.
+    {
+        let name = "shaper_tuples_v4";
+        let mut m: Array<_, abi::TupleV4> =
+            Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for i in 0..MAX_TUPLES {
+            let t = c.tuples_v4.get(i as usize).copied().unwrap_or_default();
+            m.set(set * MAX_TUPLES + i, t, 0).map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = "shaper_tuples_v6";
+        let mut m: Array<_, abi::TupleV6> =
+            Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for i in 0..MAX_TUPLES {
+            let t = c.tuples_v6.get(i as usize).copied().unwrap_or_default();
+            m.set(set * MAX_TUPLES + i, t, 0).map_err(map_err(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears rule set `set`: its tuples and the given keys.
+pub fn rules_clear(
+    ebpf: &mut Ebpf,
+    set: u32,
+    k4: &[abi::RuleKeyV4],
+    k6: &[abi::RuleKeyV6],
+) -> Result<()> {
+    {
+        let name = "shaper_tuples_v4";
+        let mut m: Array<_, abi::TupleV4> =
+            Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for i in 0..MAX_TUPLES {
+            m.set(set * MAX_TUPLES + i, abi::TupleV4::default(), 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = "shaper_tuples_v6";
+        let mut m: Array<_, abi::TupleV6> =
+            Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for i in 0..MAX_TUPLES {
+            m.set(set * MAX_TUPLES + i, abi::TupleV6::default(), 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = "shaper_rules_v4";
+        let mut m: BpfHashMap<_, abi::RuleKeyV4, abi::RuleHead> =
+            BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for k in k4 {
+            let _ = m.remove(k);
+        }
+    }
+    {
+        let name = "shaper_rules_v6";
+        let mut m: BpfHashMap<_, abi::RuleKeyV6, abi::RuleHead> =
+            BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+        for k in k6 {
+            let _ = m.remove(k);
+        }
+    }
+    Ok(())
+}
+
+pub fn ctl_write(ebpf: &mut Ebpf, ctl: abi::ShaperCtl) -> Result<()> {
+    let name = "shaper_ctl";
+    let mut m: Array<_, abi::ShaperCtl> =
+        Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+    m.set(0, ctl, 0).map_err(map_err(name))
+}
+
+pub fn class_stats(ebpf: &Ebpf, id: u32) -> Result<abi::ClassStats> {
+    let name = "shaper_class_stats";
+    let m: PerCpuArray<_, abi::ClassStats> =
+        PerCpuArray::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let vals = m.get(&id, 0).map_err(map_err(name))?;
+    let mut sum = abi::ClassStats::default();
+    for v in vals.iter() {
+        sum.add(v);
+    }
+    Ok(sum)
+}
+
+pub fn global_stats(ebpf: &Ebpf) -> Result<abi::GlobalStats> {
+    let name = "shaper_global_stats";
+    let m: PerCpuArray<_, abi::GlobalStats> =
+        PerCpuArray::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let vals = m.get(&0, 0).map_err(map_err(name))?;
+    let mut sum = abi::GlobalStats::default();
+    for v in vals.iter() {
+        for (s, x) in sum.v.iter_mut().zip(v.v.iter()) {
+            *s += x;
+        }
+    }
+    Ok(sum)
+}
+
+pub fn top_flows(ebpf: &Ebpf, n: usize) -> Result<Vec<(abi::FlowKey, abi::FlowValue)>> {
+    let name = "shaper_flows";
+    let m: PerCpuHashMap<_, abi::FlowKey, abi::FlowValue> =
+        PerCpuHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let mut out = Vec::new();
+    for item in m.iter() {
+        let (k, vals) = item.map_err(map_err(name))?;
+        let mut sum = abi::FlowValue::default();
+        for v in vals.iter() {
+            sum.pkts += v.pkts;
+            sum.bytes += v.bytes;
+            if v.class_id != 0 {
+                sum.class_id = v.class_id;
+            }
+        }
+        out.push((k, sum));
+    }
+    out.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Classes, subscribers and control state as a previous controller left them.
+pub fn read_state(
+    ebpf: &Ebpf,
+) -> Result<(
+    HashMap<u32, ClassConfig>,
+    HashMap<SubscriberKey, [u32; 2]>,
+    abi::ShaperCtl,
+)> {
+    let mut classes = HashMap::new();
+    {
+        let name = "shaper_classes";
+        let m: Array<_, abi::ClassEntry> =
+            Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+        for (i, e) in m.iter().enumerate() {
+            let e = e.map_err(map_err(name))?;
+            if e.flags & abi::CLASS_F_VALID != 0 {
+                classes.insert(
+                    i as u32,
+                    ClassConfig {
+                        rate_bps: (e.rate_bps != 0).then_some(e.rate_bps),
+                        burst_bytes: e.burst_bytes,
+                        dscp: (e.dscp != abi::DSCP_KEEP).then_some(e.dscp),
+                        mtu: (e.mtu != 0).then_some(e.mtu),
+                        skb_priority: e.skb_priority,
+                        block: e.flags & abi::CLASS_F_BLOCK != 0,
+                    },
+                );
+            }
+        }
+    }
+    let mut subs = HashMap::new();
+    {
+        let name = "shaper_subs_v4";
+        let m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
+            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+        for item in m.iter() {
+            let (k, v) = item.map_err(map_err(name))?;
+            subs.insert(
+                SubscriberKey {
+                    addr: IpAddr::from(k.addr),
+                    len: 32,
+                },
+                v.class_id,
+            );
+        }
+    }
+    {
+        let name = "shaper_subs_v6";
+        let m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
+            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+        for item in m.iter() {
+            let (k, v) = item.map_err(map_err(name))?;
+            subs.insert(
+                SubscriberKey {
+                    addr: IpAddr::from(k.addr),
+                    len: 128,
+                },
+                v.class_id,
+            );
+        }
+    }
+    {
+        let name = "shaper_subs_v6_64";
+        let m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
+            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+        for item in m.iter() {
+            let (k, v) = item.map_err(map_err(name))?;
+            let mut a = [0u8; 16];
+            a[..8].copy_from_slice(&k.prefix);
+            subs.insert(
+                SubscriberKey {
+                    addr: IpAddr::from(a),
+                    len: 64,
+                },
+                v.class_id,
+            );
+        }
+    }
+    let name = "shaper_ctl";
+    let m: Array<_, abi::ShaperCtl> =
+        Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let ctl = m.get(&0, 0).map_err(map_err(name))?;
+    Ok((classes, subs, ctl))
+}
+
+/// The hash keys that belong to rule set `set`.
+pub fn rule_keys_of_set(
+    ebpf: &Ebpf,
+    set: u32,
+) -> Result<(Vec<abi::RuleKeyV4>, Vec<abi::RuleKeyV6>)> {
+    let in_set = |tuple: u8| u32::from(tuple) / MAX_TUPLES == set;
+    let name = "shaper_rules_v4";
+    let m: BpfHashMap<_, abi::RuleKeyV4, abi::RuleHead> =
+        BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let k4 = m
+        .keys()
+        .filter_map(std::result::Result::ok)
+        .filter(|k| in_set(k.tuple))
+        .collect();
+    let name = "shaper_rules_v6";
+    let m: BpfHashMap<_, abi::RuleKeyV6, abi::RuleHead> =
+        BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    let k6 = m
+        .keys()
+        .filter_map(std::result::Result::ok)
+        .filter(|k| in_set(k.tuple))
+        .collect();
+    Ok((k4, k6))
+}
