@@ -40,5 +40,5 @@ pub mod netns;
 pub mod topo;
 
 pub use iperf::{IperfClient, IperfOpts, IperfReport, IperfServer, next_port, ping};
-pub use netns::{BgProcess, NetNs, output_with_timeout};
+pub use netns::{BgProcess, NetNs, in_netns, output_with_timeout};
 pub use topo::{Link, Topology};

@@ -355,6 +355,53 @@ pub fn parse_ifindex(json: &str) -> Result<u32> {
         .ok_or_else(|| anyhow!("no ifindex in {json}"))
 }
 
+/// Run `f` on a fresh thread that first enters the network namespace `name` (the
+/// `/var/run/netns/NAME` bind mount `ip netns add` creates) with `setns(CLONE_NEWNET)`, and
+/// return what `f` returns. Only that thread changes namespace, so the caller stays where it
+/// is; a panic inside `f` is re-raised here.
+///
+/// Use it for what resolves interfaces in the *current* namespace: attaching XDP/TC programs
+/// by name or ifindex (`Dataplane::attach_xdp`, aya's `Xdp::attach`), `if_nametoindex`.
+/// Objects created inside (e.g. a `Dataplane`, an `aya::Ebpf`) can be returned and used from
+/// any thread afterwards: map updates and dropping links do not depend on the namespace.
+pub fn in_netns<T, F>(name: &str, f: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    std::thread::scope(|s| {
+        let h = s.spawn(|| -> Result<T> {
+            // SAFETY: setns(2) on an open namespace fd; affects only this (scoped) thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!(
+                    "setns({path}, CLONE_NEWNET): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(f())
+        });
+        match h.join() {
+            Ok(r) => r,
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    })
+}
+
+impl NetNs {
+    /// [`in_netns`] for this namespace.
+    pub fn run_in<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        in_netns(&self.name, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
