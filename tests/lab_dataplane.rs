@@ -753,3 +753,40 @@ fn restart_keeps_enforcement_without_gap() {
         );
     }
 }
+
+#[test]
+fn zz_experiment() {
+    let Ok(spec) = std::env::var("XP") else {
+        return;
+    };
+    let mut lab = setup("dpx", &[SUB_A]);
+    for item in spec.split(';') {
+        let f: Vec<&str> = item.split(',').collect();
+        let (cc, rate, burst): (&str, u64, u32) =
+            (f[0], f[1].parse().unwrap(), f[2].parse().unwrap());
+        let cfg = ClassConfig {
+            rate_bps: Some(rate),
+            burst_bytes: burst,
+            ..Default::default()
+        };
+        lab.dp.upsert_class(2, &cfg).unwrap();
+        lab.dp.upsert_subscriber(key(SUB_A), [0, 2]).unwrap();
+        let port = next_port();
+        let srv = IperfServer::start(&lab.topo.sub, ip(SUB_A), port).unwrap();
+        let mut o = tcp_down_opts(SUB_A, port, 3);
+        o.extra.extend(["-C".to_string(), cc.to_string()]);
+        let b = lab.dp.class_stats(2).unwrap();
+        let r = IperfClient::run(&lab.topo.net, &o).unwrap();
+        let _ = srv.finish(Duration::from_secs(10));
+        let a = lab.dp.class_stats(2).unwrap();
+        let retr = r.raw.pointer("/end/sum_sent/retransmits").cloned();
+        eprintln!(
+            "XP cc {cc} rate {rate} burst {burst}: goodput {:.2} Mbit/s L3 {:.2} ({:+.1}%), passed {} dropped {} retr {retr:?}",
+            r.mbps(),
+            r.bits_per_second * TCP_L3 / TCP_PAYLOAD / 1e6,
+            (r.bits_per_second * TCP_L3 / TCP_PAYLOAD / rate as f64 - 1.0) * 100.0,
+            a.pkts - b.pkts - (a.drop_police - b.drop_police),
+            a.drop_police - b.drop_police
+        );
+    }
+}

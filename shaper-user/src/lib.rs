@@ -5,7 +5,10 @@
 //! the network-namespace lab used by tests and the demo (`lab`).
 
 pub mod abi;
+pub mod config;
 pub mod dataplane;
+pub mod demo;
+pub mod gateway;
 pub mod lab;
 pub mod model;
 pub mod policy;

@@ -184,6 +184,16 @@ impl Prefix {
         mask_bytes(&mut b, self.len);
         b
     }
+    /// The address with host bits cleared.
+    #[must_use]
+    pub fn masked_addr(&self) -> IpAddr {
+        let b = self.masked_bytes();
+        if self.is_v4() {
+            IpAddr::from([b[0], b[1], b[2], b[3]])
+        } else {
+            IpAddr::from(b)
+        }
+    }
     /// Does `addr` (same family) fall inside the prefix?
     #[must_use]
     pub fn contains(&self, addr: IpAddr) -> bool {

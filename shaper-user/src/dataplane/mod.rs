@@ -575,6 +575,26 @@ impl Dataplane {
             .collect()
     }
 
+    /// Takes the kernel event ring buffer (once) for a reader task.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        let m = self.ebpf.take_map("shaper_events")?;
+        aya::maps::RingBuf::try_from(m).ok()
+    }
+
+    /// Ids of the classes currently defined.
+    #[must_use]
+    pub fn class_ids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.classes.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Subscribers currently defined.
+    #[must_use]
+    pub fn subscribers(&self) -> Vec<(SubscriberKey, [u32; 2])> {
+        self.subs.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     // ---- classes --------------------------------------------------------------------------
 
     /// Creates or changes a class. The policer state is kept across a change, so changing a

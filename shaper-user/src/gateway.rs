@@ -1,0 +1,135 @@
+//! `shaper run`: brings the data plane to what the configuration says and keeps it there.
+//!
+//! Order matters for "nothing half-applied" and "no window of unshaped traffic": everything
+//! is validated first; classes are written before the subscribers and rules that use them;
+//! stale subscribers and rules go before the classes they used; the programs are attached (or
+//! swapped into their pinned links) last, when the maps already hold the full policy.
+
+use anyhow::Context as _;
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+use crate::abi;
+use crate::config::Validated;
+use crate::dataplane::{Dataplane, LoadOptions, htb};
+
+/// The HTB trees the gateway manages, one per interface with a link rate.
+pub struct Gateway {
+    pub dataplane: Dataplane,
+    pub trees: Vec<htb::HtbTree>,
+}
+
+/// Loads (or reuses) the data plane and applies `v` to it.
+pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
+    let dpc = &v.config.dataplane;
+    let mut dp = Dataplane::load(LoadOptions {
+        pin_root: Some(dpc.pin_root.clone()),
+        limits: dpc.limits,
+        fail_closed: dpc.fail_closed,
+        malformed_drop: dpc.malformed_drop,
+        flow_sample_shift: dpc.flow_sample_shift,
+        ..Default::default()
+    })
+    .context("loading the data plane")?;
+
+    let mut trees = Vec::new();
+    for it in &v.config.interfaces {
+        if let Some(rate) = it.htb_link_rate {
+            let tree = htb::HtbTree::new(
+                &it.name,
+                None,
+                rate.0,
+                it.htb_default_minor.unwrap_or(htb::MAX_MINOR),
+            )
+            .with_context(|| format!("HTB tree on {}", it.name))?;
+            trees.push(tree);
+        }
+    }
+    for (id, cfg, h) in &v.classes {
+        if let Some(h) = h {
+            let tree = trees
+                .iter_mut()
+                .find(|t| t.ifname() == h.interface)
+                .expect("validated");
+            tree.upsert_class(
+                h.minor,
+                htb::HtbClass::new(h.rate.0, h.ceil.0).with_prio(h.prio),
+            )
+            .with_context(|| format!("HTB class for class {id}"))?;
+        }
+        dp.upsert_class(*id, cfg)
+            .with_context(|| format!("class {id}"))?;
+    }
+    // Subscribers: drop the ones no longer configured, then write all.
+    let wanted: std::collections::HashSet<_> = v.subscribers.iter().map(|(k, _)| *k).collect();
+    for (k, _) in dp.subscribers() {
+        if !wanted.contains(&k) {
+            dp.delete_subscriber(&k)?;
+        }
+    }
+    dp.upsert_subscribers(&v.subscribers)
+        .context("subscribers")?;
+    dp.set_rules(&v.rules).context("rules")?;
+    let keep: std::collections::HashSet<u32> = v.classes.iter().map(|c| c.0).collect();
+    for id in dp.class_ids() {
+        if !keep.contains(&id) {
+            dp.delete_class(id)
+                .with_context(|| format!("removing class {id}"))?;
+        }
+    }
+    for it in &v.config.interfaces {
+        dp.attach_xdp(&it.name, it.role)
+            .with_context(|| format!("XDP on {}", it.name))?;
+        dp.attach_tc(&it.name, it.role)
+            .with_context(|| format!("TC egress on {}", it.name))?;
+    }
+    info!(
+        classes = v.classes.len(),
+        subscribers = v.subscribers.len(),
+        rules = v.rules.len(),
+        interfaces = v.config.interfaces.len(),
+        "data plane in force"
+    );
+    Ok(Gateway {
+        dataplane: dp,
+        trees,
+    })
+}
+
+/// Reads kernel events (malformed packets, ICMP answers sent, ...) into `tracing`.
+pub async fn log_events(rb: aya::maps::RingBuf<aya::maps::MapData>) -> anyhow::Result<()> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for its whole life.
+    let mut fd = unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the event ring buffer: {e}"))?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let rb = guard.get_inner_mut();
+        while let Some(item) = rb.next() {
+            if item.len() < std::mem::size_of::<abi::ShaperEvent>() {
+                warn!(len = item.len(), "short kernel event");
+                continue;
+            }
+            // SAFETY: the kernel wrote a struct shaper_event (checked against BTF by tests);
+            // read_unaligned copes with the ring buffer's 8-byte alignment either way.
+            let ev: abi::ShaperEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            match ev.kind {
+                abi::EV_MALFORMED => warn!(
+                    ifindex = ev.ifindex,
+                    parse_error = ev.detail,
+                    "malformed packet (rate-limited report)"
+                ),
+                abi::EV_UNSUPPORTED => info!(
+                    ifindex = ev.ifindex,
+                    "packet with too many VLAN tags or IPv6 extension headers"
+                ),
+                abi::EV_ICMP_SENT => debug!(
+                    ifindex = ev.ifindex,
+                    mtu = ev.detail,
+                    "answered an oversize packet with ICMP"
+                ),
+                k => warn!(kind = k, "unknown kernel event"),
+            }
+        }
+        guard.clear_ready();
+    }
+}
