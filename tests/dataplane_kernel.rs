@@ -945,3 +945,50 @@ fn invalid_updates_are_refused_and_change_nothing() {
         Err(DataplaneError::ClassInUse { class: 1, .. })
     ));
 }
+
+#[test]
+fn kernel_events_reach_the_ring_buffer() {
+    let mut dp = with_subscribers();
+    let mut rb = dp.take_events().expect("ring buffer");
+    let good = pkt::udp4(SUB4, NET4, 1, 2, 40);
+    dp.run_xdp(Role::Subscriber, &good[..30], 1).unwrap();
+    let item = rb.next().expect("an event for the malformed packet");
+    let ev: abi::ShaperEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    assert_eq!((ev.kind, ev.detail), (abi::EV_MALFORMED, abi::PE_IPV4));
+    assert!(ev.ts_ns > 0);
+    drop(item);
+    // Rate limit: a second malformed packet within a millisecond is counted, not reported.
+    dp.run_xdp(Role::Subscriber, &good[..30], 1).unwrap();
+    assert!(rb.next().is_none());
+    assert_eq!(dp.global_stats().unwrap().v[abi::gs::MALFORMED], 2);
+}
+
+#[test]
+fn pinned_maps_are_reused_and_checked() {
+    let root = std::path::PathBuf::from(format!("/sys/fs/bpf/shaper-kt-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(root.clone());
+    let opts = |l: Limits| LoadOptions { pin_root: Some(root.clone()), limits: l, build: Build::Test, ..Default::default() };
+    {
+        let mut a = Dataplane::load(opts(limits())).unwrap();
+        a.upsert_class(3, &ClassConfig { rate_bps: Some(5_000_000), burst_bytes: 9000, ..plain() }).unwrap();
+        a.upsert_subscriber(sub(SUB4, 32), [3, 0]).unwrap();
+        assert!(root.join("v1/maps/shaper_subs_v4").exists());
+    }
+    // A second controller finds the state the first left.
+    let b = Dataplane::load(opts(limits())).unwrap();
+    assert_eq!(b.class(3).unwrap().rate_bps, Some(5_000_000));
+    assert_eq!(b.subscriber_count(), 1);
+    b.run_xdp(Role::Subscriber, &pkt::udp4(SUB4, NET4, 1, 2, 0), 1).unwrap();
+    assert_eq!(b.last_record().unwrap().sub_class, 3);
+    drop(b);
+    // A build with other map sizes must not silently reuse them.
+    let e = Dataplane::load(opts(Limits { max_subscribers: 2048, ..limits() })).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("shaper_subs_v4") && msg.contains("max entries: pinned 1024, expected 2048"), "{msg}");
+}
