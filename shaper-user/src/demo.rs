@@ -55,7 +55,7 @@ fn measure(topo: &Topology, secs: u32) -> anyhow::Result<f64> {
     let port = next_port();
     let server = IperfServer::start(&topo.sub, SUB.parse()?, port)?;
     let mut opts = IperfOpts::tcp(SUB.parse()?, port, secs);
-    opts.extra = vec!["-O".into(), "1".into(), "-C".into(), "bbr".into()];
+    opts.extra = vec!["-O".into(), "1".into(), "-C".into(), "cubic".into()];
     let report = IperfClient::run(&topo.net, &opts)?;
     server.finish(Duration::from_secs(5)).ok();
     Ok(report.mbps())

@@ -34,6 +34,11 @@ enum Cmd {
         /// Detach the programs and remove the pins when stopping.
         #[arg(long)]
         detach_on_exit: bool,
+        /// Enter this named network namespace (`ip netns`) first. Prefer this to
+        /// `ip netns exec`, which also gives the process a private mount namespace: pins made
+        /// there die with the process, and enforcement with them.
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// The lab demo: network namespaces sub — gw — net joined by veth pairs, the data plane on
     /// gw, real traffic with iperf3. Needs root, iperf3, iproute2 and ping.
@@ -68,7 +73,13 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             detach_on_exit,
-        } => read_config(&config).and_then(|v| run(&v, detach_on_exit)),
+            netns,
+        } => read_config(&config).and_then(|v| {
+            if let Some(ns) = netns {
+                enter_netns(&ns)?;
+            }
+            run(&v, detach_on_exit)
+        }),
         Cmd::Demo => shaper::demo::run(),
     };
     match res {
@@ -78,6 +89,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Moves this (still single-threaded) process into a named network namespace; threads created
+/// afterwards, the runtime's workers among them, inherit it.
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let path = format!("/var/run/netns/{name}");
+    let f = std::fs::File::open(&path)
+        .with_context(|| format!("network namespace {name:?} ({path})"))?;
+    // SAFETY: setns(2) on an open namespace fd.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        anyhow::bail!(
+            "entering network namespace {name:?}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
