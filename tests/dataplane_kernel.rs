@@ -973,10 +973,23 @@ fn pinned_maps_are_reused_and_checked() {
         }
     }
     let _cleanup = Cleanup(root.clone());
-    let opts = |l: Limits| LoadOptions { pin_root: Some(root.clone()), limits: l, build: Build::Test, ..Default::default() };
+    let opts = |l: Limits| LoadOptions {
+        pin_root: Some(root.clone()),
+        limits: l,
+        build: Build::Test,
+        ..Default::default()
+    };
     {
         let mut a = Dataplane::load(opts(limits())).unwrap();
-        a.upsert_class(3, &ClassConfig { rate_bps: Some(5_000_000), burst_bytes: 9000, ..plain() }).unwrap();
+        a.upsert_class(
+            3,
+            &ClassConfig {
+                rate_bps: Some(5_000_000),
+                burst_bytes: 9000,
+                ..plain()
+            },
+        )
+        .unwrap();
         a.upsert_subscriber(sub(SUB4, 32), [3, 0]).unwrap();
         assert!(root.join("v1/maps/shaper_subs_v4").exists());
     }
@@ -984,11 +997,19 @@ fn pinned_maps_are_reused_and_checked() {
     let b = Dataplane::load(opts(limits())).unwrap();
     assert_eq!(b.class(3).unwrap().rate_bps, Some(5_000_000));
     assert_eq!(b.subscriber_count(), 1);
-    b.run_xdp(Role::Subscriber, &pkt::udp4(SUB4, NET4, 1, 2, 0), 1).unwrap();
+    b.run_xdp(Role::Subscriber, &pkt::udp4(SUB4, NET4, 1, 2, 0), 1)
+        .unwrap();
     assert_eq!(b.last_record().unwrap().sub_class, 3);
     drop(b);
     // A build with other map sizes must not silently reuse them.
-    let e = Dataplane::load(opts(Limits { max_subscribers: 2048, ..limits() })).unwrap_err();
+    let e = Dataplane::load(opts(Limits {
+        max_subscribers: 2048,
+        ..limits()
+    }))
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("shaper_subs_v4") && msg.contains("max entries: pinned 1024, expected 2048"), "{msg}");
+    assert!(
+        msg.contains("shaper_subs_v4") && msg.contains("max entries: pinned 1024, expected 2048"),
+        "{msg}"
+    );
 }
