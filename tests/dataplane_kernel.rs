@@ -1013,3 +1013,54 @@ fn pinned_maps_are_reused_and_checked() {
         "{msg}"
     );
 }
+
+#[test]
+fn large_subscriber_batches_are_written_whole() {
+    let mut dp = load();
+    class(&mut dp, 1, plain());
+    class(&mut dp, 2, plain());
+    let mut batch: Vec<(SubscriberKey, [u32; 2])> = (0..900u32)
+        .map(|i| {
+            (
+                SubscriberKey {
+                    addr: std::net::Ipv4Addr::from(0xc612_0000 + i).into(),
+                    len: 32,
+                },
+                [1, 2],
+            )
+        })
+        .collect();
+    batch.extend((0..100u16).map(|i| {
+        (
+            SubscriberKey {
+                addr: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, i, 0, 0, 0, 0).into(),
+                len: 64,
+            },
+            [2, 1],
+        )
+    }));
+    dp.upsert_subscribers(&batch).unwrap();
+    assert_eq!(dp.subscriber_count(), 1000);
+    dp.run_xdp(
+        Role::Subscriber,
+        &pkt::udp4("198.18.3.131", NET4, 1, 2, 0),
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        dp.last_record().unwrap().sub_class,
+        1,
+        "198.18.3.131 = 0xc6120383, index 899"
+    );
+    dp.run_xdp(
+        Role::Upstream,
+        &pkt::udp6(NET6, "2001:db8:0:63::77", 1, 2, 0),
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        dp.last_record().unwrap().sub_class,
+        1,
+        "/64 number 99, down class"
+    );
+}

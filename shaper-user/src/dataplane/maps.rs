@@ -187,6 +187,79 @@ pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Res
     }
 }
 
+/// Writes subscribers with one batch syscall per table; `on_written` sees every key the kernel
+/// may have written, for rollback.
+pub fn sub_write_batch(
+    ebpf: &mut Ebpf,
+    batch: &[(SubscriberKey, [u32; 2])],
+    mut on_written: impl FnMut(&SubscriberKey),
+) -> Result<()> {
+    let mut v4 = (Vec::new(), Vec::new(), Vec::new());
+    let mut v6 = (Vec::new(), Vec::new(), Vec::new());
+    let mut v64 = (Vec::new(), Vec::new(), Vec::new());
+    for (k, c) in batch {
+        let v = abi::SubValue { class_id: *c };
+        match k.addr {
+            IpAddr::V4(a) => {
+                v4.0.push(abi::SubKeyV4 { addr: a.octets() });
+                v4.1.push(v);
+                v4.2.push(*k);
+            }
+            IpAddr::V6(a) if k.len == 128 => {
+                v6.0.push(abi::SubKeyV6 { addr: a.octets() });
+                v6.1.push(v);
+                v6.2.push(*k);
+            }
+            IpAddr::V6(a) => {
+                let mut prefix = [0u8; 8];
+                prefix.copy_from_slice(&a.octets()[..8]);
+                v64.0.push(abi::SubKeyV6_64 { prefix });
+                v64.1.push(v);
+                v64.2.push(*k);
+            }
+        }
+    }
+    fn one<K: aya::Pod>(
+        ebpf: &Ebpf,
+        name: &'static str,
+        keys: &[K],
+        vals: &[abi::SubValue],
+        subs: &[SubscriberKey],
+        on_written: &mut impl FnMut(&SubscriberKey),
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        match super::batch::update(map_ref(ebpf, name), keys, vals) {
+            Ok(()) => {
+                subs.iter().for_each(&mut *on_written);
+                Ok(())
+            }
+            Err((n, e)) => {
+                subs[..n.min(subs.len())].iter().for_each(&mut *on_written);
+                Err(super::DataplaneError::Map {
+                    name,
+                    source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_update_batch",
+                        io_error: e,
+                    })),
+                })
+            }
+        }
+    }
+    one(ebpf, "shaper_subs_v4", &v4.0, &v4.1, &v4.2, &mut on_written)?;
+    one(ebpf, "shaper_subs_v6", &v6.0, &v6.1, &v6.2, &mut on_written)?;
+    one(
+        ebpf,
+        "shaper_subs_v6_64",
+        &v64.0,
+        &v64.1,
+        &v64.2,
+        &mut on_written,
+    )?;
+    Ok(())
+}
+
 pub fn sub_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
     match key.addr {
         IpAddr::V4(a) => {

@@ -7,6 +7,7 @@
 //! checking their type and sizes) and swaps its programs into the pinned links with
 //! `BPF_LINK_UPDATE`, so enforcement never stops, not even while no controller runs.
 
+mod batch;
 pub mod htb;
 mod maps;
 pub mod rules;
@@ -686,8 +687,28 @@ impl Dataplane {
                 });
             }
         }
+        if batch.len() < 64 {
+            for (key, classes) in batch {
+                maps::sub_write(&mut self.ebpf, key, *classes)?;
+                self.subs.insert(*key, *classes);
+            }
+            return Ok(());
+        }
+        // Large loads: one BPF_MAP_UPDATE_BATCH per table. On a failure part-way, what was
+        // written is put back as it was, so the batch is all or nothing.
+        let mut written: Vec<(SubscriberKey, Option<[u32; 2]>)> = Vec::new();
+        let res = maps::sub_write_batch(&mut self.ebpf, batch, |k| written.push((*k, None)));
+        if let Err(e) = res {
+            for (k, _) in &mut written {
+                let old = self.subs.get(k).copied();
+                let _ = match old {
+                    Some(v) => maps::sub_write(&mut self.ebpf, k, v),
+                    None => maps::sub_delete(&mut self.ebpf, k),
+                };
+            }
+            return Err(e);
+        }
         for (key, classes) in batch {
-            maps::sub_write(&mut self.ebpf, key, *classes)?;
             self.subs.insert(*key, *classes);
         }
         Ok(())
