@@ -158,32 +158,43 @@ fn map_ref<'a>(ebpf: &'a Ebpf, name: &'static str) -> &'a aya::maps::Map {
         .unwrap_or_else(|| panic!("object has map {name}"))
 }
 
-pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Result<()> {
-    let v = abi::SubValue { class_id: classes };
+/// A subscriber key in its table's ABI form.
+enum SubK {
+    V4(abi::SubKeyV4),
+    V6(abi::SubKeyV6),
+    V64(abi::SubKeyV6_64),
+}
+
+fn sub_k(key: &SubscriberKey) -> SubK {
     match key.addr {
-        IpAddr::V4(a) => {
-            let name = "shaper_subs_v4";
-            let mut m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
-            m.insert(abi::SubKeyV4 { addr: a.octets() }, v, 0)
-                .map_err(map_err(name))
-        }
-        IpAddr::V6(a) if key.len == 128 => {
-            let name = "shaper_subs_v6";
-            let mut m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
-            m.insert(abi::SubKeyV6 { addr: a.octets() }, v, 0)
-                .map_err(map_err(name))
-        }
+        IpAddr::V4(a) => SubK::V4(abi::SubKeyV4 { addr: a.octets() }),
+        IpAddr::V6(a) if key.len == 128 => SubK::V6(abi::SubKeyV6 { addr: a.octets() }),
         IpAddr::V6(a) => {
-            let name = "shaper_subs_v6_64";
-            let mut m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
             let mut prefix = [0u8; 8];
             prefix.copy_from_slice(&a.octets()[..8]);
-            m.insert(abi::SubKeyV6_64 { prefix }, v, 0)
-                .map_err(map_err(name))
+            SubK::V64(abi::SubKeyV6_64 { prefix })
         }
+    }
+}
+
+type SubMap<'a, K> = BpfHashMap<&'a mut aya::maps::MapData, K, abi::SubValue>;
+
+/// Runs `f` on the subscriber table `name`, mapping its error.
+fn on_sub_map<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    f: impl FnOnce(&mut SubMap<'_, K>) -> std::result::Result<(), aya::maps::MapError>,
+) -> Result<()> {
+    let mut m: SubMap<'_, K> = BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
+    f(&mut m).map_err(map_err(name))
+}
+
+pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Result<()> {
+    let v = abi::SubValue { class_id: classes };
+    match sub_k(key) {
+        SubK::V4(k) => on_sub_map(ebpf, "shaper_subs_v4", |m| m.insert(k, v, 0)),
+        SubK::V6(k) => on_sub_map(ebpf, "shaper_subs_v6", |m| m.insert(k, v, 0)),
+        SubK::V64(k) => on_sub_map(ebpf, "shaper_subs_v6_64", |m| m.insert(k, v, 0)),
     }
 }
 
@@ -199,25 +210,11 @@ pub fn sub_write_batch(
     let mut v64 = (Vec::new(), Vec::new(), Vec::new());
     for (k, c) in batch {
         let v = abi::SubValue { class_id: *c };
-        match k.addr {
-            IpAddr::V4(a) => {
-                v4.0.push(abi::SubKeyV4 { addr: a.octets() });
-                v4.1.push(v);
-                v4.2.push(*k);
-            }
-            IpAddr::V6(a) if k.len == 128 => {
-                v6.0.push(abi::SubKeyV6 { addr: a.octets() });
-                v6.1.push(v);
-                v6.2.push(*k);
-            }
-            IpAddr::V6(a) => {
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&a.octets()[..8]);
-                v64.0.push(abi::SubKeyV6_64 { prefix });
-                v64.1.push(v);
-                v64.2.push(*k);
-            }
-        }
+        match sub_k(k) {
+            SubK::V4(x) => (v4.0.push(x), v4.1.push(v), v4.2.push(*k)),
+            SubK::V6(x) => (v6.0.push(x), v6.1.push(v), v6.2.push(*k)),
+            SubK::V64(x) => (v64.0.push(x), v64.1.push(v), v64.2.push(*k)),
+        };
     }
     fn one<K: aya::Pod>(
         ebpf: &Ebpf,
@@ -261,30 +258,10 @@ pub fn sub_write_batch(
 }
 
 pub fn sub_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
-    match key.addr {
-        IpAddr::V4(a) => {
-            let name = "shaper_subs_v4";
-            let mut m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
-            m.remove(&abi::SubKeyV4 { addr: a.octets() })
-                .map_err(map_err(name))
-        }
-        IpAddr::V6(a) if key.len == 128 => {
-            let name = "shaper_subs_v6";
-            let mut m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
-            m.remove(&abi::SubKeyV6 { addr: a.octets() })
-                .map_err(map_err(name))
-        }
-        IpAddr::V6(a) => {
-            let name = "shaper_subs_v6_64";
-            let mut m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
-                BpfHashMap::try_from(map(ebpf, name)).map_err(map_err(name))?;
-            let mut prefix = [0u8; 8];
-            prefix.copy_from_slice(&a.octets()[..8]);
-            m.remove(&abi::SubKeyV6_64 { prefix })
-                .map_err(map_err(name))
-        }
+    match sub_k(key) {
+        SubK::V4(k) => on_sub_map(ebpf, "shaper_subs_v4", |m| m.remove(&k)),
+        SubK::V6(k) => on_sub_map(ebpf, "shaper_subs_v6", |m| m.remove(&k)),
+        SubK::V64(k) => on_sub_map(ebpf, "shaper_subs_v6_64", |m| m.remove(&k)),
     }
 }
 

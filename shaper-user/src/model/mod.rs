@@ -28,16 +28,10 @@ pub use classify::Classification;
 pub use r#gen::{GenConfig, Generator, Policy};
 pub use parse::{ParseResult, Parsed};
 
-/// `SHAPER_DSCP_KEEP`.
-pub const DSCP_KEEP: u8 = 0xff;
-/// `SHAPER_DROP_*`.
-pub const DROP_NONE: u32 = 0;
-pub const DROP_POLICE_RULE: u32 = 1;
-pub const DROP_POLICE_SUB: u32 = 2;
-pub const DROP_MTU: u32 = 3;
-pub const DROP_BLOCK: u32 = 4;
-pub const DROP_FAIL_CLOSED: u32 = 5;
-pub const DROP_MALFORMED: u32 = 6;
+pub use crate::abi::{
+    DROP_BLOCK, DROP_FAIL_CLOSED, DROP_MALFORMED, DROP_MTU, DROP_NONE, DROP_POLICE_RULE,
+    DROP_POLICE_SUB, DSCP_KEEP,
+};
 
 /// Direction of a packet relative to the subscriber (`SHAPER_DIR_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -5,14 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::csum::be16;
 
-pub const PE_NONE: u32 = 0;
-pub const PE_ETH: u32 = 1;
-pub const PE_VLAN: u32 = 2;
-pub const PE_PPPOE: u32 = 3;
-pub const PE_IPV4: u32 = 4;
-pub const PE_IPV6: u32 = 5;
-pub const PE_IPV6_EXT: u32 = 6;
-pub const PE_L4: u32 = 7;
+pub use crate::abi::{PE_ETH, PE_IPV4, PE_IPV6, PE_IPV6_EXT, PE_L4, PE_NONE, PE_PPPOE, PE_VLAN};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
