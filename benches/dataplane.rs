@@ -235,6 +235,8 @@ struct Variant {
     /// The matching rule gets the highest priority (precedence 0): the tuple search stops
     /// after the first tuple.
     match_first: bool,
+    /// Subscribers share this many classes instead of 60,000.
+    sub_classes: Option<u32>,
 }
 
 fn parse_count(s: &str) -> Result<u64> {
@@ -279,6 +281,14 @@ fn parse_args() -> Result<Args> {
             "--no-police" => a.variant.no_police = true,
             "--no-dscp" => a.variant.no_dscp = true,
             "--match-first" => a.variant.match_first = true,
+            "--sub-classes" => {
+                let n = u32::try_from(parse_count(&val()?)?)?;
+                ensure!(
+                    (1..=SUB_CLASSES).contains(&n),
+                    "--sub-classes takes 1..=60000"
+                );
+                a.variant.sub_classes = Some(n);
+            }
             "--repeat" => repeat = Some(u32::try_from(parse_count(&val()?)?)?),
             "--runs" => runs = Some(parse_count(&val()?)? as usize),
             "--subs" => {
@@ -309,7 +319,7 @@ fn parse_args() -> Result<Args> {
                     "options: --quick | --repeat N | --runs N | --subs 1,10k,100k,1M | \
                      --rules 1,100,10k | --keys same,random | --flow-shift N | --no-pin\n\
                      break-down variants (not the issue's policy): --no-police | --no-dscp | \
-                     --match-first"
+                     --match-first | --sub-classes N"
                 );
                 std::process::exit(0);
             }
@@ -480,7 +490,8 @@ fn load_dataplane(n: u32, keys: Keys, flow_shift: u32, v: Variant) -> Result<Dat
         ..Default::default()
     })
     .context("loading the data plane (needs root)")?;
-    let classes = n.min(SUB_CLASSES);
+    let k = sub_class_count(v);
+    let classes = n.min(k);
     for id in 1..=classes {
         dp.upsert_class(id, &policed(Some(10), v))?;
     }
@@ -489,7 +500,7 @@ fn load_dataplane(n: u32, keys: Keys, flow_shift: u32, v: Variant) -> Result<Dat
     }
     let mut batch: Vec<(SubscriberKey, [u32; 2])> = (0..n)
         .map(|i| {
-            let c = 1 + i % SUB_CLASSES;
+            let c = 1 + i % k;
             (
                 SubscriberKey {
                     addr: IpAddr::V4(Ipv4Addr::from(SUB_BASE + i)),
@@ -507,19 +518,30 @@ fn load_dataplane(n: u32, keys: Keys, flow_shift: u32, v: Variant) -> Result<Dat
     Ok(dp)
 }
 
+fn sub_class_count(v: Variant) -> u32 {
+    v.sub_classes.unwrap_or(SUB_CLASSES)
+}
+
 /// Class of the frame's subscriber in same-key mode (the last one).
-fn same_key_class(n: u32) -> u32 {
-    1 + (n - 1) % SUB_CLASSES
+fn same_key_class(n: u32, v: Variant) -> u32 {
+    1 + (n - 1) % sub_class_count(v)
 }
 
 /// Checks, with a short run, that the packet takes the path the row claims: passed, classified
 /// by its subscriber and by the matching rule, conforming to both policers, and (random keys)
 /// that every spread address is a subscriber.
-fn check_path(dp: &Dataplane, frame: &[u8], n: u32, keys: Keys, shift: u32) -> Result<()> {
+fn check_path(
+    dp: &Dataplane,
+    frame: &[u8],
+    n: u32,
+    keys: Keys,
+    shift: u32,
+    v: Variant,
+) -> Result<()> {
     const REPS: u32 = 10_000;
     let sub_classes: Vec<u32> = match keys {
-        Keys::Same => vec![same_key_class(n)],
-        Keys::Random => (1..=n.min(SUB_CLASSES)).collect(),
+        Keys::Same => vec![same_key_class(n, v)],
+        Keys::Random => (1..=n.min(sub_class_count(v))).collect(),
     };
     let sum = |ids: &[u32]| -> Result<abi::ClassStats> {
         let mut s = abi::ClassStats::default();
@@ -585,7 +607,7 @@ fn pin_to_current_cpu() -> Option<usize> {
 }
 
 fn v_is_default(v: Variant) -> bool {
-    !v.no_police && !v.no_dscp && !v.match_first
+    !v.no_police && !v.no_dscp && !v.match_first && v.sub_classes.is_none()
 }
 
 fn fmt_ns(v: f64) -> String {
@@ -635,7 +657,7 @@ fn main() -> Result<()> {
                 let set = rules(r, args.variant);
                 dp.set_rules(&set)
                     .with_context(|| format!("set_rules with {r} rules"))?;
-                check_path(&dp, &frame, n, keys, args.flow_shift)
+                check_path(&dp, &frame, n, keys, args.flow_shift, args.variant)
                     .with_context(|| format!("{n} subscribers, {r} rules, {keys:?} keys"))?;
                 // Warm-up: caches, branch predictors, the flow table.
                 run_shaper(&dp, &frame, args.repeat / 10, &mut scale)?;

@@ -33,6 +33,25 @@ SHAPER_GLOBAL int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_matc
 	return 0;
 }
 
+/* Parsing, verified once per context type instead of inline at every use. */
+SHAPER_GLOBAL int shaper_parse_xdp(struct xdp_md *ctx, struct pkt *pk, __u32 *err)
+{
+	if (!ctx || !pk || !err)
+		return SHAPER_PARSE_MALFORMED;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	return parse_packet(data, data_end, pk, err);
+}
+
+SHAPER_GLOBAL int shaper_parse_skb(struct __sk_buff *skb, struct pkt *pk, __u32 *err)
+{
+	if (!skb || !pk || !err)
+		return SHAPER_PARSE_MALFORMED;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	return parse_packet(data, data_end, pk, err);
+}
+
 SHAPER_GLOBAL int shaper_mss_clamp(struct xdp_md *ctx, struct pkt *pk, __u32 clamp)
 {
 	if (!ctx || !pk)
@@ -173,7 +192,7 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 
 	struct pkt pk = {};
 	__u32 err = 0;
-	int kind = parse_packet(data, data_end, &pk, &err);
+	int kind = shaper_parse_xdp(ctx, &pk, &err);
 	RECORD(parse, kind);
 	RECORD(parse_err, err);
 	if (kind == SHAPER_PARSE_NON_IP) {
@@ -367,11 +386,9 @@ static __always_inline int shaper_tc(struct __sk_buff *skb, int dir)
 	/* Headers we read must be in the linear part. */
 	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
 		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct pkt pk = {};
 	__u32 err = 0;
-	if (parse_packet(data, data_end, &pk, &err) != SHAPER_PARSE_OK)
+	if (shaper_parse_skb(skb, &pk, &err) != SHAPER_PARSE_OK)
 		return TC_ACT_OK;
 	struct cls c = {};
 	classify(&pk, dir == SHAPER_DIR_UP ? pk.src : pk.dst, dir, &c);

@@ -25,15 +25,35 @@
 //! - HTB (test 2) accounts `skb->len` at egress, i.e. L2 frames: 1514 bytes per 1448, so
 //!   HTB-rate = goodput × 1514 / 1448.
 //!
-//! Every flow skips its first second (`iperf3 -O 1`): slow start and the policer's initial
-//! burst are not part of the figure. Tolerances: policed rates ±5 % of the configured rate;
-//! per-second intervals across a controller restart ±10 %.
+//! The rate checks skip each flow's first second (`iperf3 -O 1`): slow start and the
+//! policer's initial burst are not part of the figure. Tolerances: policed rates ±5 % of the
+//! configured rate; per-second intervals across a controller restart ±10 % (every second
+//! counts there, the first one includes the 20 ms initial bucket: +2 %).
 //!
 //! # Policer burst for TCP
 //!
-//! A policer has no queue: TCP only reaches the rate when the bucket absorbs its bursts. The
-//! classes here use burst = rate × 20 ms (at least 3000 bytes): 25 kB at 10 Mbit/s, 250 kB at
-//! 100 Mbit/s.
+//! A policer has no queue: TCP only reaches the rate when the bucket absorbs its bursts. UDP
+//! checks use a bucket of rate × 100 ms (see `UDP_BURST_MS`). TCP needs far more *in this
+//! lab*; measured with cubic over 3 s (L3 rate as a share of the configured rate):
+//!
+//! | bucket       | 10 Mbit/s | 100 Mbit/s |
+//! |--------------|-----------|------------|
+//! | 20 ms        | 22–37 %   | 13–15 %    |
+//! | 50 ms        | 41 %      | 28 %       |
+//! | 100 ms       | 51 %      | 51 %       |
+//! | 200 ms       | 93–99 %   | 97–99 %    |
+//! | 250 ms       | 101 %     | 101 %      |
+//!
+//! The lab's RTT is ~50 µs and the veths run at CPU speed, so a window leaves the sender in
+//! microseconds and the policer cuts its tail: tail losses are recovered by retransmission
+//! timeouts (Linux minimum RTO: 200 ms), and the average only reaches the rate once the bucket
+//! can bank a whole RTO of idle time, i.e. holds ≥ 200 ms. So the TCP checks use a 250 ms
+//! bucket (312.5 kB at 10 Mbit/s, 3.125 MB at 100 Mbit/s), measured over 4 s: a bucket that
+//! size can by itself move a 4 s average by up to 250/4000 = 6 %, but in practice the sender
+//! keeps it mostly drained (measured over 4 s: −2.0 % … +2.8 %). How smaller buckets do on
+//! real paths (RTT of milliseconds, a slower access link clocking the ACKs) this lab cannot
+//! show: the kernel has no netem. The sender's congestion control is pinned to cubic
+//! (`iperf3 -C cubic`): kernel defaults differ (this VM: bbr, which did no better).
 //!
 //! Every test builds its own namespaces (deleted on drop, also on panic); only
 //! 198.18.0.0/15 and 2001:db8::/32 addresses are used.
@@ -70,6 +90,21 @@ const TCP_L2: f64 = 1514.0;
 
 /// Tolerance of a policed rate (fraction of the configured rate).
 const POLICE_TOL: f64 = 0.05;
+/// Policer bucket for the UDP rate checks: 100 ms at the rate. The bucket only banks time in
+/// which the sender sent less than the rate, so its size cannot make an over-dropping policer
+/// look right, but it keeps a sender that stalls for tens of ms on a busy 2-core VM (seen: a
+/// 2 s run at −8 % with a 20 ms bucket while another job loaded a CPU) from failing the check.
+const UDP_BURST_MS: u64 = 100;
+/// Bucket of the restart test: 20 ms, small so that an enforcement gap or block would show
+/// in the per-second figures instead of being banked and made up.
+const RESTART_BURST_MS: u64 = 20;
+/// Policer bucket for the TCP checks: 250 ms at the rate (see the module docs: in this lab
+/// TCP needs a bucket of at least its minimum RTO, 200 ms, to reach the rate; 250 ms leaves a
+/// margin: with exactly 200 ms one run in three came out at −6.6 %).
+const TCP_BURST_MS: u64 = 250;
+/// Congestion control of the TCP senders (fixed: the kernel default differs between hosts;
+/// this VM defaults to bbr).
+const TCP_CC: &str = "cubic";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -102,13 +137,22 @@ fn opts(pin_root: Option<PathBuf>) -> LoadOptions {
     }
 }
 
-/// A policer class: `rate` bit/s of L3 bytes, burst = rate × 20 ms (at least 3000 bytes).
-fn policer(rate_bps: u64) -> ClassConfig {
+/// A policer class: `rate` bit/s of L3 bytes, bucket = `burst_ms` at that rate (at least
+/// 3000 bytes).
+fn policer(rate_bps: u64, burst_ms: u64) -> ClassConfig {
     ClassConfig {
         rate_bps: Some(rate_bps),
-        burst_bytes: ((rate_bps / 8 / 50) as u32).max(3000),
+        burst_bytes: ((rate_bps / 8 * burst_ms / 1000) as u32).max(3000),
         ..Default::default()
     }
+}
+
+/// Sender-side TCP retransmissions of an iperf3 run.
+fn retransmits(r: &IperfReport) -> u64 {
+    r.raw
+        .pointer("/end/sum_sent/retransmits")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 fn require_root() {
@@ -215,6 +259,7 @@ fn udp_up(lab: &Lab, src: &str, offered_bps: u64, secs: u32) -> IperfReport {
 fn tcp_down_opts(dst: &str, port: u16, secs: u32) -> IperfOpts {
     let mut o = IperfOpts::tcp(ip(dst), port, secs);
     o.bind = Some(IpAddr::V4(NET_V4));
+    o.extra.extend(["-C".to_string(), TCP_CC.to_string()]);
     omit_first_second(&mut o);
     o
 }
@@ -229,11 +274,14 @@ fn tcp_down(lab: &Lab, dst: &str, secs: u32) -> IperfReport {
 }
 
 /// Checks an L3 rate against the configured one; returns the deviation for the log.
-fn check_rate(what: &str, goodput_bps: f64, l3_per_payload: f64, target_bps: u64, tol: f64) {
+fn check_rate(what: &str, r: &IperfReport, l3_per_payload: f64, target_bps: u64, tol: f64) {
+    let goodput_bps = r.bits_per_second;
     let l3 = goodput_bps * l3_per_payload;
     let dev = l3 / target_bps as f64 - 1.0;
     eprintln!(
-        "{what}: goodput {:.2} Mbit/s -> L3 {:.2} Mbit/s, configured {:.1} Mbit/s ({:+.1} %)",
+        "{what}: sent {:.2} Mbit/s, goodput {:.2} Mbit/s -> L3 {:.2} Mbit/s, configured {:.1} \
+         Mbit/s ({:+.1} %)",
+        r.sender_bits_per_second / 1e6,
         goodput_bps / 1e6,
         l3 / 1e6,
         target_bps as f64 / 1e6,
@@ -257,85 +305,52 @@ fn police_udp_and_tcp_at_10_and_100_mbit() {
     const UP: u32 = 1;
     const DOWN: u32 = 2;
     let mut lab = setup("dpp", &[SUB_A]);
-    lab.dp.upsert_class(UP, &policer(10_000_000)).unwrap();
-    lab.dp.upsert_class(DOWN, &policer(10_000_000)).unwrap();
+    lab.dp
+        .upsert_class(UP, &policer(10_000_000, UDP_BURST_MS))
+        .unwrap();
+    lab.dp
+        .upsert_class(DOWN, &policer(10_000_000, UDP_BURST_MS))
+        .unwrap();
     lab.dp.upsert_subscriber(key(SUB_A), [UP, DOWN]).unwrap();
 
     let udp_f = UDP_L3 / f64::from(UDP_LEN);
     let tcp_f = TCP_L3 / TCP_PAYLOAD;
-    let secs = 2;
 
-    let r = udp_down(&lab, SUB_A, 20_000_000, secs);
-    check_rate(
-        "UDP down @10M",
-        r.bits_per_second,
-        udp_f,
-        10_000_000,
-        POLICE_TOL,
-    );
-    let before = lab.dp.class_stats(DOWN).unwrap();
-    let r = tcp_down(&lab, SUB_A, secs);
-    eprintln!(
-        "DEBUG before {before:?}\nafter {:?}",
-        lab.dp.class_stats(DOWN).unwrap()
-    );
-    eprintln!(
-        "DEBUG {}",
-        lab.topo.net.run(["ethtool", "-k", "eth0"]).unwrap()
-    );
-    eprintln!(
-        "DEBUG {}",
-        lab.topo.gw.run(["ethtool", "-k", "up0"]).unwrap()
-    );
-    eprintln!(
-        "DEBUG {}",
-        lab.topo.gw.run(["ethtool", "-S", "up0"]).unwrap()
-    );
-    eprintln!(
-        "DEBUG {}",
-        lab.topo
-            .net
-            .run([
-                "nstat",
-                "-az",
-                "TcpRetransSegs",
-                "TcpExtTCPLostRetransmit",
-                "TcpOutSegs"
-            ])
-            .unwrap()
-    );
-    check_rate(
-        "TCP down @10M",
-        r.bits_per_second,
-        tcp_f,
-        10_000_000,
-        POLICE_TOL,
-    );
-
-    // Live change of the downstream class (the policer state is kept).
-    lab.dp.upsert_class(DOWN, &policer(100_000_000)).unwrap();
-    let r = udp_down(&lab, SUB_A, 200_000_000, secs);
-    check_rate(
-        "UDP down @100M",
-        r.bits_per_second,
-        udp_f,
-        100_000_000,
-        POLICE_TOL,
-    );
-    let r = tcp_down(&lab, SUB_A, secs);
-    check_rate(
-        "TCP down @100M",
-        r.bits_per_second,
-        tcp_f,
-        100_000_000,
-        POLICE_TOL,
-    );
+    for rate in [10_000_000, 100_000_000] {
+        let mbit = rate / 1_000_000;
+        // Live changes of the downstream class (upsert_class keeps the policer state).
+        lab.dp
+            .upsert_class(DOWN, &policer(rate, UDP_BURST_MS))
+            .unwrap();
+        let r = udp_down(&lab, SUB_A, 2 * rate, 2);
+        check_rate(
+            &format!("UDP down @{mbit}M, burst {UDP_BURST_MS} ms"),
+            &r,
+            udp_f,
+            rate,
+            POLICE_TOL,
+        );
+        lab.dp
+            .upsert_class(DOWN, &policer(rate, TCP_BURST_MS))
+            .unwrap();
+        let r = tcp_down(&lab, SUB_A, 4);
+        check_rate(
+            &format!(
+                "TCP ({TCP_CC}) down @{mbit}M, burst {TCP_BURST_MS} ms, {} retransmits",
+                retransmits(&r)
+            ),
+            &r,
+            tcp_f,
+            rate,
+            POLICE_TOL,
+        );
+    }
 
     // Upstream: the Subscriber-role XDP on sub0 polices with class_id[0].
-    let r = udp_up(&lab, SUB_A, 20_000_000, secs);
+    let r = udp_up(&lab, SUB_A, 20_000_000, 2);
     check_rate(
-        "UDP up @10M",
-        r.bits_per_second,
+        &format!("UDP up @10M, burst {UDP_BURST_MS} ms"),
+        &r,
         udp_f,
         10_000_000,
         POLICE_TOL,
@@ -476,9 +491,11 @@ fn mss_clamp_on_real_tcp_connection() {
     };
     lab.dp.upsert_class(C, &cfg).unwrap();
     lab.dp.upsert_subscriber(key(SUB_A), [C, C]).unwrap();
-    // Full checksums on the wire: on a veth, locally sent TCP carries only the pseudo-header
-    // sum (CHECKSUM_PARTIAL), so tcpdump could not tell whether the clamp kept the checksum
-    // right. With tx checksumming off the senders write complete checksums.
+    // Full checksums on the wire: on a veth, locally sent TCP is CHECKSUM_PARTIAL (the field
+    // holds only the pseudo-header sum; nobody computes the rest, the receiver trusts it), so
+    // tcpdump could not tell whether the clamp kept the checksum right. With tx checksumming
+    // off the senders write complete checksums, as packets from a wire have. (What the clamp
+    // does to CHECKSUM_PARTIAL packets: see `mss_clamp_breaks_checksum_partial_packets`.)
     lab.topo
         .sub
         .run(["ethtool", "-K", SUB_IF, "tx", "off"])
@@ -533,6 +550,52 @@ fn mss_clamp_on_real_tcp_connection() {
         (st.drop_mtu, st.icmp_sent),
         (0, 0),
         "with the MSS clamped nothing should exceed the MTU: {st:?}"
+    );
+}
+
+/// Reproduces a limitation of clamping the MSS in XDP (ignored: it fails by design; run it
+/// with `--ignored`). A TCP packet sent by a local stack over a veth reaches the XDP program
+/// as CHECKSUM_PARTIAL: its checksum field holds the pseudo-header sum only, and whoever
+/// transmits it last computes the real checksum over the segment. The program cannot see
+/// `ip_summed` and updates the field incrementally (DATAPLANE.md §3.8) as if it were a full
+/// checksum; the final checksum then is that of the *unclamped* segment. Here the gateway's
+/// `up0` has tx checksumming off, so the kernel completes the checksum in software on the way
+/// out, and `net` drops the SYN (TcpInCsumErrors) – the connection never opens. With full
+/// checksums from the sender (`mss_clamp_on_real_tcp_connection`) or without the clamp it
+/// works. Packets from a real wire are never CHECKSUM_PARTIAL; subscribers behind veths
+/// (containers, a PPPoE/BNG daemon in a netns) are.
+#[test]
+#[ignore = "known limitation: MSS clamp in XDP vs CHECKSUM_PARTIAL packets (see doc comment)"]
+fn mss_clamp_breaks_checksum_partial_packets() {
+    const C: u32 = 3;
+    let mut lab = setup("dpc", &[SUB_A]);
+    let cfg = ClassConfig {
+        mtu: Some(1280),
+        ..Default::default()
+    };
+    lab.dp.upsert_class(C, &cfg).unwrap();
+    lab.dp.upsert_subscriber(key(SUB_A), [C, C]).unwrap();
+    lab.topo
+        .gw
+        .run(["ethtool", "-K", GW_UP_IF, "tx", "off"])
+        .unwrap();
+    let port = next_port();
+    let srv = IperfServer::start(&lab.topo.net, IpAddr::V4(NET_V4), port).unwrap();
+    let mut o = IperfOpts::tcp(IpAddr::V4(NET_V4), port, 1);
+    o.bind = Some(ip(SUB_A));
+    let rep = IperfClient::run(&lab.topo.sub, &o);
+    drop(srv);
+    let nstat = lab
+        .topo
+        .net
+        .run(["nstat", "-az", "TcpInCsumErrors"])
+        .unwrap();
+    eprintln!("{nstat}");
+    let st = lab.dp.class_stats(C).unwrap();
+    assert!(
+        rep.is_ok(),
+        "TCP through the MSS clamp failed ({st:?}); net: {nstat}: {}",
+        rep.err().map(|e| format!("{e:#}")).unwrap_or_default()
     );
 }
 
@@ -594,12 +657,16 @@ fn ping_df_oversize_gets_frag_needed_1280() {
         "--- ping v4:\n{out4}--- ping v6:\n{out6}class stats {st:?}; XDP_TX {}",
         gs.v[abi::gs::XDP_TX]
     );
+    // iputils prints the ICMP error for the first probe; once that error has set the path
+    // MTU, the next probe fails locally ("message too long"). Either proves the answer
+    // arrived (the namespaces are fresh: no cached PMTU from anywhere else).
     assert!(
-        out4.contains("Frag needed and DF set (mtu = 1280)"),
+        out4.contains("Frag needed and DF set (mtu = 1280)")
+            || out4.contains("message too long, mtu=1280"),
         "v4: no frag-needed answer with mtu 1280:\n{out4}"
     );
     assert!(
-        out6.contains("Packet too big: mtu=1280"),
+        out6.contains("Packet too big: mtu=1280") || out6.contains("message too long, mtu: 1280"),
         "v6: no packet-too-big answer with mtu 1280:\n{out6}"
     );
     assert!(st.icmp_sent >= 2, "icmp_sent {st:?}");
@@ -632,10 +699,21 @@ fn xdp_prog_id(ns: &NetNs, ifname: &str) -> Option<u32> {
         .ok()
 }
 
+/// A controller restart under load: data plane A (pinned) enforces a 10 Mbit/s downstream
+/// policer on a 30 Mbit/s UDP flow; at t = 2 s A is dropped (its fds close, as when the
+/// process dies; pinned maps and links must keep enforcing), at t = 3 s data plane B loads
+/// on the same pins (must read class and subscriber back) and re-attaches, which swaps its
+/// programs into the pinned links. Every second of the flow must stay at 10 Mbit/s ±10 %.
+///
+/// The controller process is simulated by a `Dataplane` value; the `kill -9` variant (spawn
+/// the `shaper` binary, SIGKILL it, start another) belongs with the controller binary.
 #[test]
 fn restart_keeps_enforcement_without_gap() {
     const DOWN: u32 = 1;
     const RATE: u64 = 10_000_000;
+    // Loading takes ~4 s here (kernel verification of the four programs), so B attaches at
+    // t ≈ 7 s; the flow runs long enough for B to enforce a few seconds too.
+    const FLOW_SECS: u32 = 10;
     require_root();
     let topo = Topology::sub_gw_net("dpr").expect("topology");
     topo.add_sub_addr(ip(SUB_A)).unwrap();
@@ -644,7 +722,7 @@ fn restart_keeps_enforcement_without_gap() {
         std::process::id()
     )));
     let _ = std::fs::remove_dir_all(&root.0);
-    let cfg = policer(RATE);
+    let cfg = policer(RATE, RESTART_BURST_MS);
 
     let mut a = gw_dataplane(&topo.gw, opts(Some(root.0.clone())));
     a.upsert_class(DOWN, &cfg).unwrap();
@@ -656,7 +734,7 @@ fn restart_keeps_enforcement_without_gap() {
 
     let port = next_port();
     let srv = IperfServer::start(&topo.sub, ip(SUB_A), port).unwrap();
-    let mut o = IperfOpts::udp(ip(SUB_A), port, 6, 3 * RATE);
+    let mut o = IperfOpts::udp(ip(SUB_A), port, FLOW_SECS, 3 * RATE);
     o.bind = Some(IpAddr::V4(NET_V4));
     o.len = Some(UDP_LEN);
     let t0 = Instant::now();
@@ -675,6 +753,23 @@ fn restart_keeps_enforcement_without_gap() {
         "XDP programs changed or vanished when the controller went away"
     );
     assert!(ids_a.0.is_some() && ids_a.1.is_some(), "no XDP: {ids_a:?}");
+    let links = root.0.join(format!("v{}", abi::ABI_VERSION)).join("links");
+    let pins = |links: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(links)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        pins(&links),
+        ["tc-sub0", "tc-up0", "xdp-sub0", "xdp-up0"],
+        "pinned links after the controller went away"
+    );
 
     // t = 3 s: a new controller starts on the same pins.
     sleep(Duration::from_secs(3).saturating_sub(t0.elapsed()));
@@ -718,6 +813,7 @@ fn restart_keeps_enforcement_without_gap() {
         xdp_prog_id(&topo.gw, GW_SUB_IF),
         xdp_prog_id(&topo.gw, GW_UP_IF),
     );
+    let pins_after = pins(&links);
     drop(b);
 
     let f = UDP_L3 / f64::from(UDP_LEN);
@@ -730,17 +826,32 @@ fn restart_keeps_enforcement_without_gap() {
     eprintln!(
         "A dropped at {t_drop:.2?}, B loaded at {t_b:.2?}, attached at {t_b_done:.2?}; XDP ids \
          A {ids_a:?}, orphaned {ids_orphan:?}, B {ids_b:?}, after detach_all {ids_after:?}\n\
-         per-second L3 rates (Mbit/s): {:?}; class stats {st:?}",
+         per-second L3 rates (Mbit/s): {:?}; class stats {st:?}; datagrams passed by the \
+         policer {} (incl. a few of iperf3's control connection), received {:?}",
         ivs.iter()
             .map(|b| (b / 1e4).round() / 100.0)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>(),
+        st.pkts - st.drop_police,
+        rep.packets.zip(rep.lost_packets).map(|(p, l)| p - l)
     );
     assert!(
         ids_b.0.is_some() && ids_b.0 != ids_a.0 && ids_b.1 != ids_a.1,
         "B's programs did not replace A's in the pinned links: {ids_a:?} -> {ids_b:?}"
     );
+    assert!(
+        t_b_done + Duration::from_secs(1) <= Duration::from_secs(u64::from(FLOW_SECS)),
+        "B attached only at {t_b_done:.2?}, too late in the {FLOW_SECS} s flow to show it enforces"
+    );
     assert_eq!(ids_after, (None, None), "detach_all left XDP attached");
-    assert!(ivs.len() >= 6, "too few intervals: {:?}", rep.intervals);
+    assert!(
+        pins_after.is_empty(),
+        "detach_all left pins: {pins_after:?}"
+    );
+    assert!(
+        ivs.len() >= FLOW_SECS as usize,
+        "too few intervals: {:?}",
+        rep.intervals
+    );
     for (i, l3) in ivs.iter().enumerate() {
         let dev = l3 / RATE as f64 - 1.0;
         assert!(
@@ -750,43 +861,6 @@ fn restart_keeps_enforcement_without_gap() {
             l3 / 1e6,
             dev * 100.0,
             RATE / 1_000_000
-        );
-    }
-}
-
-#[test]
-fn zz_experiment() {
-    let Ok(spec) = std::env::var("XP") else {
-        return;
-    };
-    let mut lab = setup("dpx", &[SUB_A]);
-    for item in spec.split(';') {
-        let f: Vec<&str> = item.split(',').collect();
-        let (cc, rate, burst): (&str, u64, u32) =
-            (f[0], f[1].parse().unwrap(), f[2].parse().unwrap());
-        let cfg = ClassConfig {
-            rate_bps: Some(rate),
-            burst_bytes: burst,
-            ..Default::default()
-        };
-        lab.dp.upsert_class(2, &cfg).unwrap();
-        lab.dp.upsert_subscriber(key(SUB_A), [0, 2]).unwrap();
-        let port = next_port();
-        let srv = IperfServer::start(&lab.topo.sub, ip(SUB_A), port).unwrap();
-        let mut o = tcp_down_opts(SUB_A, port, 3);
-        o.extra.extend(["-C".to_string(), cc.to_string()]);
-        let b = lab.dp.class_stats(2).unwrap();
-        let r = IperfClient::run(&lab.topo.net, &o).unwrap();
-        let _ = srv.finish(Duration::from_secs(10));
-        let a = lab.dp.class_stats(2).unwrap();
-        let retr = r.raw.pointer("/end/sum_sent/retransmits").cloned();
-        eprintln!(
-            "XP cc {cc} rate {rate} burst {burst}: goodput {:.2} Mbit/s L3 {:.2} ({:+.1}%), passed {} dropped {} retr {retr:?}",
-            r.mbps(),
-            r.bits_per_second * TCP_L3 / TCP_PAYLOAD / 1e6,
-            (r.bits_per_second * TCP_L3 / TCP_PAYLOAD / rate as f64 - 1.0) * 100.0,
-            a.pkts - b.pkts - (a.drop_police - b.drop_police),
-            a.drop_police - b.drop_police
         );
     }
 }
