@@ -52,13 +52,34 @@ SHAPER_GLOBAL int shaper_parse_skb(struct __sk_buff *skb, struct pkt *pk, __u32 
 	return parse_packet(data, data_end, pk, err);
 }
 
-SHAPER_GLOBAL int shaper_mss_clamp(struct xdp_md *ctx, struct pkt *pk, __u32 clamp)
+/* Lowers the MSS of a TCP SYN at TC egress. The checksum goes through bpf_l4_csum_replace,
+ * which knows the skb's checksum state: a CHECKSUM_PARTIAL packet (sent by a local stack or
+ * through a veth) keeps its partial sum, where an in-place XDP rewrite would corrupt it. */
+SHAPER_GLOBAL int shaper_mss_clamp(struct __sk_buff *skb, struct pkt *pk, __u32 clamp)
 {
-	if (!ctx || !pk)
+	if (!skb || !pk)
 		return 0;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	return mss_clamp(data, data_end, pk, clamp);
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = 0;
+	__u16 old = 0;
+	if (!mss_find(data, data_end, pk, clamp, &off, &old))
+		return 0;
+	__u16 new = clamp;
+	__be16 new_be = bpf_htons(new);
+	/* csum_replace2 sums raw 16-bit words from the TCP header start; a field at an odd
+	 * offset straddles two words and contributes byte-swapped, i.e. as the host-order
+	 * value on this little-endian target. */
+	__u64 from = bpf_htons(old), to = new_be;
+	if ((off + 2 - pk->l4_off) & 1) {
+		from = old;
+		to = new;
+	}
+	if (bpf_l4_csum_replace(skb, pk->l4_off + 16, from, to, 2))
+		return 0;
+	if (bpf_skb_store_bytes(skb, off + 2, &new_be, 2, 0))
+		return 0;
+	return 1;
 }
 
 SHAPER_GLOBAL int shaper_icmp_answer(struct xdp_md *ctx, struct pkt *pk, __u32 mtu)
@@ -335,13 +356,6 @@ act:;
 	if (dscp != SHAPER_DSCP_KEEP && dscp_mark(data, data_end, &pk, dscp & 0x3f) && ds)
 		ds->dscp_marked++;
 
-	/* MSS clamp on SYNs (never raised). */
-	if (mtu && pk.l4 && pk.proto == IPPROTO_TCP && (pk.tcp_flags & 0x02)) {
-		__u16 clamp = mtu - (pk.family == 4 ? 40 : 60);
-		if (shaper_mss_clamp(ctx, &pk, clamp) && ms)
-			ms->mss_clamped++;
-	}
-
 	flow_sample(&pk, dir, c.rule_id_class ? c.rule_id_class : c.sub_id, gs);
 	goto out;
 
@@ -401,6 +415,25 @@ static __always_inline int shaper_tc(struct __sk_buff *skb, int dir)
 		skb->priority = prio;
 		if (gs)
 			gs->v[SHAPER_GS_TC_STEERED]++;
+	}
+	/* MSS clamp on SYNs (never raised): the smaller non-zero MTU of the two classes. */
+	__u16 mtu = 0;
+	__u32 mclass = 0;
+	if (c.rule && c.rule->mtu) {
+		mtu = c.rule->mtu;
+		mclass = c.rule_id_class;
+	}
+	if (c.sub && c.sub->mtu && (!mtu || c.sub->mtu < mtu)) {
+		mtu = c.sub->mtu;
+		mclass = c.sub_id;
+	}
+	if (mtu && pk.l4 && pk.proto == IPPROTO_TCP && (pk.tcp_flags & 0x02)) {
+		__u16 clamp = mtu - (pk.family == 4 ? 40 : 60);
+		if (shaper_mss_clamp(skb, &pk, clamp)) {
+			struct class_stats *ms = stats_of(mclass);
+			if (ms)
+				ms->mss_clamped++;
+		}
 	}
 	return TC_ACT_OK;
 }

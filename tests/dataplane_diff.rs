@@ -163,11 +163,14 @@ fn kernel_matches_the_reference_model() {
             let m = model.run_xdp(dir, now, &frame);
             // The skb test harness refuses some truncated frames (EINVAL) that the stack would
             // never hand to TC egress anyway; those are compared on XDP only.
-            let kt = dp.run_tc(role, &frame).ok();
+            let kt = dp.run_tc(role, &frame).ok().map(|r| (r.priority, r.output));
             // TC egress on an interface handles the opposite direction of its XDP ingress:
             // egress on the subscriber side carries traffic *to* subscribers.
             let tc_dir = if dir == Dir::Up { Dir::Down } else { Dir::Up };
-            let mt = kt.map(|_| model.run_tc(tc_dir, &frame).unwrap_or(0));
+            let mt = kt.as_ref().map(|_| {
+                let t = model.tc(tc_dir, &frame);
+                (t.priority.unwrap_or(0), t.output)
+            });
             if kt.is_none() {
                 tc_skipped += 1;
             }
@@ -201,10 +204,10 @@ fn kernel_matches_the_reference_model() {
                 .or_default() += 1;
             if kern != modl {
                 mismatches.push(format!(
-                    "policy {policy_no} packet {i} ({role:?}, fail_closed {fc}, malformed_drop {md}, now {now}):\n  frame  {}\n  kernel (action, parse, pe, sub, rule_class, rule, drop, tc) = {:?}\n  model  = {:?}\n  kernel out {}\n  model  out {}\n  policy {:?}",
+                    "policy {policy_no} packet {i} ({role:?}, fail_closed {fc}, malformed_drop {md}, now {now}):\n  frame  {}\n  kernel (action, parse, pe, sub, rule_class, rule, drop, (tc priority, tc output)) = {:?}\n  model  = {:?}\n  kernel out {}\n  model  out {}\n  policy {:?}",
                     hex(&frame),
-                    (kern.0, kern.2, kern.3, kern.4, kern.5, kern.6, kern.7, kern.8),
-                    (modl.0, modl.2, modl.3, modl.4, modl.5, modl.6, modl.7, modl.8),
+                    (kern.0, kern.2, kern.3, kern.4, kern.5, kern.6, kern.7, kern.8.as_ref().map(|t| (t.0, hex(&t.1)))),
+                    (modl.0, modl.2, modl.3, modl.4, modl.5, modl.6, modl.7, modl.8.as_ref().map(|t| (t.0, hex(&t.1)))),
                     hex(kern.1),
                     hex(modl.1),
                     policy,

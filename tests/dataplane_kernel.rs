@@ -514,7 +514,11 @@ fn mss_clamp_lowers_never_raises_and_keeps_checksums() {
             },
             0,
         );
-        let out = dp.run_xdp(Role::Subscriber, &f, 1).unwrap().output;
+        // XDP ingress leaves the SYN alone; TC egress on the upstream side (the SYN leaves
+        // the gateway there) clamps it.
+        let xdp = dp.run_xdp(Role::Subscriber, &f, 1).unwrap().output;
+        assert_eq!(xdp, f, "case {i}: XDP does not clamp");
+        let out = dp.run_tc(Role::Upstream, &f).unwrap().output;
         let (h, _, calc) = tcp_of(&out);
         assert_eq!(mss_of(&h), Some(want), "case {i}");
         assert_eq!(h.checksum, calc, "case {i}: TCP checksum");
@@ -822,24 +826,28 @@ fn tc_egress_sets_skb_priority_rule_first() {
     .unwrap();
     assert_eq!(
         dp.run_tc(Role::Subscriber, &pkt::udp4(NET4, SUB4, 9, 80, 10))
-            .unwrap(),
+            .unwrap()
+            .priority,
         0x0001_0010
     );
     assert_eq!(
         dp.run_tc(Role::Subscriber, &pkt::udp4(NET4, SUB4, 9, 5004, 10))
-            .unwrap(),
+            .unwrap()
+            .priority,
         0x0001_0020
     );
     // A rule class without a priority falls back to the subscriber's.
     assert_eq!(
         dp.run_tc(Role::Subscriber, &pkt::udp4(NET4, SUB4, 9, 6000, 10))
-            .unwrap(),
+            .unwrap()
+            .priority,
         0x0001_0010
     );
     // Upload direction: the subscriber has no up class.
     assert_eq!(
         dp.run_tc(Role::Upstream, &pkt::udp4(SUB4, NET4, 9, 80, 10))
-            .unwrap(),
+            .unwrap()
+            .priority,
         0
     );
 }

@@ -494,8 +494,8 @@ fn mss_clamp_on_real_tcp_connection() {
     // Full checksums on the wire: on a veth, locally sent TCP is CHECKSUM_PARTIAL (the field
     // holds only the pseudo-header sum; nobody computes the rest, the receiver trusts it), so
     // tcpdump could not tell whether the clamp kept the checksum right. With tx checksumming
-    // off the senders write complete checksums, as packets from a wire have. (What the clamp
-    // does to CHECKSUM_PARTIAL packets: see `mss_clamp_breaks_checksum_partial_packets`.)
+    // off the senders write complete checksums, as packets from a wire have. (Partial
+    // checksums: `mss_clamp_keeps_checksum_partial_packets_right`.)
     lab.topo
         .sub
         .run(["ethtool", "-K", SUB_IF, "tx", "off"])
@@ -525,12 +525,12 @@ fn mss_clamp_on_real_tcp_connection() {
         rep.mbps()
     );
     assert!(rep.bytes > 0, "no data went through");
-    // SYN from sub (MSS 1460) clamped by sub0's XDP (direction UP) to 1280 - 40.
+    // SYN from sub (MSS 1460) clamped by up0's TC egress (direction UP) to 1280 - 40.
     assert!(
         net.contains("Flags [S],") && net.contains("mss 1240") && !net.contains("mss 1460"),
         "SYN not clamped to 1240 on its way up:\n{net}"
     );
-    // SYN-ACK from net (MSS 1460) clamped by up0's XDP (direction DOWN).
+    // SYN-ACK from net (MSS 1460) clamped by sub0's TC egress (direction DOWN).
     assert!(
         sub.contains("Flags [S.],") && sub.contains("mss 1240") && !sub.contains("mss 1460"),
         "SYN-ACK not clamped to 1240 on its way down:\n{sub}"
@@ -553,20 +553,16 @@ fn mss_clamp_on_real_tcp_connection() {
     );
 }
 
-/// Reproduces a limitation of clamping the MSS in XDP (ignored: it fails by design; run it
-/// with `--ignored`). A TCP packet sent by a local stack over a veth reaches the XDP program
-/// as CHECKSUM_PARTIAL: its checksum field holds the pseudo-header sum only, and whoever
-/// transmits it last computes the real checksum over the segment. The program cannot see
-/// `ip_summed` and updates the field incrementally (DATAPLANE.md §3.8) as if it were a full
-/// checksum; the final checksum then is that of the *unclamped* segment. Here the gateway's
-/// `up0` has tx checksumming off, so the kernel completes the checksum in software on the way
-/// out, and `net` drops the SYN (TcpInCsumErrors) – the connection never opens. With full
-/// checksums from the sender (`mss_clamp_on_real_tcp_connection`) or without the clamp it
-/// works. Packets from a real wire are never CHECKSUM_PARTIAL; subscribers behind veths
-/// (containers, a PPPoE/BNG daemon in a netns) are.
+/// The MSS clamp must be right for CHECKSUM_PARTIAL packets too. A TCP packet sent by a local
+/// stack over a veth is CHECKSUM_PARTIAL: its checksum field holds the pseudo-header sum only,
+/// and whoever transmits it last computes the real checksum over the segment. An in-place
+/// rewrite in XDP, which cannot see `ip_summed`, corrupted such packets (the final checksum
+/// was that of the *unclamped* segment: `net` counted TcpInCsumErrors and the connection
+/// never opened); the clamp now runs at TC egress through `bpf_l4_csum_replace`, which keeps
+/// a partial sum partial. Here the gateway's `up0` has tx checksumming off, so the kernel
+/// completes the checksum in software on the way out, after the clamp.
 #[test]
-#[ignore = "known limitation: MSS clamp in XDP vs CHECKSUM_PARTIAL packets (see doc comment)"]
-fn mss_clamp_breaks_checksum_partial_packets() {
+fn mss_clamp_keeps_checksum_partial_packets_right() {
     const C: u32 = 3;
     let mut lab = setup("dpc", &[SUB_A]);
     let cfg = ClassConfig {

@@ -75,9 +75,10 @@ static __always_inline int dscp_mark(void *data, void *data_end, const struct pk
 	return 1;
 }
 
-/* Lowers the MSS option of a TCP SYN to `clamp`. Returns 1 if it was lowered. */
-static __always_inline int mss_clamp(void *data, void *data_end, const struct pkt *pk,
-				     __u16 clamp)
+/* Finds the first MSS option of a TCP SYN whose value is above `clamp` (docs/DATAPLANE.md §4).
+ * Returns 1 and the option's offset and value if one needs lowering. */
+static __always_inline int mss_find(void *data, void *data_end, const struct pkt *pk,
+				    __u16 clamp, __u32 *opt_off, __u16 *value)
 {
 	__u32 start = pk->l4_off;
 	__u32 o = start + 20;
@@ -107,20 +108,8 @@ static __always_inline int mss_clamp(void *data, void *data_end, const struct pk
 				return 0;
 			__u16 mss = ((__u16)p[2] << 8) | p[3];
 			if (mss > clamp) {
-				__u8 *t = PKT_PTR(start, 18);
-				if (!t)
-					return 0;
-				__u16 check = ((__u16)t[16] << 8) | t[17];
-				__u16 old = mss, new = clamp;
-				if ((o + 2 - start) & 1) {
-					old = swap16(old);
-					new = swap16(new);
-				}
-				check = csum_replace16(check, old, new);
-				p[2] = clamp >> 8;
-				p[3] = clamp & 0xff;
-				t[16] = check >> 8;
-				t[17] = check & 0xff;
+				*opt_off = o;
+				*value = mss;
 				return 1;
 			}
 		}

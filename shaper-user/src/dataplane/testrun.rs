@@ -22,6 +22,13 @@ pub struct XdpRun {
     pub ns_per_run: f64,
 }
 
+/// What one TC run returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcRun {
+    pub priority: u32,
+    pub output: Vec<u8>,
+}
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -60,9 +67,9 @@ impl Dataplane {
         })
     }
 
-    /// Runs the TC egress program of `role` on `frame`; returns the `skb->priority` it left
-    /// (0 when untouched, as the test context starts at 0).
-    pub fn run_tc(&self, role: Role, frame: &[u8]) -> Result<u32> {
+    /// Runs the TC egress program of `role` on `frame`: the `skb->priority` it left (0 when
+    /// untouched, as the test context starts at 0) and the frame after it.
+    pub fn run_tc(&self, role: Role, frame: &[u8]) -> Result<TcRun> {
         let name = role.tc_program();
         let prog: &SchedClassifier = self
             .ebpf()
@@ -73,17 +80,22 @@ impl Dataplane {
         let ctx_in = vec![0u8; SKB_CTX_LEN];
         let mut ctx_out = vec![0u8; SKB_CTX_LEN];
         let mut out = vec![0u8; frame.len() + 64];
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            ..Default::default()
-        })
-        .map_err(prog_err(name))?;
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                ..Default::default()
+            })
+            .map_err(prog_err(name))?;
         let mut b = [0u8; 4];
         b.copy_from_slice(&ctx_out[SKB_PRIORITY_OFF..SKB_PRIORITY_OFF + 4]);
-        Ok(u32::from_ne_bytes(b))
+        out.truncate(res.data_size_out as usize);
+        Ok(TcRun {
+            priority: u32::from_ne_bytes(b),
+            output: out,
+        })
     }
 
     /// Test build: sets the virtual clock the policer reads.

@@ -229,15 +229,8 @@ impl Model {
         if dscp != DSCP_KEEP {
             rewrite_dscp(&mut o.output, &p, dscp);
         }
-        // 8. MSS clamp.
-        if p.proto == 6 && !p.frag && p.tcp_flags & 0x02 != 0 && mtu != 0 {
-            let clamp = if p.v6 {
-                mtu.wrapping_sub(60)
-            } else {
-                mtu.wrapping_sub(40)
-            };
-            clamp_mss(&mut o.output, &p, clamp);
-        }
+        // (The MSS clamp happens at TC egress: see `tc`.)
+        let _ = mtu;
         o
     }
 
@@ -245,15 +238,49 @@ impl Model {
     /// it is left untouched.
     #[must_use]
     pub fn run_tc(&self, dir: Dir, frame: &[u8]) -> Option<u32> {
+        self.tc(dir, frame).priority
+    }
+
+    /// Runs the TC egress program of direction `dir` (DATAPLANE.md §4): `skb->priority` and
+    /// the frame after the MSS clamp.
+    #[must_use]
+    pub fn tc(&self, dir: Dir, frame: &[u8]) -> TcOutcome {
+        let mut out = TcOutcome {
+            priority: None,
+            output: frame.to_vec(),
+        };
         let ParseResult::Ok(p) = parse(frame) else {
-            return None;
+            return out;
         };
         let c = self.classify(dir, &p);
         let prio = |id: u32| self.class(id).map_or(0, |c| c.cfg.skb_priority);
-        match (prio(c.rule_class), prio(c.sub_class)) {
+        out.priority = match (prio(c.rule_class), prio(c.sub_class)) {
             (0, 0) => None,
             (0, s) => Some(s),
             (r, _) => Some(r),
+        };
+        let mtu_of = |id: u32| self.class(id).map_or(0, ModelClass::mtu);
+        let (rm, sm) = (mtu_of(c.rule_class), mtu_of(c.sub_class));
+        let mtu = match (rm, sm) {
+            (0, s) => s,
+            (r, 0) => r,
+            (r, s) => r.min(s),
+        };
+        if p.proto == 6 && !p.frag && p.tcp_flags & 0x02 != 0 && mtu != 0 {
+            let clamp = if p.v6 {
+                mtu.wrapping_sub(60)
+            } else {
+                mtu.wrapping_sub(40)
+            };
+            clamp_mss(&mut out.output, &p, clamp);
         }
+        out
     }
+}
+
+/// What one TC egress run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcOutcome {
+    pub priority: Option<u32>,
+    pub output: Vec<u8>,
 }

@@ -24,6 +24,7 @@ pub mod parse;
 #[cfg(test)]
 mod tests;
 
+pub use act::TcOutcome;
 pub use classify::Classification;
 pub use r#gen::{GenConfig, Generator, Policy};
 pub use parse::{ParseResult, Parsed};

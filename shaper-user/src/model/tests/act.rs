@@ -155,7 +155,7 @@ fn tcp_mss(f: &[u8]) -> (Vec<u16>, bool) {
 
 #[test]
 fn mss_clamp_at_odd_and_even_offsets() {
-    let mut m = sub_model(ClassConfig {
+    let m = sub_model(ClassConfig {
         mtu: Some(1400),
         ..Default::default()
     });
@@ -167,35 +167,34 @@ fn mss_clamp_at_odd_and_even_offsets() {
     ] {
         let f = tcp4(opts, true, 10);
         assert!(tcp_mss(&f).1);
-        let o = m.run_xdp(Dir::Up, 0, &f);
-        assert_eq!(o.verdict, Verdict::Pass);
+        let o = m.tc(Dir::Up, &f);
         let (mss, valid) = tcp_mss(&o.output);
         assert_eq!(mss, vec![1360]);
         assert!(valid, "TCP checksum after clamping {opts:?}");
     }
     // IPv6: clamp = mtu - 60.
     let f = tcp6(&[1, 2, 4, 0x05, 0xb4, 1, 1, 0], 0);
-    let (mss, valid) = tcp_mss(&m.run_xdp(Dir::Up, 0, &f).output);
+    let (mss, valid) = tcp_mss(&m.tc(Dir::Up, &f).output);
     assert_eq!((mss, valid), (vec![1340], true));
     // Never raised; non-SYN untouched; wrong length untouched.
     let f = tcp4(&[2, 4, 0x03, 0xe8], true, 0);
-    assert_eq!(m.run_xdp(Dir::Up, 0, &f).output, f);
+    assert_eq!(m.tc(Dir::Up, &f).output, f);
     let f = tcp4(&[2, 4, 0x05, 0xb4], false, 0);
-    assert_eq!(m.run_xdp(Dir::Up, 0, &f).output, f);
+    assert_eq!(m.tc(Dir::Up, &f).output, f);
     let f = tcp4(&[2, 6, 0x05, 0xb4, 0, 0, 0, 0], true, 0);
-    assert_eq!(m.run_xdp(Dir::Up, 0, &f).output, f);
+    assert_eq!(m.tc(Dir::Up, &f).output, f);
     // End of options before the MSS: no change.
     let f = tcp4(&[0, 0, 0, 0, 2, 4, 0x05, 0xb4], true, 0);
-    assert_eq!(m.run_xdp(Dir::Up, 0, &f).output, f);
+    assert_eq!(m.tc(Dir::Up, &f).output, f);
     // The first MSS above the clamp is the one lowered.
     let f = tcp4(&[2, 4, 0x03, 0xe8, 2, 4, 0x05, 0xb4], true, 0);
-    let o = m.run_xdp(Dir::Up, 0, &f);
+    let o = m.tc(Dir::Up, &f);
     assert_eq!(be(&o.output, 34 + 26), 1360);
     assert_eq!(be(&o.output, 34 + 22), 1000);
     // No MTU, no clamp.
-    let mut m = sub_model(ClassConfig::default());
+    let m = sub_model(ClassConfig::default());
     let f = tcp4(&[2, 4, 0x05, 0xb4], true, 0);
-    assert_eq!(m.run_xdp(Dir::Up, 0, &f).output, f);
+    assert_eq!(m.tc(Dir::Up, &f).output, f);
 }
 
 #[test]
