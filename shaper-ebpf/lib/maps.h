@@ -14,7 +14,6 @@ struct {
 	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
 	__type(key, struct sub_key_v4);
 	__type(value, struct sub_value);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } shaper_subs_v4 SEC(".maps");
 
 struct {
@@ -22,7 +21,6 @@ struct {
 	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
 	__type(key, struct sub_key_v6);
 	__type(value, struct sub_value);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } shaper_subs_v6 SEC(".maps");
 
 struct {
@@ -30,7 +28,6 @@ struct {
 	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
 	__type(key, struct sub_key_v6_64);
 	__type(value, struct sub_value);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 } shaper_subs_v6_64 SEC(".maps");
 
 struct {
