@@ -2,8 +2,11 @@
 //! `sub` (a subscriber at 198.18.0.10) — `gw` (shaper's XDP and TC programs, HTB) — `net`
 //! (a provider at 198.19.0.2) — and real traffic measured with iperf3:
 //!
-//! 1. the subscriber's 20 Mbit/s download plan, enforced by the XDP policer;
-//! 2. a live boost to 50 Mbit/s (one class update: no reload, no reattach);
+//! 1. the subscriber's plan: 20 Mbit/s down, shaped by HTB (the TC egress program steers the
+//!    subscriber's packets into its HTB class with `skb->priority`), and 10 Mbit/s up,
+//!    policed by the XDP program;
+//! 2. a live boost of the download to 50 Mbit/s (one HTB class changed in place: no reload,
+//!    no reattach, nobody else disturbed);
 //! 3. the revert to 20 Mbit/s;
 //! 4. an MTU policy of 1280: `ping -M do -s 1400` is answered with "fragmentation needed";
 //! 5. the counters the data plane kept.
@@ -14,6 +17,7 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, bail};
 
+use crate::dataplane::htb::{self, HtbClass, HtbTree};
 use crate::dataplane::{Dataplane, LoadOptions, Role};
 use crate::lab::{
     IperfClient, IperfOpts, IperfServer, Link, Topology, in_netns, iperf::next_port, ping,
@@ -22,6 +26,9 @@ use crate::lab::{
 use crate::policy::{ClassConfig, SubscriberKey};
 
 const SUB: &str = "198.18.0.10";
+const UP_CLASS: u32 = 1;
+const DOWN_CLASS: u32 = 2;
+const DOWN_MINOR: u16 = 0x10;
 
 fn check_tools() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -41,24 +48,35 @@ fn check_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn down_class(mbit: u64) -> ClassConfig {
+fn down_plan(tree: &mut HtbTree, mbit: u64) -> anyhow::Result<()> {
     let rate = mbit * 1_000_000;
-    // 50 ms of burst at the rate: enough for TCP to fill the pipe on a veth (RTT < 1 ms).
-    ClassConfig {
-        rate_bps: Some(rate),
-        burst_bytes: (rate / 8 / 20) as u32,
-        ..Default::default()
-    }
+    tree.upsert_class(DOWN_MINOR, HtbClass::new(rate, rate).with_prio(3))?;
+    Ok(())
 }
 
-fn measure(topo: &Topology, secs: u32) -> anyhow::Result<f64> {
+/// TCP from the provider to the subscriber, goodput in Mbit/s.
+fn measure_down(topo: &Topology, secs: u32) -> anyhow::Result<f64> {
     let port = next_port();
     let server = IperfServer::start(&topo.sub, SUB.parse()?, port)?;
     let mut opts = IperfOpts::tcp(SUB.parse()?, port, secs);
-    opts.extra = vec!["-O".into(), "1".into(), "-C".into(), "cubic".into()];
+    opts.extra = vec!["-O".into(), "1".into()];
     let report = IperfClient::run(&topo.net, &opts)?;
     server.finish(Duration::from_secs(5)).ok();
     Ok(report.mbps())
+}
+
+/// UDP from the subscriber at `offered` Mbit/s, 1400-byte datagrams: the L3 rate the provider
+/// received, in Mbit/s (1428 IP bytes per 1400 of payload).
+fn measure_up(topo: &Topology, offered: u64) -> anyhow::Result<f64> {
+    let port = next_port();
+    let server = IperfServer::start(&topo.net, IpAddr::V4(NET_V4), port)?;
+    let mut opts = IperfOpts::udp(IpAddr::V4(NET_V4), port, 3, offered * 1_000_000);
+    opts.bind = Some(SUB.parse()?);
+    opts.len = Some(1400);
+    opts.extra = vec!["-O".into(), "1".into()];
+    let report = IperfClient::run(&topo.sub, &opts)?;
+    server.finish(Duration::from_secs(5)).ok();
+    Ok(report.bits_per_second * 1428.0 / 1400.0 / 1e6)
 }
 
 /// Runs the demo, printing what it does and what it measures.
@@ -77,17 +95,6 @@ pub fn run() -> anyhow::Result<()> {
         dp.attach_tc("up0", Role::Upstream)?;
         Ok(dp)
     })??;
-    // XDP_TX on a veth reaches the peer only if the peer runs XDP too (any program).
-    let mut floor = in_netns(topo.sub.name(), || -> anyhow::Result<aya::Ebpf> {
-        let mut e = aya::Ebpf::load(shaper_ebpf::FLOOR)?;
-        let p: &mut aya::programs::Xdp = e
-            .program_mut("floor_pass")
-            .context("floor_pass")?
-            .try_into()?;
-        p.load()?;
-        p.attach("eth0", aya::programs::XdpMode::Default)?;
-        Ok(e)
-    })??;
     println!(
         "data plane attached on gw: XDP + TC egress on sub0 (subscriber side) and up0 (upstream side)"
     );
@@ -98,36 +105,27 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
 
-    dp.upsert_class(1, &down_class(20))?;
-    dp.upsert_subscriber(
-        SubscriberKey {
-            addr: SUB.parse()?,
-            len: 32,
-        },
-        [0, 1],
+    // The plan: download shaped to 20 Mbit/s in sub0's HTB tree (1 Gbit/s link), upload
+    // policed to 10 Mbit/s by XDP on sub0 (bucket: 100 ms at the rate).
+    let mut tree = HtbTree::new(
+        "sub0",
+        Some(topo.gw.name().to_string()),
+        1_000_000_000,
+        0xfffe,
     )?;
-    let baseline = measure(&topo, 4)?;
-    println!("\n1. plan 20 Mbit/s down: iperf3 TCP net → subscriber measured {baseline:.1} Mbit/s");
-
-    dp.upsert_class(1, &down_class(50))?;
-    let boosted = measure(&topo, 4)?;
-    println!("2. boost to 50 Mbit/s (live class update): measured {boosted:.1} Mbit/s");
-
-    dp.upsert_class(1, &down_class(20))?;
-    let reverted = measure(&topo, 4)?;
-    println!("3. revert to 20 Mbit/s: measured {reverted:.1} Mbit/s");
-
+    down_plan(&mut tree, 20)?;
     dp.upsert_class(
-        1,
+        UP_CLASS,
         &ClassConfig {
-            mtu: Some(1280),
-            ..down_class(20)
+            rate_bps: Some(10_000_000),
+            burst_bytes: 125_000,
+            ..Default::default()
         },
     )?;
     dp.upsert_class(
-        2,
+        DOWN_CLASS,
         &ClassConfig {
-            mtu: Some(1280),
+            skb_priority: htb::skb_priority(DOWN_MINOR),
             ..Default::default()
         },
     )?;
@@ -136,7 +134,53 @@ pub fn run() -> anyhow::Result<()> {
             addr: SUB.parse()?,
             len: 32,
         },
-        [2, 1],
+        [UP_CLASS, DOWN_CLASS],
+    )?;
+    let down = measure_down(&topo, 4)?;
+    let up = measure_up(&topo, 30)?;
+    println!(
+        "\n1. plan 20/10 Mbit/s: download (TCP, HTB) {down:.1} Mbit/s goodput; upload (UDP 30 Mbit/s offered, XDP policer) {up:.1} Mbit/s"
+    );
+
+    down_plan(&mut tree, 50)?;
+    let boosted = measure_down(&topo, 4)?;
+    println!(
+        "2. boost the download to 50 Mbit/s (HTB class changed in place): {boosted:.1} Mbit/s"
+    );
+
+    down_plan(&mut tree, 20)?;
+    let reverted = measure_down(&topo, 4)?;
+    println!("3. revert to 20 Mbit/s: {reverted:.1} Mbit/s");
+
+    // XDP_TX on a veth reaches the peer only if the peer runs XDP too (any program). Attached
+    // only now: XDP on the receiving veth also changes how it queues, and the rates above
+    // should be measured on the plain path.
+    let floor = in_netns(topo.sub.name(), || -> anyhow::Result<aya::Ebpf> {
+        let mut e = aya::Ebpf::load(shaper_ebpf::FLOOR)?;
+        let p: &mut aya::programs::Xdp = e
+            .program_mut("floor_pass")
+            .context("floor_pass")?
+            .try_into()?;
+        p.load()?;
+        p.attach("eth0", aya::programs::XdpMode::Default)?;
+        Ok(e)
+    })??;
+    dp.upsert_class(
+        UP_CLASS,
+        &ClassConfig {
+            mtu: Some(1280),
+            rate_bps: Some(10_000_000),
+            burst_bytes: 125_000,
+            ..Default::default()
+        },
+    )?;
+    dp.upsert_class(
+        DOWN_CLASS,
+        &ClassConfig {
+            mtu: Some(1280),
+            skb_priority: htb::skb_priority(DOWN_MINOR),
+            ..Default::default()
+        },
     )?;
     let out = ping(
         &topo.sub,
@@ -155,18 +199,26 @@ pub fn run() -> anyhow::Result<()> {
         answered.trim()
     );
 
-    let st = dp.class_stats(1)?;
-    let up = dp.class_stats(2)?;
+    let up = dp.class_stats(UP_CLASS)?;
+    let down = dp.class_stats(DOWN_CLASS)?;
     let gs = dp.global_stats()?;
     println!("\n5. counters");
     println!(
-        "  class 1 (download): {} packets, {} bytes, {} policed drops",
-        st.pkts, st.bytes, st.drop_police
+        "  class {UP_CLASS} (upload: policer, MTU 1280): {} packets, {} bytes, {} policed drops, {} ICMP answers sent",
+        up.pkts, up.bytes, up.drop_police, up.icmp_sent
     );
     println!(
-        "  class 2 (upload, MTU 1280): {} packets, {} ICMP answers sent",
-        up.pkts, up.icmp_sent
+        "  class {DOWN_CLASS} (download: HTB 1:{DOWN_MINOR:x}): {} packets, {} bytes",
+        down.pkts, down.bytes
     );
+    if let Ok(stats) = tree.stats() {
+        if let Some(c) = stats.get(&DOWN_MINOR) {
+            println!(
+                "  HTB class 1:{DOWN_MINOR:x} on sub0: {} packets, {} bytes sent, {} dropped",
+                c.packets, c.bytes, c.drops
+            );
+        }
+    }
     for (i, name) in crate::abi::gs::NAMES.iter().enumerate() {
         if gs.v[i] != 0 {
             println!("  {name}: {}", gs.v[i]);
@@ -189,7 +241,7 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     let _ = topo.set_mtu(Link::Sub, 1500);
-    drop(floor.program_mut("floor_pass"));
+    drop(floor);
     drop(dp);
     println!("\ndemo done; namespaces removed.");
     Ok(())
