@@ -1072,3 +1072,43 @@ fn large_subscriber_batches_are_written_whole() {
         "/64 number 99, down class"
     );
 }
+
+/// The per-CPU classification cache (used when a family's rule set has several match shapes)
+/// must never serve a decision older than the last subscriber or rule change.
+#[test]
+fn classification_cache_follows_subscriber_and_rule_changes() {
+    let mut dp = load();
+    for id in 1..=4 {
+        class(&mut dp, id, plain());
+    }
+    // Two shapes (/32 and /24): the cache is in use.
+    dp.set_rules(&[
+        rule(1, Some(17), NET4, 32, (53, 53), 1, 3),
+        rule(2, Some(17), "198.19.0.0", 24, (0, 65535), 2, 4),
+    ])
+    .unwrap();
+    dp.upsert_subscriber(sub(SUB4, 32), [1, 0]).unwrap();
+    let f = pkt::udp4(SUB4, NET4, 1000, 53, 0);
+    let decide = |dp: &Dataplane| {
+        dp.run_xdp(Role::Subscriber, &f, 1).unwrap();
+        let r = dp.last_record().unwrap();
+        (r.sub_class, r.rule_id, r.rule_class)
+    };
+    assert_eq!(decide(&dp), (1, 1, 3));
+    assert_eq!(decide(&dp), (1, 1, 3), "served from the cache");
+    dp.upsert_subscriber(sub(SUB4, 32), [2, 0]).unwrap();
+    assert_eq!(decide(&dp), (2, 1, 3), "subscriber change seen at once");
+    dp.delete_subscriber(&sub(SUB4, 32)).unwrap();
+    assert_eq!(decide(&dp), (0, 1, 3), "subscriber deletion seen at once");
+    dp.set_rules(&[
+        rule(1, Some(17), NET4, 32, (54, 54), 1, 3),
+        rule(2, Some(17), "198.19.0.0", 24, (0, 65535), 2, 4),
+    ])
+    .unwrap();
+    assert_eq!(decide(&dp), (0, 2, 4), "rule change seen at once");
+    // Direction is part of the key: the same packet on the upstream side is another decision.
+    dp.upsert_subscriber(sub(NET4, 32), [0, 1]).unwrap();
+    dp.run_xdp(Role::Upstream, &f, 1).unwrap();
+    assert_eq!(dp.last_record().unwrap().sub_class, 1);
+    assert_eq!(decide(&dp), (0, 2, 4));
+}

@@ -136,20 +136,92 @@ struct rule_match {
 };
 int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m);
 
+/* Does the active rule set of this family have more than one tuple? */
+static __always_inline int rules_multi_tuple(__u8 family, __u32 set)
+{
+	__u32 idx = set * SHAPER_MAX_TUPLES + 1;
+	if (family == 4) {
+		struct tuple_v4 *t = bpf_map_lookup_elem(&shaper_tuples_v4, &idx);
+		return t && (t->flags & SHAPER_TUPLE_F_VALID);
+	}
+	struct tuple_v6 *t = bpf_map_lookup_elem(&shaper_tuples_v6, &idx);
+	return t && (t->flags & SHAPER_TUPLE_F_VALID);
+}
+
+/* The cache slot for a packet's rule-relevant fields (a multiplicative hash of them). */
+static __always_inline struct rule_cache_slot *rule_cache_slot_of(const struct pkt *pk, int dir)
+{
+	__u32 a[4], b[4];
+	__builtin_memcpy(a, pk->src, 16);
+	__builtin_memcpy(b, pk->dst, 16);
+	__u32 h = a[0] ^ a[1] ^ a[2] ^ a[3];
+	h = (h * 0x9e3779b1) ^ b[0] ^ b[1] ^ b[2] ^ b[3];
+	h = (h * 0x9e3779b1) ^ (((__u32)pk->sport << 16) | pk->dport);
+	h = (h * 0x9e3779b1) ^ pk->proto ^ ((__u32)dir << 8);
+	h *= 0x9e3779b1;
+	__u32 idx = (h >> 16) & (SHAPER_RULE_CACHE_SLOTS - 1);
+	return bpf_map_lookup_elem(&shaper_rule_cache, &idx);
+}
+
+static __always_inline int rule_cache_hit(const struct rule_cache_slot *s, const struct pkt *pk,
+					  int dir, __u32 epoch)
+{
+	__u32 a[4], b[4];
+	__builtin_memcpy(a, pk->src, 16);
+	__builtin_memcpy(b, pk->dst, 16);
+	return s->valid && s->epoch == epoch && s->dir == dir && s->family == pk->family &&
+	       s->proto == pk->proto && s->sport == pk->sport && s->dport == pk->dport &&
+	       s->src[0] == a[0] && s->src[1] == a[1] && s->src[2] == a[2] && s->src[3] == a[3] &&
+	       s->dst[0] == b[0] && s->dst[1] == b[1] && s->dst[2] == b[2] && s->dst[3] == b[3];
+}
+
+static __always_inline void rule_cache_fill(struct rule_cache_slot *s, const struct pkt *pk,
+					    int dir, __u32 epoch, __u32 sub_class,
+					    const struct rule_match *m)
+{
+	__builtin_memcpy(s->src, pk->src, 16);
+	__builtin_memcpy(s->dst, pk->dst, 16);
+	s->sport = pk->sport;
+	s->dport = pk->dport;
+	s->proto = pk->proto;
+	s->family = pk->family;
+	s->epoch = epoch;
+	s->class_id = m->class_id;
+	s->rule_id = m->rule_id;
+	s->sub_class = sub_class;
+	s->dir = dir;
+	s->valid = 1;
+}
+
 static __always_inline void classify(const struct pkt *pk, const __u8 *sub_addr, int dir,
 				     struct cls *c)
 {
-	c->sub_id = sub_lookup(pk, sub_addr, dir);
+	/* The epoch is read before anything it guards, so a decision filled from maps that
+	 * changed meanwhile is filed under the old epoch and never served. */
+	__u32 zero = 0, set = 0, epoch = 0;
+	struct shaper_ctl *ctl = bpf_map_lookup_elem(&shaper_ctl, &zero);
+	if (ctl) {
+		set = ctl->active_set & 1;
+		epoch = ctl->epoch;
+	}
+	struct rule_match m = {};
+	/* With a single match shape the search is one probe: cheaper than a cache miss. */
+	struct rule_cache_slot *slot = 0;
+	if (rules_multi_tuple(pk->family, set))
+		slot = rule_cache_slot_of(pk, dir);
+	if (slot && rule_cache_hit(slot, pk, dir, epoch)) {
+		c->sub_id = slot->sub_class;
+		m.class_id = slot->class_id;
+		m.rule_id = slot->rule_id;
+	} else {
+		c->sub_id = sub_lookup(pk, sub_addr, dir);
+		shaper_rules_match((struct pkt *)pk, set, &m);
+		if (slot)
+			rule_cache_fill(slot, pk, dir, epoch, c->sub_id, &m);
+	}
 	c->sub = class_get(c->sub_id);
 	if (!c->sub)
 		c->sub_id = 0;
-
-	__u32 zero = 0, set = 0;
-	struct shaper_ctl *ctl = bpf_map_lookup_elem(&shaper_ctl, &zero);
-	if (ctl)
-		set = ctl->active_set & 1;
-	struct rule_match m = {};
-	shaper_rules_match((struct pkt *)pk, set, &m);
 	c->rule_id = m.rule_id;
 	c->rule = class_get(m.class_id);
 	c->rule_id_class = c->rule ? m.class_id : 0;

@@ -119,6 +119,37 @@ struct {
 	__type(value, struct cpu_scratch);
 } shaper_scratch SEC(".maps");
 
+/* Per-CPU, direct-mapped cache of classification decisions (subscriber class for the
+ * direction, rule class and rule) in front of the subscriber lookup and the tuple-space
+ * search: a slot holds one packet's classification fields and the decision, and is valid only
+ * for the epoch it was filled in: userspace bumps shaper_ctl.epoch after every rule-set flip
+ * and every subscriber change. Class contents are always read fresh. Kernel-private:
+ * userspace never reads it. */
+#ifndef SHAPER_RULE_CACHE_SLOTS
+#define SHAPER_RULE_CACHE_SLOTS 4096 /* power of two */
+#endif
+struct rule_cache_slot {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 valid;
+	__u8 dir;
+	__u32 epoch;
+	__u32 class_id;
+	__u32 rule_id;
+	__u32 sub_class;
+};
+_Static_assert(sizeof(struct rule_cache_slot) == 56, "rule_cache_slot");
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHAPER_RULE_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct rule_cache_slot);
+} shaper_rule_cache SEC(".maps");
+
 #ifdef SHAPER_TEST
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

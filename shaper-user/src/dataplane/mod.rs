@@ -689,8 +689,12 @@ impl Dataplane {
         }
         if batch.len() < 64 {
             for (key, classes) in batch {
-                maps::sub_write(&mut self.ebpf, key, *classes)?;
-                self.subs.insert(*key, *classes);
+                let res = maps::sub_write(&mut self.ebpf, key, *classes);
+                if res.is_ok() {
+                    self.subs.insert(*key, *classes);
+                }
+                self.bump_epoch()?;
+                res?;
             }
             return Ok(());
         }
@@ -706,12 +710,13 @@ impl Dataplane {
                     None => maps::sub_delete(&mut self.ebpf, k),
                 };
             }
+            self.bump_epoch()?;
             return Err(e);
         }
         for (key, classes) in batch {
             self.subs.insert(*key, *classes);
         }
-        Ok(())
+        self.bump_epoch()
     }
 
     pub fn upsert_subscriber(&mut self, key: SubscriberKey, classes: [u32; 2]) -> Result<()> {
@@ -727,7 +732,20 @@ impl Dataplane {
         }
         maps::sub_delete(&mut self.ebpf, key)?;
         self.subs.remove(key);
-        Ok(())
+        self.bump_epoch()
+    }
+
+    /// Invalidates every CPU's classification cache (DATAPLANE.md §6): called after each
+    /// subscriber change, once the maps hold the new state.
+    fn bump_epoch(&mut self) -> Result<()> {
+        self.epoch = self.epoch.wrapping_add(1);
+        maps::ctl_write(
+            &mut self.ebpf,
+            abi::ShaperCtl {
+                active_set: self.active_set,
+                epoch: self.epoch,
+            },
+        )
     }
 
     #[must_use]
