@@ -36,14 +36,14 @@ impl Drop for Guard {
 fn start(gw: &str, config: &PathBuf) -> Child {
     // `--netns`, not `ip netns exec`: the latter's private mount namespace would take the
     // pins down with the process.
-    let child = Command::new(env!("CARGO_BIN_EXE_shaper"))
+
+    Command::new(env!("CARGO_BIN_EXE_shaper"))
         .args(["run", "--netns", gw, "--config"])
         .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn shaper run");
-    child
+        .expect("spawn shaper run")
 }
 
 /// Waits until `ip -d link show sub0` in the gateway shows an XDP program.

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const MIN_MTU: u16 = 1280;
 
 /// What the data plane does with the packets of one class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ClassConfig {
     /// Policer rate in bit/s of L3 bytes; `None` = no policer.
     pub rate_bps: Option<u64>,
@@ -25,19 +25,6 @@ pub struct ClassConfig {
     pub skb_priority: u32,
     /// Drop all traffic of the class (DOCSIS network access off).
     pub block: bool,
-}
-
-impl Default for ClassConfig {
-    fn default() -> Self {
-        Self {
-            rate_bps: None,
-            burst_bytes: 0,
-            dscp: None,
-            mtu: None,
-            skb_priority: 0,
-            block: false,
-        }
-    }
 }
 
 /// Errors in a policy object, each naming the field and the value that was wrong.

@@ -127,7 +127,7 @@ fn l4_bytes(ip: &Ip, l4: &L4, payload: usize) -> (u8, Vec<u8>) {
     let proto = ip.proto_override.unwrap_or(proto);
     if let Some(off) = csum_off {
         let mut pseudo = Vec::new();
-        if !(proto == 1) {
+        if proto != 1 {
             pseudo.extend(addr_bytes(ip.src));
             pseudo.extend(addr_bytes(ip.dst));
             if ip.v6 {
@@ -227,7 +227,7 @@ pub fn mss_options(mss: u16, nops: usize) -> Vec<u8> {
     let mut o = vec![1u8; nops];
     o.extend([2, 4]);
     o.extend(mss.to_be_bytes());
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(0);
     }
     o

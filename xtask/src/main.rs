@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
             deps()?;
             run(cargo().args(["build", "--release", "-p", "shaper-user", "--bin", "shaper"]))?;
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            run(&mut Command::new(root.join("target/release/shaper")).arg("demo"))
+            run(Command::new(root.join("target/release/shaper")).arg("demo"))
         }
         Task::Bench { name, args } => {
             deps()?;

@@ -410,19 +410,20 @@ pub fn top_flows(ebpf: &Ebpf, n: usize) -> Result<Vec<(abi::FlowKey, abi::FlowVa
         }
         out.push((k, sum));
     }
-    out.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+    out.sort_by_key(|f| std::cmp::Reverse(f.1.bytes));
     out.truncate(n);
     Ok(out)
 }
 
-/// Classes, subscribers and control state as a previous controller left them.
-pub fn read_state(
-    ebpf: &Ebpf,
-) -> Result<(
+/// What a previous controller left in the pinned maps.
+pub type PinnedState = (
     HashMap<u32, ClassConfig>,
     HashMap<SubscriberKey, [u32; 2]>,
     abi::ShaperCtl,
-)> {
+);
+
+/// Classes, subscribers and control state as a previous controller left them.
+pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
     let mut classes = HashMap::new();
     {
         let name = "shaper_classes";

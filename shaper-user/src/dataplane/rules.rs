@@ -45,6 +45,8 @@ pub struct Compiled {
 }
 
 type Shape = (bool, u8, u8); // (any protocol, src len, dst len)
+/// (tuple, protocol, masked source, masked destination): one hash key.
+type KeyFields = (u8, u8, Vec<u8>, Vec<u8>);
 
 fn mask_of(len: u8, bytes: usize) -> Vec<u8> {
     let mut m = vec![0xffu8; bytes];
@@ -94,7 +96,7 @@ pub fn compile(rules: &[Rule], set: u32, entry_base: u32) -> Result<Compiled, Co
         order.sort_by_key(|&(s, p)| (p, s));
         let nbytes = if family == 4 { 4 } else { 16 };
         // Group rules by (tuple, proto, masked src, masked dst).
-        let mut groups: BTreeMap<(u8, u8, Vec<u8>, Vec<u8>), Vec<&Rule>> = BTreeMap::new();
+        let mut groups: BTreeMap<KeyFields, Vec<&Rule>> = BTreeMap::new();
         for (i, (shape, min_prec)) in order.iter().enumerate() {
             let tuple = (set * MAX_TUPLES) as u8 + i as u8;
             let (any, sl, dl) = *shape;
