@@ -21,6 +21,17 @@ pub struct Gateway {
 
 /// Loads (or reuses) the data plane and applies `v` to it.
 pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
+    // Every interface must exist before anything is loaded, written or attached.
+    for (i, it) in v.config.interfaces.iter().enumerate() {
+        let c = std::ffi::CString::new(it.name.as_str())?;
+        // SAFETY: valid NUL-terminated string.
+        if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+            anyhow::bail!(
+                "interface[{i}].name: no interface {:?} in this network namespace",
+                it.name
+            );
+        }
+    }
     let dpc = &v.config.dataplane;
     let mut dp = Dataplane::load(LoadOptions {
         pin_root: Some(dpc.pin_root.clone()),
