@@ -59,12 +59,18 @@ SHAPER_GLOBAL int shaper_mss_clamp(struct __sk_buff *skb, struct pkt *pk, __u32 
 {
 	if (!skb || !pk)
 		return 0;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	__u32 off = 0;
-	__u16 old = 0;
-	if (!mss_find(data, data_end, pk, clamp, &off, &old))
+	struct mss_walk w = { .clamp = clamp };
+	__u32 len = pk->tcp_hlen - 20;
+	if (pk->tcp_hlen < 20 || len > sizeof(w.opts))
 		return 0;
+	if (len == 0 || bpf_skb_load_bytes(skb, pk->l4_off + 20, w.opts, len))
+		return 0;
+	w.len = len;
+	bpf_loop(sizeof(w.opts), mss_walk_step, &w, 0);
+	if (!w.found)
+		return 0;
+	__u32 off = pk->l4_off + 20 + w.off;
+	__u16 old = w.value;
 	__u16 new = clamp;
 	__be16 new_be = bpf_htons(new);
 	/* csum_replace2 sums raw 16-bit words from the TCP header start; a field at an odd

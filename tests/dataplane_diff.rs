@@ -140,6 +140,7 @@ fn kernel_matches_the_reference_model() {
     let mut seen = std::collections::BTreeMap::<String, u64>::new();
     let mut done = 0u64;
     let mut tc_skipped = 0u64;
+    let mut tc_rewritten = 0u64;
     let mut policy_no = 0u64;
     while done < total && mismatches.len() < 5 {
         let policy = loadable(g.random_policy());
@@ -171,8 +172,10 @@ fn kernel_matches_the_reference_model() {
                 let t = model.tc(tc_dir, &frame);
                 (t.priority.unwrap_or(0), t.output)
             });
-            if kt.is_none() {
-                tc_skipped += 1;
+            match &kt {
+                None => tc_skipped += 1,
+                Some((_, out)) if *out != frame => tc_rewritten += 1,
+                Some(_) => {}
             }
             let kern = (
                 k.action,
@@ -255,6 +258,11 @@ fn kernel_matches_the_reference_model() {
     ] {
         assert!(count(&*pred) > 0, "the random run never produced {what}");
     }
+    assert!(
+        tc_rewritten > 0,
+        "the random run never produced an MSS clamp at TC"
+    );
+    println!("{tc_rewritten} SYNs had their MSS clamped at TC egress");
     println!(
         "{done} packets over {policy_no} policies: 0 mismatches ({tc_skipped} truncated frames the skb harness refuses were compared on XDP only)"
     );

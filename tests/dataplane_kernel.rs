@@ -1112,3 +1112,19 @@ fn classification_cache_follows_subscriber_and_rule_changes() {
     assert_eq!(dp.last_record().unwrap().sub_class, 1);
     assert_eq!(decide(&dp), (0, 2, 4));
 }
+
+/// The verifier walks at most 1,000,000 instructions per program; a program near that limit
+/// breaks on the next small change. Keep every program well inside it.
+#[test]
+fn programs_verify_with_headroom() {
+    for build in [Build::Production, Build::Test] {
+        let dp = load_with(|o| o.build = build);
+        for (name, n) in dp.verified_instructions().unwrap() {
+            eprintln!("{build:?} {name}: {n} instructions verified");
+            assert!(
+                n < 250_000,
+                "{name} ({build:?}): {n} verified instructions, limit 1,000,000"
+            );
+        }
+    }
+}

@@ -75,46 +75,49 @@ static __always_inline int dscp_mark(void *data, void *data_end, const struct pk
 	return 1;
 }
 
-/* Finds the first MSS option of a TCP SYN whose value is above `clamp` (docs/DATAPLANE.md §4).
- * Returns 1 and the option's offset and value if one needs lowering. */
-static __always_inline int mss_find(void *data, void *data_end, const struct pkt *pk,
-				    __u16 clamp, __u32 *opt_off, __u16 *value)
+/* The TCP option walk of the MSS clamp (docs/DATAPLANE.md §4) runs over a copy of the options
+ * in a bpf_loop callback: the verifier checks the callback once, where an open-coded walk
+ * over up to 40 option bytes made it explore every sequence of option lengths (~900k
+ * instructions, next to the 1M limit). */
+struct mss_walk {
+	__u8 opts[40];
+	__u32 len;   /* option bytes present (doff * 4 - 20) */
+	__u32 next;  /* offset of the next option to read */
+	__u32 found; /* 1 once an MSS above the clamp is found */
+	__u32 off;   /* its offset within the options */
+	__u16 value; /* its value */
+	__u16 clamp;
+};
+
+static long mss_walk_step(__u32 i, void *ctx)
 {
-	__u32 start = pk->l4_off;
-	__u32 o = start + 20;
-	__u32 end = start + pk->tcp_hlen;
-	int i;
-	for (i = 0; i < 40; i++) {
-		if (o >= end)
-			return 0;
-		__u8 *p = PKT_PTR(o, 1);
-		if (!p)
-			return 0;
-		__u8 kind = p[0];
-		if (kind == 0)
-			return 0;
-		if (kind == 1) {
-			o++;
-			continue;
-		}
-		if (o + 2 > end || !(p = PKT_PTR(o, 2)))
-			return 0;
-		__u32 len = p[1];
-		if (len < 2 || o + len > end)
-			return 0;
-		if (kind == 2 && len == 4) {
-			p = PKT_PTR(o, 4);
-			if (!p)
-				return 0;
-			__u16 mss = ((__u16)p[2] << 8) | p[3];
-			if (mss > clamp) {
-				*opt_off = o;
-				*value = mss;
-				return 1;
-			}
-		}
-		o += len;
+	struct mss_walk *w = ctx;
+	if (i >= w->len || i >= sizeof(w->opts))
+		return 1;
+	if (i < w->next)
+		return 0;
+	__u8 kind = w->opts[i];
+	if (kind == 0)
+		return 1;
+	if (kind == 1) {
+		w->next = i + 1;
+		return 0;
 	}
+	if (i + 2 > w->len || i + 1 >= sizeof(w->opts))
+		return 1;
+	__u32 len = w->opts[i + 1];
+	if (len < 2 || i + len > w->len)
+		return 1;
+	if (kind == 2 && len == 4 && i + 3 < sizeof(w->opts)) {
+		__u16 mss = ((__u16)w->opts[i + 2] << 8) | w->opts[i + 3];
+		if (mss > w->clamp) {
+			w->found = 1;
+			w->off = i;
+			w->value = mss;
+			return 1;
+		}
+	}
+	w->next = i + len;
 	return 0;
 }
 
