@@ -48,6 +48,25 @@ fn check_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The subscriber's two classes: upload policed to 10 Mbit/s (bucket 100 ms), download
+/// steered into HTB class 1:10; both with `mtu` as the MTU policy.
+fn set_classes(dp: &mut Dataplane, mtu: Option<u16>) -> anyhow::Result<()> {
+    let up = ClassConfig {
+        rate_bps: Some(10_000_000),
+        burst_bytes: 125_000,
+        mtu,
+        ..Default::default()
+    };
+    let down = ClassConfig {
+        skb_priority: htb::skb_priority(DOWN_MINOR),
+        mtu,
+        ..Default::default()
+    };
+    dp.upsert_class(UP_CLASS, &up)?;
+    dp.upsert_class(DOWN_CLASS, &down)?;
+    Ok(())
+}
+
 fn down_plan(tree: &mut HtbTree, mbit: u64) -> anyhow::Result<()> {
     let rate = mbit * 1_000_000;
     tree.upsert_class(DOWN_MINOR, HtbClass::new(rate, rate).with_prio(3))?;
@@ -114,21 +133,7 @@ pub fn run() -> anyhow::Result<()> {
         0xfffe,
     )?;
     down_plan(&mut tree, 20)?;
-    dp.upsert_class(
-        UP_CLASS,
-        &ClassConfig {
-            rate_bps: Some(10_000_000),
-            burst_bytes: 125_000,
-            ..Default::default()
-        },
-    )?;
-    dp.upsert_class(
-        DOWN_CLASS,
-        &ClassConfig {
-            skb_priority: htb::skb_priority(DOWN_MINOR),
-            ..Default::default()
-        },
-    )?;
+    set_classes(&mut dp, None)?;
     dp.upsert_subscriber(
         SubscriberKey {
             addr: SUB.parse()?,
@@ -165,23 +170,7 @@ pub fn run() -> anyhow::Result<()> {
         p.attach("eth0", aya::programs::XdpMode::Default)?;
         Ok(e)
     })??;
-    dp.upsert_class(
-        UP_CLASS,
-        &ClassConfig {
-            mtu: Some(1280),
-            rate_bps: Some(10_000_000),
-            burst_bytes: 125_000,
-            ..Default::default()
-        },
-    )?;
-    dp.upsert_class(
-        DOWN_CLASS,
-        &ClassConfig {
-            mtu: Some(1280),
-            skb_priority: htb::skb_priority(DOWN_MINOR),
-            ..Default::default()
-        },
-    )?;
+    set_classes(&mut dp, Some(1280))?;
     let out = ping(
         &topo.sub,
         IpAddr::V4(NET_V4),

@@ -29,122 +29,25 @@ const fn sz<T>() -> u32 {
 
 /// Every map of the object with its size for `limits`.
 #[must_use]
+#[rustfmt::skip]
 pub fn specs(l: &Limits) -> Vec<MapSpec> {
     let sets = abi::RULE_SETS * MAX_TUPLES;
-    let m = |name, map_type, key_size, value_size, max_entries, pinned| MapSpec {
-        name,
-        map_type,
-        key_size,
-        value_size,
-        max_entries,
-        pinned,
-    };
+    let m = |name, map_type, key_size, value_size, max_entries| MapSpec { name, map_type, key_size, value_size, max_entries, pinned: true };
     vec![
-        m(
-            "shaper_subs_v4",
-            MapType::Hash,
-            sz::<abi::SubKeyV4>(),
-            sz::<abi::SubValue>(),
-            l.max_subscribers,
-            true,
-        ),
-        m(
-            "shaper_subs_v6",
-            MapType::Hash,
-            sz::<abi::SubKeyV6>(),
-            sz::<abi::SubValue>(),
-            l.max_subscribers,
-            true,
-        ),
-        m(
-            "shaper_subs_v6_64",
-            MapType::Hash,
-            sz::<abi::SubKeyV6_64>(),
-            sz::<abi::SubValue>(),
-            l.max_subscribers,
-            true,
-        ),
-        m(
-            "shaper_classes",
-            MapType::Array,
-            4,
-            sz::<abi::ClassEntry>(),
-            l.max_classes,
-            true,
-        ),
-        m(
-            "shaper_class_stats",
-            MapType::PerCpuArray,
-            4,
-            sz::<abi::ClassStats>(),
-            l.max_classes,
-            true,
-        ),
-        m(
-            "shaper_global_stats",
-            MapType::PerCpuArray,
-            4,
-            sz::<abi::GlobalStats>(),
-            1,
-            true,
-        ),
-        m(
-            "shaper_tuples_v4",
-            MapType::Array,
-            4,
-            sz::<abi::TupleV4>(),
-            sets,
-            true,
-        ),
-        m(
-            "shaper_tuples_v6",
-            MapType::Array,
-            4,
-            sz::<abi::TupleV6>(),
-            sets,
-            true,
-        ),
-        m(
-            "shaper_rules_v4",
-            MapType::Hash,
-            sz::<abi::RuleKeyV4>(),
-            sz::<abi::RuleHead>(),
-            l.max_rule_keys,
-            true,
-        ),
-        m(
-            "shaper_rules_v6",
-            MapType::Hash,
-            sz::<abi::RuleKeyV6>(),
-            sz::<abi::RuleHead>(),
-            l.max_rule_keys,
-            true,
-        ),
-        m(
-            "shaper_rule_entries",
-            MapType::Array,
-            4,
-            sz::<abi::RuleEntry>(),
-            l.max_rule_entries,
-            true,
-        ),
-        m(
-            "shaper_ctl",
-            MapType::Array,
-            4,
-            sz::<abi::ShaperCtl>(),
-            1,
-            true,
-        ),
-        m(
-            "shaper_flows",
-            MapType::LruPerCpuHash,
-            sz::<abi::FlowKey>(),
-            sz::<abi::FlowValue>(),
-            l.max_flows,
-            true,
-        ),
-        m("shaper_events", MapType::RingBuf, 0, 0, 256 * 1024, true),
+        m("shaper_subs_v4",      MapType::Hash,          sz::<abi::SubKeyV4>(),    sz::<abi::SubValue>(),    l.max_subscribers),
+        m("shaper_subs_v6",      MapType::Hash,          sz::<abi::SubKeyV6>(),    sz::<abi::SubValue>(),    l.max_subscribers),
+        m("shaper_subs_v6_64",   MapType::Hash,          sz::<abi::SubKeyV6_64>(), sz::<abi::SubValue>(),    l.max_subscribers),
+        m("shaper_classes",      MapType::Array,         4,                        sz::<abi::ClassEntry>(),  l.max_classes),
+        m("shaper_class_stats",  MapType::PerCpuArray,   4,                        sz::<abi::ClassStats>(),  l.max_classes),
+        m("shaper_global_stats", MapType::PerCpuArray,   4,                        sz::<abi::GlobalStats>(), 1),
+        m("shaper_tuples_v4",    MapType::Array,         4,                        sz::<abi::TupleV4>(),     sets),
+        m("shaper_tuples_v6",    MapType::Array,         4,                        sz::<abi::TupleV6>(),     sets),
+        m("shaper_rules_v4",     MapType::Hash,          sz::<abi::RuleKeyV4>(),   sz::<abi::RuleHead>(),    l.max_rule_keys),
+        m("shaper_rules_v6",     MapType::Hash,          sz::<abi::RuleKeyV6>(),   sz::<abi::RuleHead>(),    l.max_rule_keys),
+        m("shaper_rule_entries", MapType::Array,         4,                        sz::<abi::RuleEntry>(),   l.max_rule_entries),
+        m("shaper_ctl",          MapType::Array,         4,                        sz::<abi::ShaperCtl>(),   1),
+        m("shaper_flows",        MapType::LruPerCpuHash, sz::<abi::FlowKey>(),     sz::<abi::FlowValue>(),   l.max_flows),
+        m("shaper_events",       MapType::RingBuf,       0,                        0,                        256 * 1024),
     ]
 }
 

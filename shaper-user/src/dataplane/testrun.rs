@@ -127,28 +127,23 @@ impl Dataplane {
 
     /// How many instructions the verifier walked for each program (kernel ≥ 5.16).
     pub fn verified_instructions(&self) -> Result<Vec<(&'static str, u32)>> {
-        let mut out = Vec::new();
-        for name in ["shaper_xdp_sub", "shaper_xdp_up"] {
-            let p: &Xdp = self
+        [
+            "shaper_xdp_sub",
+            "shaper_xdp_up",
+            "shaper_tc_down",
+            "shaper_tc_up",
+        ]
+        .into_iter()
+        .map(|name| {
+            let info = self
                 .ebpf()
                 .program(name)
                 .expect("loaded")
-                .try_into()
+                .info()
                 .map_err(prog_err(name))?;
-            let info = p.info().map_err(prog_err(name))?;
-            out.push((name, info.verified_instruction_count().unwrap_or(0)));
-        }
-        for name in ["shaper_tc_down", "shaper_tc_up"] {
-            let p: &SchedClassifier = self
-                .ebpf()
-                .program(name)
-                .expect("loaded")
-                .try_into()
-                .map_err(prog_err(name))?;
-            let info = p.info().map_err(prog_err(name))?;
-            out.push((name, info.verified_instruction_count().unwrap_or(0)));
-        }
-        Ok(out)
+            Ok((name, info.verified_instruction_count().unwrap_or(0)))
+        })
+        .collect()
     }
 
     fn need_test(&self) -> Result<()> {
