@@ -64,6 +64,35 @@ static __always_inline int l2_rewrite(void *data, void *data_end, const __u8 *l2
 	return 0;
 }
 
+/* Turns the frame into room for an answer: keeps the L2 header, grows the head by `grow`
+ * bytes (the new IP + ICMP headers, in front of the offending packet, which becomes the
+ * quote) and cuts the frame to `l2 + grow + quote` bytes, then rewrites the L2 header for the
+ * way back. Returns 0, or -1 when the packet should just be dropped. */
+static __always_inline int answer_room(struct xdp_md *ctx, const struct pkt *pk, __u32 grow,
+				       __u32 quote)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l2 = pk->l3_off;
+	__u8 *head = PKT_PTR(0, SHAPER_L2_COPY);
+	if (l2 > SHAPER_L2_MAX || !head)
+		return -1;
+	__u8 l2buf[SHAPER_L2_COPY];
+	__builtin_memcpy(l2buf, head, SHAPER_L2_COPY);
+	if (bpf_xdp_adjust_head(ctx, -(int)grow))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	long cur_len = (long)data_end - (long)data;
+	asm volatile("" : "+r"(cur_len)); /* keep the length arithmetic 64-bit for the verifier */
+	int delta = (long)(l2 + grow + quote) - cur_len;
+	if (bpf_xdp_adjust_tail(ctx, delta))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	return l2_rewrite(data, data_end, l2buf, pk, grow + quote);
+}
+
 /* Returns 0 when the answer is ready for XDP_TX, -1 when the packet should just be dropped. */
 static __always_inline int icmp4_frag_needed(struct xdp_md *ctx, const struct pkt *pk, __u16 mtu)
 {
@@ -73,27 +102,13 @@ static __always_inline int icmp4_frag_needed(struct xdp_md *ctx, const struct pk
 	if (l2 > SHAPER_L2_MAX)
 		return -1;
 	__u8 *ip = PKT_PTR(l2, 20);
-	__u8 *head = PKT_PTR(0, SHAPER_L2_COPY);
-	if (!ip || !head)
+	if (!ip)
 		return -1;
 	__u32 q = (ip[0] & 0xf) * 4 + 8; /* offending header + 8 bytes, 28..68 */
-	__u8 l2buf[SHAPER_L2_COPY];
-	__builtin_memcpy(l2buf, head, SHAPER_L2_COPY);
-
-	if (bpf_xdp_adjust_head(ctx, -28))
+	if (answer_room(ctx, pk, 28, q))
 		return -1;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	__u32 new_len = l2 + 28 + q;
-	long cur_len = (long)data_end - (long)data;
-	asm volatile("" : "+r"(cur_len));
-	int delta = (long)new_len - cur_len;
-	if (bpf_xdp_adjust_tail(ctx, delta))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (l2_rewrite(data, data_end, l2buf, pk, 28 + q))
-		return -1;
 
 	__u8 *n = PKT_PTR(l2, 28);
 	if (!n)
@@ -131,31 +146,11 @@ static __always_inline int icmp4_frag_needed(struct xdp_md *ctx, const struct pk
 
 static __always_inline int icmp6_too_big(struct xdp_md *ctx, const struct pkt *pk, __u16 mtu)
 {
+	__u32 l2 = pk->l3_off;
+	if (answer_room(ctx, pk, 48, SHAPER_V6_QUOTE))
+		return -1;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u32 l2 = pk->l3_off;
-	if (l2 > SHAPER_L2_MAX)
-		return -1;
-	__u8 *head = PKT_PTR(0, SHAPER_L2_COPY);
-	if (!head)
-		return -1;
-	__u8 l2buf[SHAPER_L2_COPY];
-	__builtin_memcpy(l2buf, head, SHAPER_L2_COPY);
-
-	if (bpf_xdp_adjust_head(ctx, -48))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	__u32 new_len = l2 + 48 + SHAPER_V6_QUOTE;
-	long cur_len = (long)data_end - (long)data;
-	asm volatile("" : "+r"(cur_len));
-	int delta = (long)new_len - cur_len;
-	if (bpf_xdp_adjust_tail(ctx, delta))
-		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (l2_rewrite(data, data_end, l2buf, pk, 48 + SHAPER_V6_QUOTE))
-		return -1;
 
 	__u8 *n = PKT_PTR(l2, 48);
 	if (!n)
