@@ -12,3 +12,4 @@ pub mod gateway;
 pub mod lab;
 pub mod model;
 pub mod policy;
+pub mod provision;

@@ -1,0 +1,25 @@
+//! Provisioning: QoS grants for one modem at a time, with start/stop times and layered revert.
+//!
+//! A customer service representative, the subscriber, or an automated trigger (billing, an
+//! alarm, a timer) asks for a QoS level on one modem — maximum and committed rates, burst,
+//! priority, MTU, service targets — now, from a start time, until a stop time, or both
+//! (DESIGN.md §1 items 1–2). This module is the pure core of that: validation, the event
+//! lifecycle and a clock-free scheduler. Time comes in as milliseconds since the Unix epoch,
+//! so the same code runs live, under a virtual clock in tests, and when replaying after a
+//! crash. Persistence (SQLite), the HTTP API and enforcement wrap it from outside.
+
+mod engine;
+mod events;
+mod qos;
+#[cfg(test)]
+mod tests;
+
+pub use engine::{
+    Amendment, AuditEntry, AuditWhat, Change, ChangeKind, Engine, ProvisionError, Submitted,
+};
+pub use events::{
+    Event, EventError, EventRequest, EventState, Source, start_due, validate_grant, validate_timing,
+};
+pub use qos::{
+    MAX_PRIORITY, MIN_BURST_BYTES, MIN_RATE_BPS, PPM, QosError, QosLevel, ServiceTargets,
+};
