@@ -13,3 +13,4 @@ pub mod lab;
 pub mod model;
 pub mod policy;
 pub mod provision;
+pub mod store;

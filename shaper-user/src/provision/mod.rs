@@ -11,6 +11,7 @@
 mod engine;
 mod events;
 mod qos;
+mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -23,3 +24,4 @@ pub use events::{
 pub use qos::{
     MAX_PRIORITY, MIN_BURST_BYTES, MIN_RATE_BPS, PPM, QosError, QosLevel, ServiceTargets,
 };
+pub use restore::{ModemRecord, RestoreError, Snapshot, StoredEvent};
