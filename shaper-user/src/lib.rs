@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod controller;
 pub mod dataplane;
 pub mod demo;
 pub mod gateway;

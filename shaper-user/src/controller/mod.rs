@@ -1,0 +1,760 @@
+//! The controller core (issue 3 item 3): provisioning engine + durable store + enforcement.
+//!
+//! [`Controller`] is synchronous and reads no clock: every call takes `now_ms` (milliseconds
+//! since the Unix epoch), like the [`Engine`] it wraps. The async shell (HTTP API, timer armed
+//! for [`Controller::next_due`]) lives outside and calls in.
+//!
+//! # Protocol
+//!
+//! It follows the order documented in [`crate::store`]:
+//!
+//! - **submit**: `Engine::submit` → `Store::append_event` → only then return the id (durable
+//!   before acknowledged) → audit. An immediate event is applied by the next
+//!   [`Controller::tick`], like every other start.
+//! - **modify**: `Engine::modify` → `Store::amend_event` → audit.
+//! - **cancel**: `Engine::cancel` → `Store::set_event_state(Cancelled)` → audit → enforce the
+//!   modem if an active grant was removed.
+//! - **tick**: `Engine::poll` → `Store::set_event_state` for every change, in order → audit →
+//!   enforce each modem that changed, once, with its effective level *now*. Coalescing matters
+//!   after a restart or a stall, when a late poll both applies and reverts a grant: the data
+//!   plane and the modem (whose pipeline reboots it) see only the level in force, not the
+//!   intermediate ones that are already history.
+//! - **open**: `Store::load` → `Engine::restore` (overdue starts and stops fire at once, in
+//!   order) → persist those changes → enforce *every* bound modem's effective level: the data
+//!   plane is reconciled to the store, whatever it held before.
+//!
+//! A crash between a store write and the enforcement that follows loses nothing: `open`
+//! enforces every modem again. A crash between an engine call and its store write loses nothing
+//! acknowledged (see [`crate::store`]).
+//!
+//! # Failures
+//!
+//! - A refused request (invalid, unknown modem or event, idempotency conflict) changes nothing.
+//! - A failed store write after the engine already changed leaves the engine ahead of the
+//!   durable state. The controller is then **poisoned**: every later call fails with
+//!   [`ControllerError::Poisoned`] until the process reopens it from the store, which resyncs.
+//! - A failed audit write is kept and retried with the next audit write (audit lines are a
+//!   record, not state).
+//! - A failed enforcement does not undo the decision (it is durable): the modem is listed in
+//!   [`Controller::unenforced`] with the error and retried on every tick until it succeeds.
+//!
+//! # Enforcement targets
+//!
+//! Two, behind narrow traits, each switchable off in configuration ([`EnforcementConfig`]):
+//! the data plane ([`Enforcer`], real implementation [`DataplaneEnforcer`]) and the modem
+//! pipeline ([`ModemPipeline`]: configuration file, delivery, reboot — issue 4; until then only
+//! [`Disabled`]).
+
+mod enforce;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::provision::{
+    Amendment, AuditEntry, Change, ChangeKind, Engine, EventRequest, EventState, ProvisionError,
+    QosLevel, RestoreError, Submitted,
+};
+use crate::store::{Store, StoreError};
+
+pub use enforce::{
+    DataplaneEnforcer, EnforceError, MIN_POLICER_BURST, ModemBinding, POLICER_BURST_MS,
+    class_config, htb_class, htb_prio, policer_burst,
+};
+pub use pool::IdPool;
+
+/// A direction of a modem's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Modem → network.
+    Up,
+    /// Network → modem.
+    Down,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Up, Direction::Down];
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        })
+    }
+}
+
+/// Puts a modem's effective QoS into the data plane. Implementations must be idempotent
+/// (applying the same level twice is harmless) and all-or-nothing per call.
+pub trait Enforcer: Send {
+    /// Makes `qos` the modem's level.
+    fn apply(&mut self, modem: &ModemBinding, qos: &QosLevel) -> Result<(), EnforceError>;
+    /// Removes everything of the modem. Removing what is not there is not an error.
+    fn remove(&mut self, modem: &ModemBinding) -> Result<(), EnforceError>;
+}
+
+/// Carries a modem's effective QoS to the modem itself (configuration file, delivery, reboot:
+/// issue 4). Same shape and contract as [`Enforcer`].
+pub trait ModemPipeline: Send {
+    fn apply(&mut self, modem: &ModemBinding, qos: &QosLevel) -> Result<(), EnforceError>;
+    fn remove(&mut self, modem: &ModemBinding) -> Result<(), EnforceError>;
+}
+
+/// An enforcement target switched off in configuration: every call succeeds and does nothing.
+/// This is a real configuration state, not a placeholder: an operator may run shaper for the
+/// data plane only (modems configured by another system), or for the modem pipeline only (no
+/// data-plane shaping), and the controller's protocol stays the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Disabled;
+
+impl Enforcer for Disabled {
+    fn apply(&mut self, _: &ModemBinding, _: &QosLevel) -> Result<(), EnforceError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: &ModemBinding) -> Result<(), EnforceError> {
+        Ok(())
+    }
+}
+
+impl ModemPipeline for Disabled {
+    fn apply(&mut self, _: &ModemBinding, _: &QosLevel) -> Result<(), EnforceError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: &ModemBinding) -> Result<(), EnforceError> {
+        Ok(())
+    }
+}
+
+/// Which enforcement targets are on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementConfig {
+    /// Write each modem's level into the data plane.
+    pub dataplane: bool,
+    /// Deliver each modem's level to the modem (configuration file + reboot, issue 4).
+    pub modem_pipeline: bool,
+}
+
+impl Default for EnforcementConfig {
+    fn default() -> Self {
+        Self {
+            dataplane: true,
+            modem_pipeline: false,
+        }
+    }
+}
+
+impl EnforcementConfig {
+    /// The data-plane enforcer this configuration selects; `real` is only called when it is on.
+    pub fn enforcer(&self, real: impl FnOnce() -> DataplaneEnforcer) -> Box<dyn Enforcer> {
+        if self.dataplane {
+            Box::new(real())
+        } else {
+            Box::new(Disabled)
+        }
+    }
+
+    /// The modem pipeline this configuration selects. Switching it on is refused until
+    /// issue 4 provides an implementation.
+    pub fn pipeline(&self) -> Result<Box<dyn ModemPipeline>, ControllerError> {
+        if self.modem_pipeline {
+            Err(ControllerError::PipelineUnavailable)
+        } else {
+            Ok(Box::new(Disabled))
+        }
+    }
+}
+
+/// Where per-modem identifiers come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Data-plane class ids for modems (two per modem). Must lie within the data plane's
+    /// `limits.max_classes`; ids outside are left to provider/application rule classes.
+    pub classes: RangeInclusive<u32>,
+    /// HTB minors on the downstream tree (one per modem), if modems get HTB classes there.
+    pub htb_minors_down: Option<RangeInclusive<u16>>,
+    /// HTB minors on the upstream tree.
+    pub htb_minors_up: Option<RangeInclusive<u16>>,
+}
+
+impl Default for ControllerConfig {
+    /// Classes 1024..=65535 (the default data plane holds 65536; the lower 1024 are left to
+    /// rule classes), no HTB.
+    fn default() -> Self {
+        Self {
+            classes: 1024..=65_535,
+            htb_minors_down: None,
+            htb_minors_up: None,
+        }
+    }
+}
+
+/// Why a controller call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("restore: {0}")]
+    Restore(#[from] RestoreError),
+    #[error("modem {modem}: binding: {reason}")]
+    Binding { modem: String, reason: String },
+    #[error("unknown modem {0}")]
+    UnknownModem(String),
+    #[error("modem {0} has no binding")]
+    NotBound(String),
+    #[error("modem {0} is already bound")]
+    AlreadyBound(String),
+    #[error("{0}")]
+    Enforce(#[from] EnforceError),
+    #[error(
+        "the controller's memory is ahead of its store ({0}); reopen it from the store to resync"
+    )]
+    Poisoned(String),
+    #[error("the modem pipeline is switched on, but no implementation exists yet (issue 4)")]
+    PipelineUnavailable,
+}
+
+/// One enforcement target that failed for a modem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Dataplane,
+    Pipeline,
+}
+
+/// Enforcement timing. `lag` is from the time a change was due to the tick that enforced it
+/// (controller clock, so virtual under a virtual clock); `apply` is the wall time the enforcer
+/// and pipeline calls took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnforceStats {
+    /// Modem enforcements that succeeded on every target.
+    pub enforced: u64,
+    /// Enforcement attempts with at least one failed target.
+    pub failed: u64,
+    pub last_lag_ms: u64,
+    pub max_lag_ms: u64,
+    pub total_lag_ms: u64,
+    pub last_apply: Duration,
+    pub max_apply: Duration,
+    pub total_apply: Duration,
+}
+
+/// See the module documentation.
+pub struct Controller {
+    engine: Engine,
+    store: Box<dyn Store>,
+    enforcer: Box<dyn Enforcer>,
+    pipeline: Box<dyn ModemPipeline>,
+    config: ControllerConfig,
+    /// Every modem the engine knows (the engine does not list them).
+    modems: BTreeSet<String>,
+    bindings: BTreeMap<String, ModemBinding>,
+    classes: IdPool,
+    minors_down: Option<IdPool>,
+    minors_up: Option<IdPool>,
+    /// Failed enforcements: (modem, target) → error text. Retried on every tick.
+    unenforced: BTreeMap<(String, Target), String>,
+    /// Audit lines whose write failed, written before the next ones.
+    audit_backlog: Vec<AuditEntry>,
+    stats: EnforceStats,
+    poisoned: Option<String>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("modems", &self.modems.len())
+            .field("bound", &self.bindings.len())
+            .field("unenforced", &self.unenforced.len())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+fn minor_pool(range: &Option<RangeInclusive<u16>>) -> Option<IdPool> {
+    range
+        .as_ref()
+        .map(|r| IdPool::new(u32::from(*r.start())..=u32::from(*r.end())))
+}
+
+impl Controller {
+    /// Opens the controller on `store` (empty or not): restores the engine at `now_ms` (firing
+    /// every start and stop that fell due while no controller ran), persists what fired, and
+    /// enforces every bound modem's effective level.
+    ///
+    /// `bindings` say where each modem lives in the data plane. They come from the caller's
+    /// inventory (addresses are not provisioning state, and the store is deliberately narrow);
+    /// [`Controller::bindings`] hands the current ones out for it to keep. Every binding must
+    /// name a stored modem; a stored modem without one is known to the engine but not enforced
+    /// until [`Controller::bind`] (see [`Controller::unbound`]).
+    ///
+    /// Returns the changes the restore fired.
+    pub fn open(
+        config: ControllerConfig,
+        store: Box<dyn Store>,
+        enforcer: Box<dyn Enforcer>,
+        pipeline: Box<dyn ModemPipeline>,
+        bindings: Vec<ModemBinding>,
+        now_ms: u64,
+    ) -> Result<(Controller, Vec<Change>), ControllerError> {
+        let snapshot = store.load()?;
+        let modems: BTreeSet<String> = snapshot.modems.iter().map(|m| m.id.clone()).collect();
+        let (engine, changes) = Engine::restore(snapshot, now_ms)?;
+        let mut ctl = Controller {
+            engine,
+            store,
+            enforcer,
+            pipeline,
+            classes: IdPool::new(config.classes.clone()),
+            minors_down: minor_pool(&config.htb_minors_down),
+            minors_up: minor_pool(&config.htb_minors_up),
+            config,
+            modems,
+            bindings: BTreeMap::new(),
+            unenforced: BTreeMap::new(),
+            audit_backlog: Vec::new(),
+            stats: EnforceStats::default(),
+            poisoned: None,
+        };
+        for binding in bindings {
+            if !ctl.modems.contains(&binding.modem) {
+                return Err(ControllerError::UnknownModem(binding.modem));
+            }
+            ctl.reserve(binding)?;
+        }
+        ctl.persist_changes(&changes);
+        if let Some(reason) = ctl.poisoned.take() {
+            return Err(ControllerError::Poisoned(reason));
+        }
+        ctl.flush_audit();
+        let due: BTreeMap<&str, u64> = changes.iter().fold(BTreeMap::new(), |mut m, c| {
+            let e = m.entry(c.modem.as_str()).or_insert(c.due_ms);
+            *e = (*e).min(c.due_ms);
+            m
+        });
+        let bound: Vec<String> = ctl.bindings.keys().cloned().collect();
+        for modem in bound {
+            let due_ms = due.get(modem.as_str()).copied().unwrap_or(now_ms);
+            ctl.enforce(&modem, due_ms, now_ms);
+        }
+        Ok((ctl, changes))
+    }
+
+    /// The engine (read-only: every change goes through the controller).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// When the next start or stop is due: the caller's timer calls [`Controller::tick`] then.
+    pub fn next_due(&self) -> Option<u64> {
+        self.engine.next_due()
+    }
+
+    /// The modem's effective QoS now.
+    pub fn effective(&self, modem: &str) -> Option<QosLevel> {
+        self.engine.effective(modem)
+    }
+
+    pub fn binding(&self, modem: &str) -> Option<&ModemBinding> {
+        self.bindings.get(modem)
+    }
+
+    /// All bindings, by modem (for the caller's inventory, and for the next `open`).
+    pub fn bindings(&self) -> impl Iterator<Item = &ModemBinding> {
+        self.bindings.values()
+    }
+
+    /// Stored modems without a binding: known, not enforced.
+    pub fn unbound(&self) -> Vec<&str> {
+        self.modems
+            .iter()
+            .filter(|m| !self.bindings.contains_key(*m))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Enforcements that failed and are retried on every tick: (modem, target, error).
+    pub fn unenforced(&self) -> Vec<(&str, Target, &str)> {
+        self.unenforced
+            .iter()
+            .map(|((m, t), e)| (m.as_str(), *t, e.as_str()))
+            .collect()
+    }
+
+    pub fn stats(&self) -> &EnforceStats {
+        &self.stats
+    }
+
+    /// Why the controller refuses to work, if it does.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// A binding for a new modem with the lowest free class ids (and HTB minors, where
+    /// configured). Nothing is taken until [`Controller::add_modem`] or [`Controller::bind`].
+    pub fn propose_binding(
+        &self,
+        modem: &str,
+        addrs: Vec<crate::policy::SubscriberKey>,
+    ) -> Result<ModemBinding, ControllerError> {
+        let exhausted = |what: &str| ControllerError::Binding {
+            modem: modem.to_owned(),
+            reason: format!("no free {what} left"),
+        };
+        let classes = self
+            .classes
+            .lowest_free(2)
+            .ok_or_else(|| exhausted("class ids"))?;
+        let minor = |pool: &Option<IdPool>, what: &str| -> Result<Option<u16>, ControllerError> {
+            match pool {
+                None => Ok(None),
+                Some(p) => {
+                    let id = p.lowest_free(1).ok_or_else(|| exhausted(what))?[0];
+                    Ok(Some(u16::try_from(id).expect("minor pools hold u16 ids")))
+                }
+            }
+        };
+        Ok(ModemBinding {
+            modem: modem.to_owned(),
+            addrs,
+            up_class: classes[0],
+            down_class: classes[1],
+            htb_minor_down: minor(&self.minors_down, "downstream HTB minors")?,
+            htb_minor_up: minor(&self.minors_up, "upstream HTB minors")?,
+        })
+    }
+
+    /// Registers a modem with its base plan and binding: stored, added to the engine, then its
+    /// base plan enforced. The binding's ids must lie in the configured ranges and be free.
+    pub fn add_modem(
+        &mut self,
+        binding: ModemBinding,
+        base: QosLevel,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        self.check_poison()?;
+        let modem = binding.modem.clone();
+        if self.modems.contains(&modem) {
+            return Err(ProvisionError::ModemExists(modem).into());
+        }
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.clone(),
+                error,
+            })?;
+        self.check_binding(&binding)?;
+        self.store.put_modem(&modem, &base)?;
+        if let Err(e) = self.engine.add_modem(&modem, base) {
+            self.poison(format!(
+                "modem {modem} stored but refused by the engine: {e}"
+            ));
+            return Err(e.into());
+        }
+        self.modems.insert(modem.clone());
+        self.reserve(binding)?;
+        self.enforce(&modem, now_ms, now_ms);
+        Ok(())
+    }
+
+    /// Binds a stored modem that has no binding yet, and enforces its effective level.
+    pub fn bind(&mut self, binding: ModemBinding, now_ms: u64) -> Result<(), ControllerError> {
+        self.check_poison()?;
+        if !self.modems.contains(&binding.modem) {
+            return Err(ControllerError::UnknownModem(binding.modem));
+        }
+        let modem = binding.modem.clone();
+        self.reserve(binding)?;
+        self.enforce(&modem, now_ms, now_ms);
+        Ok(())
+    }
+
+    /// Removes a modem from the data plane and the modem pipeline and frees its ids. The
+    /// modem stays in the store and the engine (its grants keep running) until bound again.
+    pub fn unbind(&mut self, modem: &str) -> Result<ModemBinding, ControllerError> {
+        self.check_poison()?;
+        let binding = self
+            .bindings
+            .get(modem)
+            .cloned()
+            .ok_or_else(|| ControllerError::NotBound(modem.to_owned()))?;
+        self.enforcer.remove(&binding)?;
+        self.pipeline.remove(&binding)?;
+        self.bindings.remove(modem);
+        self.unenforced.retain(|(m, _), _| m != modem);
+        self.classes.release(binding.up_class);
+        self.classes.release(binding.down_class);
+        for (pool, minor) in [
+            (&mut self.minors_down, binding.htb_minor_down),
+            (&mut self.minors_up, binding.htb_minor_up),
+        ] {
+            if let (Some(pool), Some(minor)) = (pool.as_mut(), minor) {
+                pool.release(u32::from(minor));
+            }
+        }
+        Ok(binding)
+    }
+
+    /// Accepts a request. The event is in the store when this returns `Ok`: the caller may
+    /// acknowledge it then. It takes effect at the [`Controller::tick`] at or after its start
+    /// (an immediate event: the next tick).
+    pub fn submit(&mut self, req: EventRequest, now_ms: u64) -> Result<Submitted, ControllerError> {
+        self.check_poison()?;
+        let submitted = self.engine.submit(req, now_ms)?;
+        if !submitted.duplicate {
+            let event = self
+                .engine
+                .event(submitted.id)
+                .expect("the engine just accepted it");
+            if let Err(e) = self.store.append_event(event) {
+                self.poison(format!("event {} not stored: {e}", submitted.id));
+                return Err(e.into());
+            }
+        }
+        self.flush_audit();
+        Ok(submitted)
+    }
+
+    /// Changes a pending event (see `Engine::modify`).
+    pub fn modify(
+        &mut self,
+        id: u64,
+        amendment: Amendment,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        self.check_poison()?;
+        self.engine.modify(id, amendment, now_ms)?;
+        let event = self.engine.event(id).expect("the engine just modified it");
+        if let Err(e) = self.store.amend_event(event) {
+            self.poison(format!("amendment of event {id} not stored: {e}"));
+            return Err(e.into());
+        }
+        self.flush_audit();
+        Ok(())
+    }
+
+    /// Cancels a pending or active event; an active one is reverted and enforced at once.
+    pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
+        self.check_poison()?;
+        let change = self.engine.cancel(id, now_ms)?;
+        if let Err(e) = self.store.set_event_state(id, EventState::Cancelled) {
+            self.poison(format!("cancellation of event {id} not stored: {e}"));
+            return Err(e.into());
+        }
+        self.flush_audit();
+        if let Some(change) = &change {
+            self.enforce(&change.modem, now_ms, now_ms);
+        }
+        Ok(change)
+    }
+
+    /// Fires every start and stop due at or before `now_ms`, persists the new event states,
+    /// enforces each modem that changed (once, at its level now), then retries earlier failed
+    /// enforcements. Returns the changes in the order they fired.
+    ///
+    /// If a state write fails, the remaining changes are still enforced (the data plane follows
+    /// the engine) and the call returns [`ControllerError::Poisoned`].
+    pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Change>, ControllerError> {
+        self.check_poison()?;
+        let changes = self.engine.poll(now_ms);
+        self.persist_changes(&changes);
+        self.flush_audit();
+        let mut order: Vec<(&str, u64)> = Vec::new();
+        for c in &changes {
+            match order.iter_mut().find(|(m, _)| *m == c.modem) {
+                Some((_, due)) => *due = (*due).min(c.due_ms),
+                None => order.push((&c.modem, c.due_ms)),
+            }
+        }
+        let order: Vec<(String, u64)> = order.into_iter().map(|(m, d)| (m.to_owned(), d)).collect();
+        for (modem, due_ms) in &order {
+            self.enforce(modem, *due_ms, now_ms);
+        }
+        let retry: BTreeSet<String> = self
+            .unenforced
+            .keys()
+            .map(|(m, _)| m.clone())
+            .filter(|m| !order.iter().any(|(o, _)| o == m))
+            .collect();
+        for modem in retry {
+            self.enforce(&modem, now_ms, now_ms);
+        }
+        self.check_poison()?;
+        Ok(changes)
+    }
+
+    // ---- internals ----------------------------------------------------------------------
+
+    fn check_poison(&self) -> Result<(), ControllerError> {
+        match &self.poisoned {
+            Some(reason) => Err(ControllerError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "controller poisoned");
+        self.poisoned.get_or_insert(reason);
+    }
+
+    fn persist_changes(&mut self, changes: &[Change]) {
+        for change in changes {
+            let state = match change.kind {
+                ChangeKind::Applied => EventState::Active,
+                ChangeKind::Reverted => EventState::Completed,
+            };
+            if let Err(e) = self.store.set_event_state(change.cause, state) {
+                self.poison(format!(
+                    "state {state:?} of event {} not stored: {e}",
+                    change.cause
+                ));
+            }
+        }
+    }
+
+    fn flush_audit(&mut self) {
+        self.audit_backlog.extend(self.engine.take_audit());
+        if self.audit_backlog.is_empty() {
+            return;
+        }
+        match self.store.append_audit(&self.audit_backlog) {
+            Ok(()) => self.audit_backlog.clear(),
+            Err(e) => tracing::warn!(
+                error = %e,
+                lines = self.audit_backlog.len(),
+                "audit write failed; retried with the next one"
+            ),
+        }
+    }
+
+    /// A binding's ids are in range and free, and the modem has none yet.
+    fn check_binding(&self, b: &ModemBinding) -> Result<(), ControllerError> {
+        b.validate().map_err(|e| match e {
+            EnforceError::Binding { modem, reason } => ControllerError::Binding { modem, reason },
+            other => other.into(),
+        })?;
+        if self.bindings.contains_key(&b.modem) {
+            return Err(ControllerError::AlreadyBound(b.modem.clone()));
+        }
+        let bad = |reason: String| ControllerError::Binding {
+            modem: b.modem.clone(),
+            reason,
+        };
+        for id in [b.up_class, b.down_class] {
+            if !self.classes.contains(id) {
+                return Err(bad(format!(
+                    "class {id} is outside the configured range {:?}",
+                    self.classes.range()
+                )));
+            }
+            if self.classes.is_used(id) {
+                return Err(bad(format!("class {id} is taken")));
+            }
+        }
+        for (dir, pool, minor) in [
+            (Direction::Down, &self.minors_down, b.htb_minor_down),
+            (Direction::Up, &self.minors_up, b.htb_minor_up),
+        ] {
+            let Some(minor) = minor else { continue };
+            let Some(pool) = pool else {
+                return Err(bad(format!("{dir} HTB minor given, but {dir} has no HTB")));
+            };
+            let id = u32::from(minor);
+            if !pool.contains(id) {
+                return Err(bad(format!(
+                    "{dir} HTB minor {minor:#x} is outside the configured range"
+                )));
+            }
+            if pool.is_used(id) {
+                return Err(bad(format!("{dir} HTB minor {minor:#x} is taken")));
+            }
+        }
+        for key in &b.addrs {
+            if let Some(other) = self
+                .bindings
+                .values()
+                .find(|o| o.modem != b.modem && o.addrs.contains(key))
+            {
+                return Err(bad(format!(
+                    "address {}/{} belongs to modem {}",
+                    key.addr, key.len, other.modem
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, b: ModemBinding) -> Result<(), ControllerError> {
+        self.check_binding(&b)?;
+        self.classes.take(b.up_class);
+        self.classes.take(b.down_class);
+        for (pool, minor) in [
+            (&mut self.minors_down, b.htb_minor_down),
+            (&mut self.minors_up, b.htb_minor_up),
+        ] {
+            if let (Some(pool), Some(minor)) = (pool.as_mut(), minor) {
+                pool.take(u32::from(minor));
+            }
+        }
+        self.bindings.insert(b.modem.clone(), b);
+        Ok(())
+    }
+
+    /// Enforces the modem's effective level on both targets (if it is bound) and records the
+    /// outcome.
+    fn enforce(&mut self, modem: &str, due_ms: u64, now_ms: u64) {
+        let (Some(binding), Some(qos)) = (self.bindings.get(modem), self.engine.effective(modem))
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let results = [
+            (Target::Dataplane, self.enforcer.apply(binding, &qos)),
+            (Target::Pipeline, self.pipeline.apply(binding, &qos)),
+        ];
+        let took = started.elapsed();
+        let lag = now_ms.saturating_sub(due_ms);
+        let mut ok = true;
+        for (target, result) in results {
+            let key = (modem.to_owned(), target);
+            match result {
+                Ok(()) => {
+                    self.unenforced.remove(&key);
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(modem, ?target, error = %e, "enforcement failed; retried on the next tick");
+                    self.unenforced.insert(key, e.to_string());
+                }
+            }
+        }
+        let s = &mut self.stats;
+        if ok {
+            s.enforced += 1;
+            tracing::debug!(
+                modem,
+                lag_ms = lag,
+                apply_us = took.as_micros() as u64,
+                "enforced"
+            );
+        } else {
+            s.failed += 1;
+        }
+        s.last_lag_ms = lag;
+        s.max_lag_ms = s.max_lag_ms.max(lag);
+        s.total_lag_ms = s.total_lag_ms.saturating_add(lag);
+        s.last_apply = took;
+        s.max_apply = s.max_apply.max(took);
+        s.total_apply += took;
+    }
+}

@@ -1,0 +1,592 @@
+//! Unit tests of the controller protocol with a recording enforcer and pipeline (test doubles
+//! of the two narrow traits) and the real SQLite store. The real data plane is exercised in
+//! `tests/controller_dataplane.rs`.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::policy::SubscriberKey;
+use crate::provision::{Snapshot, Source};
+use crate::store::{SqliteStore, TempDir};
+
+const T0: u64 = 1_700_000_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Call {
+    Store(&'static str, String),
+    Apply(Target, String, QosLevel),
+    Remove(Target, String),
+}
+
+type Log = Arc<Mutex<Vec<Call>>>;
+
+fn take(log: &Log) -> Vec<Call> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// Records every call into the shared log; fails while `fail` is set.
+struct Recorder {
+    target: Target,
+    log: Log,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl Recorder {
+    fn call(&self, call: Call, modem: &ModemBinding) -> Result<(), EnforceError> {
+        self.log.lock().unwrap().push(call);
+        if *self.fail.lock().unwrap() {
+            return Err(EnforceError::Binding {
+                modem: modem.modem.clone(),
+                reason: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Enforcer for Recorder {
+    fn apply(&mut self, m: &ModemBinding, q: &QosLevel) -> Result<(), EnforceError> {
+        self.call(Call::Apply(self.target, m.modem.clone(), *q), m)
+    }
+    fn remove(&mut self, m: &ModemBinding) -> Result<(), EnforceError> {
+        self.call(Call::Remove(self.target, m.modem.clone()), m)
+    }
+}
+
+impl ModemPipeline for Recorder {
+    fn apply(&mut self, m: &ModemBinding, q: &QosLevel) -> Result<(), EnforceError> {
+        self.call(Call::Apply(self.target, m.modem.clone(), *q), m)
+    }
+    fn remove(&mut self, m: &ModemBinding) -> Result<(), EnforceError> {
+        self.call(Call::Remove(self.target, m.modem.clone()), m)
+    }
+}
+
+/// The SQLite store, recording its writes into the same log; a write fails while `fail` names
+/// its operation.
+struct LoggedStore {
+    inner: SqliteStore,
+    log: Log,
+    fail: Arc<Mutex<Option<&'static str>>>,
+}
+
+impl LoggedStore {
+    fn write(&self, op: &'static str, what: String) -> Result<(), StoreError> {
+        self.log.lock().unwrap().push(Call::Store(op, what));
+        if *self.fail.lock().unwrap() == Some(op) {
+            return Err(StoreError::Sqlite {
+                op,
+                source: rusqlite::Error::InvalidQuery,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Store for LoggedStore {
+    fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
+        self.write("put_modem", id.into())?;
+        self.inner.put_modem(id, base)
+    }
+    fn modem(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
+        self.inner.modem(id)
+    }
+    fn append_event(&mut self, event: &crate::provision::Event) -> Result<(), StoreError> {
+        self.write("append_event", event.id.to_string())?;
+        self.inner.append_event(event)
+    }
+    fn set_event_state(&mut self, id: u64, state: EventState) -> Result<(), StoreError> {
+        self.write("set_event_state", format!("{id} {state:?}"))?;
+        self.inner.set_event_state(id, state)
+    }
+    fn amend_event(&mut self, event: &crate::provision::Event) -> Result<(), StoreError> {
+        self.write("amend_event", event.id.to_string())?;
+        self.inner.amend_event(event)
+    }
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.write("append_audit", entries.len().to_string())?;
+        self.inner.append_audit(entries)
+    }
+    fn audit(&self, event: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(event)
+    }
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+}
+
+struct Rig {
+    dir: TempDir,
+    log: Log,
+    fail_dp: Arc<Mutex<bool>>,
+    fail_store: Arc<Mutex<Option<&'static str>>>,
+}
+
+impl Rig {
+    fn new(name: &str) -> Rig {
+        Rig {
+            dir: TempDir::new(name),
+            log: Log::default(),
+            fail_dp: Arc::default(),
+            fail_store: Arc::default(),
+        }
+    }
+
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("shaper.db")
+    }
+
+    fn open(&self, bindings: Vec<ModemBinding>, now: u64) -> (Controller, Vec<Change>) {
+        let store = LoggedStore {
+            inner: SqliteStore::open(self.db()).unwrap(),
+            log: self.log.clone(),
+            fail: self.fail_store.clone(),
+        };
+        let dp = Recorder {
+            target: Target::Dataplane,
+            log: self.log.clone(),
+            fail: self.fail_dp.clone(),
+        };
+        let pipe = Recorder {
+            target: Target::Pipeline,
+            log: self.log.clone(),
+            fail: Arc::default(),
+        };
+        Controller::open(
+            config(),
+            Box::new(store),
+            Box::new(dp),
+            Box::new(pipe),
+            bindings,
+            now,
+        )
+        .unwrap()
+    }
+}
+
+fn config() -> ControllerConfig {
+    ControllerConfig {
+        classes: 10..=99,
+        htb_minors_down: Some(0x10..=0x1f),
+        htb_minors_up: None,
+    }
+}
+
+fn key(addr: &str) -> SubscriberKey {
+    SubscriberKey {
+        addr: addr.parse().unwrap(),
+        len: 32,
+    }
+}
+
+fn base() -> QosLevel {
+    QosLevel {
+        max_up_bps: Some(2_000_000),
+        max_down_bps: Some(10_000_000),
+        priority: Some(1),
+        ..QosLevel::default()
+    }
+}
+
+fn down(bps: u64) -> QosLevel {
+    QosLevel {
+        max_down_bps: Some(bps),
+        ..QosLevel::default()
+    }
+}
+
+fn req(modem: &str, qos: QosLevel, start: Option<u64>, stop: Option<u64>) -> EventRequest {
+    EventRequest {
+        modem: modem.into(),
+        source: Source::Csr {
+            user: "alice".into(),
+        },
+        qos,
+        start_ms: start,
+        stop_ms: stop,
+        idempotency_key: None,
+    }
+}
+
+fn add(ctl: &mut Controller, modem: &str, addr: &str) -> ModemBinding {
+    let b = ctl.propose_binding(modem, vec![key(addr)]).unwrap();
+    ctl.add_modem(b.clone(), base(), T0).unwrap();
+    b
+}
+
+fn applied(modem: &str, qos: QosLevel) -> [Call; 2] {
+    [
+        Call::Apply(Target::Dataplane, modem.into(), qos.normalized()),
+        Call::Apply(Target::Pipeline, modem.into(), qos.normalized()),
+    ]
+}
+
+fn store(op: &'static str, what: &str) -> Call {
+    Call::Store(op, what.into())
+}
+
+#[test]
+fn calls_follow_the_store_protocol() {
+    let rig = Rig::new("ctl-order");
+    let (mut ctl, fired) = rig.open(vec![], T0);
+    assert!(fired.is_empty());
+    assert!(take(&rig.log).is_empty(), "an empty store enforces nothing");
+
+    let b = add(&mut ctl, "cm1", "198.18.0.10");
+    assert_eq!(
+        (b.up_class, b.down_class, b.htb_minor_down),
+        (10, 11, Some(0x10))
+    );
+    let mut expected = vec![store("put_modem", "cm1")];
+    expected.extend(applied("cm1", base()));
+    assert_eq!(
+        take(&rig.log),
+        expected,
+        "stored, then the base plan enforced"
+    );
+
+    // Submission: stored before it returns; nothing enforced until the tick.
+    let s = ctl
+        .submit(req("cm1", down(50_000_000), None, Some(T0 + 5000)), T0)
+        .unwrap();
+    assert_eq!(
+        take(&rig.log),
+        [store("append_event", "1"), store("append_audit", "1")]
+    );
+    assert_eq!(s.id, 1);
+
+    // The tick: state, audit, then the data plane, then the modem pipeline.
+    let changes = ctl.tick(T0).unwrap();
+    assert_eq!(changes.len(), 1);
+    let boosted = down(50_000_000).overlay(&base());
+    let mut expected = vec![
+        store("set_event_state", "1 Active"),
+        store("append_audit", "1"),
+    ];
+    expected.extend(applied("cm1", boosted));
+    assert_eq!(take(&rig.log), expected);
+
+    // Modification of a pending event: amended in the store, nothing enforced.
+    let p = ctl
+        .submit(req("cm1", down(20_000_000), Some(T0 + 3000), None), T0)
+        .unwrap();
+    take(&rig.log);
+    ctl.modify(
+        p.id,
+        Amendment {
+            start_ms: Some(T0 + 4000),
+            stop_ms: None,
+            qos: down(30_000_000),
+        },
+        T0 + 1,
+    )
+    .unwrap();
+    assert_eq!(
+        take(&rig.log),
+        [store("amend_event", "2"), store("append_audit", "1")]
+    );
+
+    // Nothing due: a tick writes and enforces nothing.
+    assert!(ctl.tick(T0 + 100).unwrap().is_empty());
+    assert!(take(&rig.log).is_empty());
+    assert_eq!(ctl.next_due(), Some(T0 + 4000));
+    assert_eq!(ctl.stats().enforced, 2);
+    assert!(ctl.unenforced().is_empty());
+}
+
+#[test]
+fn an_acknowledged_submission_is_durable() {
+    let rig = Rig::new("ctl-durable");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b = add(&mut ctl, "cm1", "198.18.0.10");
+    let s = ctl
+        .submit(req("cm1", down(50_000_000), Some(T0 + 1000), None), T0)
+        .unwrap();
+    // Acknowledged: a second connection sees it while the controller still runs.
+    let other = SqliteStore::open(rig.db()).unwrap();
+    let snap = other.load().unwrap();
+    assert_eq!(snap.events.len(), 1);
+    assert_eq!(snap.events[0].event.id, s.id);
+    assert_eq!(snap.events[0].event.state, EventState::Pending);
+    drop(other);
+
+    // A submission whose store write fails is not acknowledged, and the controller refuses
+    // to go on with memory ahead of its store.
+    *rig.fail_store.lock().unwrap() = Some("append_event");
+    let err = ctl
+        .submit(req("cm1", down(60_000_000), None, None), T0 + 1)
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::Store(_)), "{err}");
+    assert!(ctl.poisoned().is_some());
+    *rig.fail_store.lock().unwrap() = None;
+    assert!(matches!(
+        ctl.tick(T0 + 2000),
+        Err(ControllerError::Poisoned(_))
+    ));
+
+    // Crash and restart: the acknowledged event survived and fires; the refused one is gone.
+    drop(ctl);
+    let (ctl, fired) = rig.open(vec![b], T0 + 2000);
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].cause, s.id);
+    assert_eq!(ctl.engine().events().count(), 1);
+    assert_eq!(ctl.effective("cm1").unwrap().max_down_bps, Some(50_000_000));
+    assert!(ctl.poisoned().is_none());
+}
+
+#[test]
+fn cancelling_an_active_grant_reenforces_the_level_beneath() {
+    let rig = Rig::new("ctl-cancel");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    let prio = QosLevel {
+        priority: Some(6),
+        ..QosLevel::default()
+    };
+    let speed = ctl
+        .submit(req("cm1", down(50_000_000), None, None), T0)
+        .unwrap();
+    ctl.submit(req("cm1", prio, None, None), T0).unwrap();
+    ctl.tick(T0).unwrap();
+    take(&rig.log);
+
+    let change = ctl.cancel(speed.id, T0 + 10).unwrap().expect("was active");
+    assert_eq!(change.kind, ChangeKind::Reverted);
+    let beneath = prio.overlay(&base());
+    let mut expected = vec![
+        store("set_event_state", "1 Cancelled"),
+        store("append_audit", "1"),
+    ];
+    expected.extend(applied("cm1", beneath));
+    assert_eq!(take(&rig.log), expected);
+    assert_eq!(ctl.effective("cm1"), Some(beneath.normalized()));
+
+    // A pending event's cancellation changes no level: nothing enforced.
+    let later = ctl
+        .submit(req("cm1", down(1_000_000), Some(T0 + 9000), None), T0 + 20)
+        .unwrap();
+    take(&rig.log);
+    assert_eq!(ctl.cancel(later.id, T0 + 30).unwrap(), None);
+    assert_eq!(
+        take(&rig.log),
+        [
+            store("set_event_state", "3 Cancelled"),
+            store("append_audit", "1")
+        ]
+    );
+}
+
+#[test]
+fn a_late_tick_enforces_each_modem_once_at_its_current_level() {
+    let rig = Rig::new("ctl-late");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    add(&mut ctl, "cm2", "198.18.0.11");
+    ctl.submit(
+        req("cm1", down(50_000_000), Some(T0 + 1000), Some(T0 + 2000)),
+        T0,
+    )
+    .unwrap();
+    ctl.submit(req("cm2", down(70_000_000), Some(T0 + 1500), None), T0)
+        .unwrap();
+    take(&rig.log);
+    let changes = ctl.tick(T0 + 10_000).unwrap();
+    assert_eq!(changes.len(), 3, "apply cm1, apply cm2, revert cm1");
+    let mut expected = vec![
+        store("set_event_state", "1 Active"),
+        store("set_event_state", "2 Active"),
+        store("set_event_state", "1 Completed"),
+        store("append_audit", "3"),
+    ];
+    expected.extend(applied("cm1", base()));
+    expected.extend(applied("cm2", down(70_000_000).overlay(&base())));
+    assert_eq!(take(&rig.log), expected);
+    // Lag is measured from the earliest due change of each modem.
+    assert_eq!(ctl.stats().max_lag_ms, 9000);
+}
+
+#[test]
+fn open_reconciles_every_bound_modem_to_the_store() {
+    let rig = Rig::new("ctl-reconcile");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b1 = add(&mut ctl, "cm1", "198.18.0.10");
+    let b2 = add(&mut ctl, "cm2", "198.18.0.11");
+    add(&mut ctl, "cm3", "198.18.0.12");
+    ctl.submit(
+        req("cm1", down(50_000_000), Some(T0 + 1000), Some(T0 + 5000)),
+        T0,
+    )
+    .unwrap();
+    ctl.submit(req("cm2", down(80_000_000), None, None), T0)
+        .unwrap();
+    ctl.tick(T0 + 1000).unwrap();
+    let bindings: Vec<ModemBinding> = ctl.bindings().cloned().collect();
+    assert_eq!(bindings.len(), 3);
+    drop(ctl);
+    take(&rig.log);
+
+    // Restart past cm1's stop, without cm3's binding in the inventory.
+    let (ctl, fired) = rig.open(vec![b1.clone(), b2.clone()], T0 + 6000);
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].kind, ChangeKind::Reverted);
+    let mut expected = vec![
+        store("set_event_state", "1 Completed"),
+        store("append_audit", "1"),
+    ];
+    // Every bound modem is enforced, changed or not, in modem order.
+    expected.extend(applied("cm1", base()));
+    expected.extend(applied("cm2", down(80_000_000).overlay(&base())));
+    assert_eq!(take(&rig.log), expected);
+    assert_eq!(ctl.unbound(), ["cm3"]);
+    assert_eq!(ctl.binding("cm1"), Some(&b1));
+    // The ids of the bound modems stay reserved: a new modem gets fresh ones.
+    let next = ctl.propose_binding("cm4", vec![]).unwrap();
+    assert_eq!((next.up_class, next.down_class), (14, 15));
+    assert_eq!(next.htb_minor_down, Some(0x12));
+    drop(ctl);
+
+    // A binding for a modem the store does not know is refused.
+    let ghost = ModemBinding {
+        modem: "cm9".into(),
+        ..b1
+    };
+    let store = SqliteStore::open(rig.db()).unwrap();
+    let err = Controller::open(
+        config(),
+        Box::new(store),
+        Box::new(Disabled),
+        Box::new(Disabled),
+        vec![ghost],
+        T0 + 7000,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ControllerError::UnknownModem(m) if m == "cm9"));
+}
+
+#[test]
+fn failed_enforcement_is_listed_and_retried_on_each_tick() {
+    let rig = Rig::new("ctl-retry");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    ctl.submit(req("cm1", down(50_000_000), None, None), T0)
+        .unwrap();
+    *rig.fail_dp.lock().unwrap() = true;
+    take(&rig.log);
+    let changes = ctl.tick(T0).unwrap();
+    assert_eq!(changes.len(), 1, "the decision stands");
+    let un = ctl.unenforced();
+    assert_eq!(un.len(), 1);
+    assert_eq!((un[0].0, un[0].1), ("cm1", Target::Dataplane));
+    assert!(un[0].2.contains("injected failure"));
+    assert_eq!(ctl.stats().failed, 1);
+
+    // Still failing: retried, still listed.
+    take(&rig.log);
+    ctl.tick(T0 + 100).unwrap();
+    assert_eq!(take(&rig.log).len(), 2, "retried on both targets");
+    assert_eq!(ctl.unenforced().len(), 1);
+
+    // Fixed: the next tick enforces the current level and clears the entry.
+    *rig.fail_dp.lock().unwrap() = false;
+    assert!(ctl.tick(T0 + 200).unwrap().is_empty());
+    assert_eq!(
+        take(&rig.log).to_vec(),
+        applied("cm1", down(50_000_000).overlay(&base()))
+    );
+    assert!(ctl.unenforced().is_empty());
+}
+
+#[test]
+fn bindings_are_checked_and_unbind_removes_from_both_targets() {
+    let rig = Rig::new("ctl-bind");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b1 = add(&mut ctl, "cm1", "198.18.0.10");
+    let mut b2 = ctl
+        .propose_binding("cm2", vec![key("198.18.0.11")])
+        .unwrap();
+    // Taken class, address of another modem, out-of-range class, minor on a direction
+    // without HTB.
+    for bad in [
+        ModemBinding {
+            up_class: b1.down_class,
+            ..b2.clone()
+        },
+        ModemBinding {
+            addrs: b1.addrs.clone(),
+            ..b2.clone()
+        },
+        ModemBinding {
+            down_class: 100,
+            ..b2.clone()
+        },
+        ModemBinding {
+            htb_minor_up: Some(0x20),
+            ..b2.clone()
+        },
+    ] {
+        let err = ctl.add_modem(bad, base(), T0).unwrap_err();
+        assert!(matches!(err, ControllerError::Binding { .. }), "{err}");
+    }
+    assert_eq!(
+        ctl.engine().base("cm2"),
+        None,
+        "a refused add changes nothing"
+    );
+    b2.htb_minor_down = None;
+    ctl.add_modem(b2, base(), T0).unwrap();
+    assert!(matches!(
+        ctl.add_modem(ctl.propose_binding("cm2", vec![]).unwrap(), base(), T0),
+        Err(ControllerError::Provision(ProvisionError::ModemExists(_)))
+    ));
+
+    take(&rig.log);
+    let removed = ctl.unbind("cm1").unwrap();
+    assert_eq!(removed, b1);
+    assert_eq!(
+        take(&rig.log),
+        [
+            Call::Remove(Target::Dataplane, "cm1".into()),
+            Call::Remove(Target::Pipeline, "cm1".into())
+        ]
+    );
+    assert_eq!(ctl.unbound(), ["cm1"]);
+    // Its ids are free again, and binding it anew enforces its level.
+    let again = ctl
+        .propose_binding("cm1", vec![key("198.18.0.10")])
+        .unwrap();
+    assert_eq!((again.up_class, again.htb_minor_down), (10, Some(0x10)));
+    ctl.bind(again, T0 + 1).unwrap();
+    assert_eq!(take(&rig.log).to_vec(), applied("cm1", base()));
+}
+
+#[test]
+fn the_pipeline_cannot_be_switched_on_before_it_exists() {
+    let on = EnforcementConfig {
+        dataplane: false,
+        modem_pipeline: true,
+    };
+    assert!(matches!(
+        on.pipeline(),
+        Err(ControllerError::PipelineUnavailable)
+    ));
+    assert!(EnforcementConfig::default().pipeline().is_ok());
+    let cfg: EnforcementConfig = toml::from_str("dataplane = false").unwrap();
+    assert_eq!(
+        cfg,
+        EnforcementConfig {
+            dataplane: false,
+            modem_pipeline: false
+        }
+    );
+    let mut off = cfg.enforcer(|| unreachable!("the data plane is switched off"));
+    let b = ModemBinding {
+        modem: "cm1".into(),
+        addrs: vec![],
+        up_class: 1,
+        down_class: 2,
+        htb_minor_down: None,
+        htb_minor_up: None,
+    };
+    assert!(off.apply(&b, &base()).is_ok());
+    assert!(off.remove(&b).is_ok());
+}
