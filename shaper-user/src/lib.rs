@@ -5,6 +5,7 @@
 //! the network-namespace lab used by tests and the demo (`lab`).
 
 pub mod abi;
+pub mod api;
 pub mod config;
 pub mod controller;
 pub mod dataplane;

@@ -1,0 +1,365 @@
+//! Bearer tokens and roles.
+//!
+//! Tokens are random strings handed to clients once; the controller keeps only their SHA-256
+//! digests ([`hash_token`]) with a role and a subject. A request's token is hashed and compared
+//! with every stored digest in constant time (no early exit, neither within a digest nor across
+//! the table), so response timing tells nothing about how close a guess came.
+//!
+//! | role         | subject           | modem and event routes                               |
+//! |--------------|-------------------|------------------------------------------------------|
+//! | `admin`      | user name         | all modems; submits as `Csr { user: subject }`       |
+//! | `csr`        | user name         | all modems; submits as `Csr { user: subject }`       |
+//! | `automation` | trigger name      | all modems; submits as `Automation { trigger }`      |
+//! | `subscriber` | modem id          | its own modem only; changes only its own events      |
+//! | `provider`   | provider id       | none (403): providers reach only their applications  |
+//!
+//! A subscriber may read every event of its modem, but modify or cancel only the events it
+//! submitted itself (source `Subscriber`): a CSR's or an automation's grant on the modem (a
+//! fair-use throttle, a billing upgrade) is not the subscriber's to change.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::provision::{Event, Source};
+
+/// What a token may do; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Csr,
+    Subscriber,
+    Provider,
+    Automation,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Csr,
+        Role::Subscriber,
+        Role::Provider,
+        Role::Automation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Csr => "csr",
+            Role::Subscriber => "subscriber",
+            Role::Provider => "provider",
+            Role::Automation => "automation",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored token: its digest, never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// SHA-256 of the token, 64 hex digits (see [`hash_token`]).
+    pub sha256_hex: String,
+    pub role: Role,
+    /// User name (admin, csr), modem id (subscriber), provider id, or trigger name.
+    pub subject: String,
+}
+
+/// Why a token table was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token {index}: sha256_hex is not 64 hex digits")]
+    BadHash { index: usize },
+    #[error("token {index}: subject is empty")]
+    EmptySubject { index: usize },
+    #[error("token {index}: the same digest as token {first}")]
+    Duplicate { index: usize, first: usize },
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub role: Role,
+    pub subject: String,
+}
+
+/// The stored tokens.
+#[derive(Clone, Debug, Default)]
+pub struct TokenTable {
+    entries: Vec<([u8; 32], Principal)>,
+}
+
+/// The SHA-256 of `token` as 64 lowercase hex digits: what a [`TokenEntry`] stores.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Equality of two digests without an early exit.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+impl TokenTable {
+    /// A table of `entries`; refused if a digest is malformed or repeated, or a subject empty.
+    pub fn new(entries: impl IntoIterator<Item = TokenEntry>) -> Result<TokenTable, TokenError> {
+        let mut table = TokenTable::default();
+        for (index, e) in entries.into_iter().enumerate() {
+            let digest = parse_hex32(&e.sha256_hex).ok_or(TokenError::BadHash { index })?;
+            if e.subject.is_empty() {
+                return Err(TokenError::EmptySubject { index });
+            }
+            if let Some(first) = table.entries.iter().position(|(d, _)| *d == digest) {
+                return Err(TokenError::Duplicate { index, first });
+            }
+            table.entries.push((
+                digest,
+                Principal {
+                    role: e.role,
+                    subject: e.subject,
+                },
+            ));
+        }
+        Ok(table)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The principal a presented token stands for. Every stored digest is compared, whatever
+    /// matched before.
+    pub fn lookup(&self, token: &str) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (stored, principal) in &self.entries {
+            if ct_eq(stored, &digest) && found.is_none() {
+                found = Some(principal);
+            }
+        }
+        found.cloned()
+    }
+}
+
+impl Principal {
+    /// Who the engine records as the source of the caller's submissions; `None` for a provider.
+    pub fn source(&self) -> Option<Source> {
+        match self.role {
+            Role::Admin | Role::Csr => Some(Source::Csr {
+                user: self.subject.clone(),
+            }),
+            Role::Subscriber => Some(Source::Subscriber),
+            Role::Automation => Some(Source::Automation {
+                trigger: self.subject.clone(),
+            }),
+            Role::Provider => None,
+        }
+    }
+
+    /// The modem and event routes are closed to providers.
+    pub fn require_modem_routes(&self) -> Result<(), ApiError> {
+        if self.role == Role::Provider {
+            return Err(ApiError::Forbidden {
+                detail: "provider tokens reach only the provider application routes, not \
+                         modems or events"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The caller may read and submit for `modem`.
+    pub fn require_modem(&self, modem: &str) -> Result<(), ApiError> {
+        self.require_modem_routes()?;
+        if self.role == Role::Subscriber && self.subject != modem {
+            return Err(ApiError::Forbidden {
+                detail: format!("a subscriber token reaches only modem {}", self.subject),
+            });
+        }
+        Ok(())
+    }
+
+    /// The caller may modify or cancel `event`.
+    pub fn require_event_change(&self, event: &Event) -> Result<(), ApiError> {
+        self.require_modem(&event.modem)?;
+        if self.role == Role::Subscriber && event.source != Source::Subscriber {
+            return Err(ApiError::Forbidden {
+                detail: format!(
+                    "event {} was not submitted by the subscriber; only its submitter's side \
+                     (CSR, automation, admin) may change it",
+                    event.id
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The idempotency key as the engine stores it: scoped to the caller, so that two callers
+    /// choosing the same key never collide (nor learn of each other's events).
+    pub fn scoped_key(&self, key: &str) -> String {
+        format!(
+            "api:{}:{}:{}:{key}",
+            self.role,
+            self.subject.len(),
+            self.subject
+        )
+    }
+}
+
+/// The client's part of a key made by [`Principal::scoped_key`]; any other key unchanged.
+pub fn client_key(stored: &str) -> &str {
+    let parse = || {
+        let rest = stored.strip_prefix("api:")?;
+        let (role, rest) = rest.split_once(':')?;
+        Role::ALL.iter().find(|r| r.as_str() == role)?;
+        let (len, rest) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let rest = rest.get(len..)?;
+        rest.strip_prefix(':')
+    };
+    parse().unwrap_or(stored)
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::Unauthenticated {
+                detail: "no Authorization header; send `Authorization: Bearer <token>`".into(),
+                invalid_token: false,
+            });
+        };
+        let value = value.to_str().map_err(|_| ApiError::BadRequest {
+            field: Some("Authorization".into()),
+            detail: "the Authorization header is not visible ASCII".into(),
+        })?;
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| ApiError::Unauthenticated {
+                detail: "the Authorization header is not `Bearer <token>`".into(),
+                invalid_token: false,
+            })?;
+        state
+            .tokens
+            .lookup(token)
+            .ok_or_else(|| ApiError::Unauthenticated {
+                detail: "unknown bearer token".into(),
+                invalid_token: true,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn table_lookup_and_validation() {
+        let entry = |token: &str, role, subject: &str| TokenEntry {
+            sha256_hex: hash_token(token),
+            role,
+            subject: subject.into(),
+        };
+        let t = TokenTable::new([
+            entry("t-admin", Role::Admin, "root"),
+            entry("t-sub", Role::Subscriber, "cm1"),
+        ])
+        .unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.lookup("t-sub"),
+            Some(Principal {
+                role: Role::Subscriber,
+                subject: "cm1".into()
+            })
+        );
+        assert_eq!(t.lookup("t-su"), None);
+        assert_eq!(t.lookup(""), None);
+        let mut upper = entry("x", Role::Csr, "bob");
+        upper.sha256_hex = upper.sha256_hex.to_uppercase();
+        assert!(TokenTable::new([upper]).unwrap().lookup("x").is_some());
+        assert_eq!(
+            TokenTable::new([TokenEntry {
+                sha256_hex: "abc".into(),
+                role: Role::Csr,
+                subject: "bob".into()
+            }])
+            .unwrap_err(),
+            TokenError::BadHash { index: 0 }
+        );
+        assert_eq!(
+            TokenTable::new([entry("x", Role::Csr, "")]).unwrap_err(),
+            TokenError::EmptySubject { index: 0 }
+        );
+        assert_eq!(
+            TokenTable::new([entry("x", Role::Csr, "a"), entry("x", Role::Admin, "b")])
+                .unwrap_err(),
+            TokenError::Duplicate { index: 1, first: 0 }
+        );
+    }
+
+    #[test]
+    fn scoped_keys_round_trip() {
+        let p = Principal {
+            role: Role::Csr,
+            subject: "a:b".into(),
+        };
+        let k = p.scoped_key("k:1");
+        assert_eq!(k, "api:csr:3:a:b:k:1");
+        assert_eq!(client_key(&k), "k:1");
+        assert_eq!(client_key("plain"), "plain");
+        assert_eq!(client_key("api:nobody:1:a:k"), "api:nobody:1:a:k");
+    }
+}

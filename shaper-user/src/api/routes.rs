@@ -1,0 +1,521 @@
+//! Request handlers, request bodies and response views.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::AppState;
+use super::auth::{Principal, client_key};
+use super::error::ApiError;
+use crate::controller::Controller;
+use crate::provision::{
+    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source,
+};
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+// ---- request bodies ---------------------------------------------------------------------
+
+/// Service targets in a request; every field optional, unknown fields refused.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetsBody {
+    pub availability_ppm: Option<u32>,
+    pub error_rate_ppm: Option<u32>,
+    pub loss_ppm: Option<u32>,
+    pub setup_time_ms: Option<u32>,
+    pub repair_time_ms: Option<u32>,
+}
+
+/// A QoS grant in a request; every field optional (a grant names only what it changes),
+/// unknown fields refused (a misspelt field must not silently mean "unchanged").
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QosBody {
+    pub max_up_bps: Option<u64>,
+    pub max_down_bps: Option<u64>,
+    pub committed_up_bps: Option<u64>,
+    pub committed_down_bps: Option<u64>,
+    pub burst_bytes: Option<u32>,
+    pub priority: Option<u8>,
+    pub mtu: Option<u16>,
+    pub targets: TargetsBody,
+}
+
+impl From<QosBody> for QosLevel {
+    fn from(q: QosBody) -> QosLevel {
+        QosLevel {
+            max_up_bps: q.max_up_bps,
+            max_down_bps: q.max_down_bps,
+            committed_up_bps: q.committed_up_bps,
+            committed_down_bps: q.committed_down_bps,
+            burst_bytes: q.burst_bytes,
+            priority: q.priority,
+            mtu: q.mtu,
+            targets: ServiceTargets {
+                availability_ppm: q.targets.availability_ppm,
+                error_rate_ppm: q.targets.error_rate_ppm,
+                loss_ppm: q.targets.loss_ppm,
+                setup_time_ms: q.targets.setup_time_ms,
+                repair_time_ms: q.targets.repair_time_ms,
+            },
+        }
+    }
+}
+
+/// `POST /v1/events`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    pub modem: String,
+    pub qos: QosBody,
+    #[serde(default)]
+    pub start_ms: Option<u64>,
+    #[serde(default)]
+    pub stop_ms: Option<u64>,
+}
+
+/// `PATCH /v1/events/{id}`: the fields present replace the event's; `null` for a time means
+/// "none" (immediate start, no stop). `qos` replaces the whole grant.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchEvent {
+    #[serde(default, deserialize_with = "present")]
+    pub start_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub stop_ms: Option<Option<u64>>,
+    #[serde(default)]
+    pub qos: Option<QosBody>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+// ---- response views ---------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceView {
+    Csr { user: String },
+    Subscriber,
+    Automation { trigger: String },
+}
+
+impl From<&Source> for SourceView {
+    fn from(s: &Source) -> SourceView {
+        match s {
+            Source::Csr { user } => SourceView::Csr { user: user.clone() },
+            Source::Subscriber => SourceView::Subscriber,
+            Source::Automation { trigger } => SourceView::Automation {
+                trigger: trigger.clone(),
+            },
+        }
+    }
+}
+
+pub fn state_name(s: EventState) -> &'static str {
+    match s {
+        EventState::Pending => "pending",
+        EventState::Active => "active",
+        EventState::Completed => "completed",
+        EventState::Cancelled => "cancelled",
+    }
+}
+
+fn parse_state(s: &str) -> Option<EventState> {
+    [
+        EventState::Pending,
+        EventState::Active,
+        EventState::Completed,
+        EventState::Cancelled,
+    ]
+    .into_iter()
+    .find(|st| state_name(*st).eq_ignore_ascii_case(s))
+}
+
+/// An event as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    pub id: u64,
+    pub modem: String,
+    pub source: SourceView,
+    pub qos: QosLevel,
+    pub start_ms: Option<u64>,
+    pub stop_ms: Option<u64>,
+    /// The key as the client sent it.
+    pub idempotency_key: Option<String>,
+    pub created_ms: u64,
+    pub start_due_ms: u64,
+    pub state: &'static str,
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> EventView {
+        EventView {
+            id: e.id,
+            modem: e.modem.clone(),
+            source: (&e.source).into(),
+            qos: e.qos,
+            start_ms: e.start_ms,
+            stop_ms: e.stop_ms,
+            idempotency_key: e
+                .idempotency_key
+                .as_deref()
+                .map(|k| client_key(k).to_owned()),
+            created_ms: e.created_ms,
+            start_due_ms: e.start_due_ms,
+            state: state_name(e.state),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModemView {
+    pub id: String,
+    pub base: QosLevel,
+    pub effective: QosLevel,
+    /// Whether the modem has a data-plane binding (an unbound modem is not enforced).
+    pub bound: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SubmittedView {
+    pub id: u64,
+    pub duplicate: bool,
+}
+
+// ---- input helpers ----------------------------------------------------------------------
+
+/// Runs `f` on the controller under its lock, on the blocking pool, with the time now.
+async fn with_controller<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Controller, u64) -> Result<T, ApiError> + Send + 'static,
+{
+    let controller = state.controller.clone();
+    let clock = state.clock.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ctl = controller.lock().map_err(|_| ApiError::Unavailable {
+            detail: "the controller lock is poisoned by an earlier panic; restart the daemon"
+                .into(),
+        })?;
+        f(&mut ctl, clock())
+    })
+    .await
+    .map_err(|e| ApiError::Internal {
+        detail: format!("controller task failed: {e}"),
+    })?
+}
+
+/// A JSON body: `Content-Type` must be JSON, and the body must deserialize into `T`; the
+/// error names the offending field.
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::BadRequest {
+            field: Some("Content-Type".into()),
+            detail: "the body must be JSON (Content-Type: application/json)".into(),
+        });
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                detail: e.body_text(),
+            }
+        } else {
+            ApiError::BadRequest {
+                field: None,
+                detail: e.body_text(),
+            }
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut field = (path != ".").then_some(path);
+        // A missing field is reported at its parent: name the field itself.
+        let message = inner.to_string();
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name)
+        {
+            field = Some(match field {
+                Some(parent) => format!("{parent}.{name}"),
+                None => name.to_owned(),
+            });
+        }
+        ApiError::BadRequest {
+            detail: match &field {
+                Some(f) => format!("{f}: {inner}"),
+                None => inner.to_string(),
+            },
+            field,
+        }
+    })?;
+    // Trailing characters after the value are a syntax error too.
+    de.end().map_err(|e| ApiError::BadRequest {
+        field: None,
+        detail: e.to_string(),
+    })?;
+    Ok(value)
+}
+
+/// The `Idempotency-Key` header, if any: 1..=200 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |detail: &str| ApiError::BadRequest {
+        field: Some("Idempotency-Key".into()),
+        detail: detail.into(),
+    };
+    if values.next().is_some() {
+        return Err(bad("the Idempotency-Key header is repeated"));
+    }
+    let key = value
+        .to_str()
+        .map_err(|_| bad("the Idempotency-Key header is not visible ASCII"))?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(bad(
+            "the Idempotency-Key header must be 1 to 200 characters",
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "the Idempotency-Key header must be visible ASCII without spaces",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
+    let bad = |detail: String| ApiError::BadRequest {
+        field: Some("id".into()),
+        detail,
+    };
+    let Path(raw) = path.map_err(|e| bad(e.body_text()))?;
+    raw.parse()
+        .map_err(|_| bad(format!("event id {raw:?} is not a non-negative integer")))
+}
+
+fn event_of(ctl: &Controller, id: u64) -> Result<&Event, ApiError> {
+    ctl.engine().event(id).ok_or_else(|| ApiError::NotFound {
+        detail: format!("unknown event {id}"),
+    })
+}
+
+// ---- handlers ---------------------------------------------------------------------------
+
+/// `GET /v1/modems/{id}`.
+pub async fn get_modem(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ModemView>, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::BadRequest {
+        field: Some("id".into()),
+        detail: e.body_text(),
+    })?;
+    principal.require_modem(&id)?;
+    with_controller(&state, move |ctl, _| {
+        let base = *ctl.engine().base(&id).ok_or_else(|| ApiError::NotFound {
+            detail: format!("unknown modem {id}"),
+        })?;
+        let effective = ctl.effective(&id).unwrap_or(base);
+        let bound = ctl.binding(&id).is_some();
+        Ok(Json(ModemView {
+            id,
+            base,
+            effective,
+            bound,
+        }))
+    })
+    .await
+}
+
+/// `POST /v1/events`.
+pub async fn create_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    principal.require_modem_routes()?;
+    let key = idempotency_key(&headers)?;
+    let body: CreateEvent = json_body(&headers, body)?;
+    principal.require_modem(&body.modem)?;
+    let source = principal.source().expect("providers were refused above");
+    let req = EventRequest {
+        modem: body.modem,
+        source,
+        qos: body.qos.into(),
+        start_ms: body.start_ms,
+        stop_ms: body.stop_ms,
+        idempotency_key: key.map(|k| principal.scoped_key(&k)),
+    };
+    let submitted = with_controller(&state, move |ctl, now| Ok(ctl.submit(req, now)?)).await?;
+    let status = if submitted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let view = SubmittedView {
+        id: submitted.id,
+        duplicate: submitted.duplicate,
+    };
+    let mut resp = (status, Json(view)).into_response();
+    if let Ok(location) = format!("/v1/events/{}", submitted.id).parse() {
+        resp.headers_mut()
+            .insert(axum::http::header::LOCATION, location);
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/events?modem=&state=`.
+pub async fn list_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    principal.require_modem_routes()?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        field: None,
+        detail: e.body_text(),
+    })?;
+    let mut modem = None;
+    let mut wanted = None;
+    for (name, value) in query {
+        match name.as_str() {
+            "modem" => modem = Some(value),
+            "state" => {
+                wanted = Some(parse_state(&value).ok_or_else(|| ApiError::BadRequest {
+                    field: Some("state".into()),
+                    detail: format!(
+                        "state {value:?} is not one of pending, active, completed, cancelled"
+                    ),
+                })?)
+            }
+            other => {
+                return Err(ApiError::BadRequest {
+                    field: Some(other.to_owned()),
+                    detail: format!("unknown query parameter {other:?} (modem, state)"),
+                });
+            }
+        }
+    }
+    if let Some(m) = &modem {
+        principal.require_modem(m)?;
+    }
+    let own = (principal.role == super::Role::Subscriber).then(|| principal.subject.clone());
+    with_controller(&state, move |ctl, _| {
+        let events = ctl
+            .engine()
+            .events()
+            .filter(|e| modem.as_ref().is_none_or(|m| *m == e.modem))
+            .filter(|e| own.as_ref().is_none_or(|m| *m == e.modem))
+            .filter(|e| wanted.is_none_or(|s| s == e.state))
+            .map(EventView::from)
+            .collect();
+        Ok(Json(events))
+    })
+    .await
+}
+
+/// `GET /v1/events/{id}`.
+pub async fn get_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<EventView>, ApiError> {
+    principal.require_modem_routes()?;
+    let id = path_id(path)?;
+    with_controller(&state, move |ctl, _| {
+        let event = event_of(ctl, id)?;
+        principal.require_modem(&event.modem)?;
+        Ok(Json(EventView::from(event)))
+    })
+    .await
+}
+
+/// `PATCH /v1/events/{id}`: merges the body into the pending event and amends it.
+pub async fn patch_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EventView>, ApiError> {
+    principal.require_modem_routes()?;
+    let id = path_id(path)?;
+    let patch: PatchEvent = json_body(&headers, body)?;
+    if patch.start_ms.is_none() && patch.stop_ms.is_none() && patch.qos.is_none() {
+        return Err(ApiError::Unprocessable {
+            field: "body".into(),
+            detail: "the patch sets none of start_ms, stop_ms, qos".into(),
+        });
+    }
+    with_controller(&state, move |ctl, now| {
+        let event = event_of(ctl, id)?;
+        principal.require_event_change(event)?;
+        let amendment = Amendment {
+            start_ms: patch.start_ms.unwrap_or(event.start_ms),
+            stop_ms: patch.stop_ms.unwrap_or(event.stop_ms),
+            qos: patch.qos.map_or(event.qos, QosLevel::from),
+        };
+        ctl.modify(id, amendment, now)?;
+        Ok(Json(EventView::from(event_of(ctl, id)?)))
+    })
+    .await
+}
+
+/// `DELETE /v1/events/{id}`: cancels the event (an active grant is reverted at once).
+pub async fn delete_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<EventView>, ApiError> {
+    principal.require_modem_routes()?;
+    let id = path_id(path)?;
+    with_controller(&state, move |ctl, now| {
+        principal.require_event_change(event_of(ctl, id)?)?;
+        ctl.cancel(id, now)?;
+        Ok(Json(EventView::from(event_of(ctl, id)?)))
+    })
+    .await
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
+
+/// Any path no route serves.
+pub async fn no_route() -> ApiError {
+    ApiError::NotFound {
+        detail: "no such route; see /openapi.json".into(),
+    }
+}

@@ -1,0 +1,762 @@
+//! API tests: the router over a real controller (SQLite store in a temp dir, enforcement
+//! disabled), driven with `tower::ServiceExt::oneshot`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::controller::{ControllerConfig, Disabled};
+use crate::policy::SubscriberKey;
+use crate::provision::{EventRequest, EventState, QosLevel, Source};
+use crate::store::{SqliteStore, Store, TempDir};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Rig {
+    _dir: TempDir,
+    db: PathBuf,
+    state: AppState,
+    now: Arc<AtomicU64>,
+}
+
+fn base() -> QosLevel {
+    QosLevel {
+        max_up_bps: Some(2_000_000),
+        max_down_bps: Some(10_000_000),
+        priority: Some(1),
+        ..QosLevel::default()
+    }
+}
+
+const TOKENS: [(&str, Role, &str); 5] = [
+    ("t-admin", Role::Admin, "root"),
+    ("t-csr", Role::Csr, "alice"),
+    ("t-sub", Role::Subscriber, "cm1"),
+    ("t-prov", Role::Provider, "isp1"),
+    ("t-auto", Role::Automation, "billing"),
+];
+
+impl Rig {
+    fn new(name: &str) -> Rig {
+        let dir = TempDir::new(&format!("api-{name}"));
+        let db = dir.path().join("shaper.db");
+        let store = SqliteStore::open(&db).unwrap();
+        let (mut ctl, _) = Controller::open(
+            ControllerConfig::default(),
+            Box::new(store),
+            Box::new(Disabled),
+            Box::new(Disabled),
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        for (i, m) in ["cm1", "cm2"].into_iter().enumerate() {
+            let key = SubscriberKey {
+                addr: format!("10.0.0.{}", i + 1).parse().unwrap(),
+                len: 32,
+            };
+            let binding = ctl.propose_binding(m, vec![key]).unwrap();
+            ctl.add_modem(binding, base(), T0).unwrap();
+        }
+        let tokens = TokenTable::new(TOKENS.iter().map(|(t, role, subject)| TokenEntry {
+            sha256_hex: hash_token(t),
+            role: *role,
+            subject: (*subject).into(),
+        }))
+        .unwrap();
+        let now = Arc::new(AtomicU64::new(T0));
+        let clock_now = now.clone();
+        let state = AppState {
+            controller: Arc::new(Mutex::new(ctl)),
+            tokens: Arc::new(tokens),
+            clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+        };
+        Rig {
+            _dir: dir,
+            db,
+            state,
+            now,
+        }
+    }
+
+    fn app(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    fn ctl(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.state.controller.lock().unwrap()
+    }
+
+    /// Submits an event directly through the controller.
+    fn submit(&self, modem: &str, source: Source) -> u64 {
+        let now = self.now.load(Ordering::SeqCst);
+        self.ctl()
+            .submit(
+                EventRequest {
+                    modem: modem.into(),
+                    source,
+                    qos: QosLevel {
+                        max_down_bps: Some(50_000_000),
+                        ..QosLevel::default()
+                    },
+                    start_ms: Some(now + 60_000),
+                    stop_ms: Some(now + 120_000),
+                    idempotency_key: None,
+                },
+                now,
+            )
+            .unwrap()
+            .id
+    }
+
+    fn stored_events(&self) -> usize {
+        SqliteStore::open(&self.db)
+            .unwrap()
+            .load()
+            .unwrap()
+            .events
+            .len()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let body = body.map(|b| ("application/json", b.to_string()));
+        self.raw(method, uri, token, body, &[]).await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<(&str, String)>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some((ct, b)) => req.header("content-type", ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.app().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{method} {uri}: body is not JSON ({e}): {bytes:?}"))
+        };
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(
+                headers["content-type"], "application/problem+json",
+                "{method} {uri}"
+            );
+            assert_eq!(value["status"], status.as_u16(), "{method} {uri}: {value}");
+            assert!(value["type"].is_string() && value["title"].is_string());
+            assert!(value["detail"].is_string());
+        }
+        (status, headers, value)
+    }
+}
+
+fn grant() -> Value {
+    json!({ "max_down_bps": 50_000_000 })
+}
+
+/// Which fresh event (if any) a matrix row needs, made anew for every principal.
+#[derive(Clone, Copy)]
+enum Target {
+    None,
+    Event(&'static str, Who),
+    Id(u64),
+}
+
+#[derive(Clone, Copy)]
+enum Who {
+    Csr,
+    Subscriber,
+}
+
+/// A matrix row: method, path, the event it needs, body, expected status per principal.
+type Row = (&'static str, &'static str, Target, Option<Value>, [u16; 7]);
+
+/// The route template a matrix row's path belongs to.
+fn template(path: &str) -> &str {
+    let path = path.split('?').next().unwrap();
+    if path.starts_with("/v1/modems/") {
+        "/v1/modems/{id}"
+    } else {
+        path
+    }
+}
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let rig = Rig::new("matrix");
+    // Columns: admin, csr, subscriber(cm1), provider, automation, no token, unknown token.
+    let principals: [Option<&str>; 7] = [
+        Some("t-admin"),
+        Some("t-csr"),
+        Some("t-sub"),
+        Some("t-prov"),
+        Some("t-auto"),
+        None,
+        Some("bogus"),
+    ];
+    let patch = || Some(json!({ "qos": { "max_down_bps": 60_000_000 } }));
+    let post = |m: &str| Some(json!({ "modem": m, "qos": grant() }));
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        ("GET", "/v1/modems/cm1", Target::None, None, [200, 200, 200, 403, 200, 401, 401]),
+        ("GET", "/v1/modems/cm2", Target::None, None, [200, 200, 403, 403, 200, 401, 401]),
+        ("GET", "/v1/modems/nope", Target::None, None, [404, 404, 403, 403, 404, 401, 401]),
+        ("POST", "/v1/events", Target::None, post("cm1"), [201, 201, 201, 403, 201, 401, 401]),
+        ("POST", "/v1/events", Target::None, post("cm2"), [201, 201, 403, 403, 201, 401, 401]),
+        ("POST", "/v1/events", Target::None, post("nope"), [404, 404, 403, 403, 404, 401, 401]),
+        ("GET", "/v1/events", Target::None, None, [200, 200, 200, 403, 200, 401, 401]),
+        ("GET", "/v1/events?modem=cm2", Target::None, None, [200, 200, 403, 403, 200, 401, 401]),
+        ("GET", "/v1/events/{id}", Target::Event("cm1", Who::Csr), None, [200, 200, 200, 403, 200, 401, 401]),
+        ("GET", "/v1/events/{id}", Target::Event("cm2", Who::Csr), None, [200, 200, 403, 403, 200, 401, 401]),
+        ("GET", "/v1/events/{id}", Target::Id(9999), None, [404, 404, 404, 403, 404, 401, 401]),
+        ("PATCH", "/v1/events/{id}", Target::Event("cm1", Who::Csr), patch(), [200, 200, 403, 403, 200, 401, 401]),
+        ("PATCH", "/v1/events/{id}", Target::Event("cm1", Who::Subscriber), patch(), [200, 200, 200, 403, 200, 401, 401]),
+        ("PATCH", "/v1/events/{id}", Target::Event("cm2", Who::Csr), patch(), [200, 200, 403, 403, 200, 401, 401]),
+        ("PATCH", "/v1/events/{id}", Target::Id(9999), patch(), [404, 404, 404, 403, 404, 401, 401]),
+        ("DELETE", "/v1/events/{id}", Target::Event("cm1", Who::Csr), None, [200, 200, 403, 403, 200, 401, 401]),
+        ("DELETE", "/v1/events/{id}", Target::Event("cm1", Who::Subscriber), None, [200, 200, 200, 403, 200, 401, 401]),
+        ("DELETE", "/v1/events/{id}", Target::Event("cm2", Who::Subscriber), None, [200, 200, 403, 403, 200, 401, 401]),
+        ("DELETE", "/v1/events/{id}", Target::Id(9999), None, [404, 404, 404, 403, 404, 401, 401]),
+        ("GET", "/openapi.json", Target::None, None, [200; 7]),
+    ];
+    for route in ROUTES {
+        assert!(
+            rows.iter()
+                .any(|(m, p, ..)| *m == route.method && template(p) == route.path),
+            "{} {} is missing from the matrix",
+            route.method,
+            route.path
+        );
+    }
+    for (method, path, target, body, expected) in &rows {
+        for (token, want) in principals.iter().zip(expected) {
+            let uri = match *target {
+                Target::None => path.to_string(),
+                Target::Id(id) => path.replace("{id}", &id.to_string()),
+                Target::Event(modem, who) => {
+                    let source = match who {
+                        Who::Csr => Source::Csr { user: "bob".into() },
+                        Who::Subscriber => Source::Subscriber,
+                    };
+                    path.replace("{id}", &rig.submit(modem, source).to_string())
+                }
+            };
+            let events_before = rig.ctl().engine().events().count();
+            let (status, headers, value) = rig.call(method, &uri, *token, body.clone()).await;
+            assert_eq!(
+                status.as_u16(),
+                *want,
+                "{method} {uri} as {token:?}: {value}"
+            );
+            if *want == 401 {
+                assert!(
+                    headers["www-authenticate"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with("Bearer"),
+                    "{method} {uri}"
+                );
+            }
+            if status.is_client_error() {
+                // A refusal changes nothing.
+                assert_eq!(rig.ctl().engine().events().count(), events_before);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn submitted_event_source_and_views() {
+    let rig = Rig::new("source");
+    let body = json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 + 60_000 });
+    for (token, source) in [
+        ("t-admin", json!({ "kind": "csr", "user": "root" })),
+        ("t-csr", json!({ "kind": "csr", "user": "alice" })),
+        ("t-sub", json!({ "kind": "subscriber" })),
+        (
+            "t-auto",
+            json!({ "kind": "automation", "trigger": "billing" }),
+        ),
+    ] {
+        let (status, headers, v) = rig
+            .call("POST", "/v1/events", Some(token), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert_eq!(v["duplicate"], false);
+        let id = v["id"].as_u64().unwrap();
+        assert_eq!(headers["location"], format!("/v1/events/{id}"));
+        let (status, _, e) = rig
+            .call("GET", &format!("/v1/events/{id}"), Some(token), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(e["source"], source);
+        assert_eq!(e["state"], "pending");
+        assert_eq!(e["qos"]["max_down_bps"], 50_000_000);
+        assert_eq!(e["stop_ms"], T0 + 60_000);
+    }
+    // The tick applies them; the modem view shows the effective level.
+    rig.ctl().tick(T0 + 1).unwrap();
+    let (status, _, m) = rig.call("GET", "/v1/modems/cm1", Some("t-sub"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(m["id"], "cm1");
+    assert_eq!(m["bound"], true);
+    assert_eq!(m["base"]["max_down_bps"], 10_000_000);
+    assert_eq!(m["effective"]["max_down_bps"], 50_000_000);
+    assert_eq!(m["effective"]["max_up_bps"], 2_000_000);
+    // Listing with filters; the subscriber sees only its modem.
+    rig.submit("cm2", Source::Subscriber);
+    let (_, _, all) = rig.call("GET", "/v1/events", Some("t-csr"), None).await;
+    assert_eq!(all.as_array().unwrap().len(), 5);
+    let (_, _, own) = rig.call("GET", "/v1/events", Some("t-sub"), None).await;
+    let own = own.as_array().unwrap();
+    assert_eq!(own.len(), 4);
+    assert!(own.iter().all(|e| e["modem"] == "cm1"));
+    let (_, _, active) = rig
+        .call(
+            "GET",
+            "/v1/events?state=active&modem=cm1",
+            Some("t-auto"),
+            None,
+        )
+        .await;
+    assert_eq!(active.as_array().unwrap().len(), 4);
+    let (_, _, pending) = rig
+        .call("GET", "/v1/events?state=pending", Some("t-auto"), None)
+        .await;
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["modem"], "cm2");
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let rig = Rig::new("badinput");
+    let post = |body: Value| rig.call("POST", "/v1/events", Some("t-csr"), Some(body));
+    let cases: Vec<(Value, u16, Option<&str>)> = vec![
+        (
+            json!({ "modem": "cm1", "qos": { "priority": 9 } }),
+            422,
+            Some("qos.priority"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": { "max_down_bps": 1, "max_up_bps": 1000 } }),
+            422,
+            Some("qos.max_down_bps"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": { "targets": { "loss_ppm": 2_000_000 } } }),
+            422,
+            Some("qos.targets.loss_ppm"),
+        ),
+        (json!({ "modem": "cm1", "qos": {} }), 422, Some("qos")),
+        (json!({ "modem": "", "qos": grant() }), 422, Some("modem")),
+        (
+            json!({ "modem": "cm1", "qos": grant(), "start_ms": T0 + 10, "stop_ms": T0 + 5 }),
+            422,
+            Some("stop_ms"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 - 1 }),
+            422,
+            Some("stop_ms"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": { "max_dwn_bps": 5 } }),
+            400,
+            Some("qos.max_dwn_bps"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": { "priority": "high" } }),
+            400,
+            Some("qos.priority"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": grant(), "start_ms": -5 }),
+            400,
+            Some("start_ms"),
+        ),
+        (
+            json!({ "modem": "cm1", "qos": grant(), "colour": "red" }),
+            400,
+            Some("colour"),
+        ),
+        (json!({ "qos": grant() }), 400, Some("modem")),
+        (
+            json!({ "modem": "cm1", "qos": { "targets": 5 } }),
+            400,
+            Some("qos.targets"),
+        ),
+        (json!("text"), 400, None),
+    ];
+    for (body, status, field) in cases {
+        let (got, _, v) = post(body.clone()).await;
+        assert_eq!(got.as_u16(), status, "{body}: {v}");
+        assert_eq!(v["field"].as_str(), field, "{body}: {v}");
+        if let Some(f) = field {
+            let last = f.rsplit('.').next().unwrap();
+            assert!(v["detail"].as_str().unwrap().contains(last), "{v}");
+        }
+    }
+    // Malformed JSON, content type, headers, path and query.
+    let csr = Some("t-csr");
+    let (s, _, v) = rig
+        .raw(
+            "POST",
+            "/v1/events",
+            csr,
+            Some(("application/json", "{\"modem\": ".into())),
+            &[],
+        )
+        .await;
+    // Truncated inside `modem`: the problem points there.
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("modem"))
+    );
+    assert!(v["detail"].as_str().unwrap().contains("EOF"), "{v}");
+    let (s, _, v) = rig
+        .raw(
+            "POST",
+            "/v1/events",
+            csr,
+            Some((
+                "application/json",
+                format!("{} x", json!({"modem": "cm1", "qos": grant()})),
+            )),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _, v) = rig
+        .raw(
+            "POST",
+            "/v1/events",
+            csr,
+            Some((
+                "text/plain",
+                json!({"modem": "cm1", "qos": grant()}).to_string(),
+            )),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Content-Type"))
+    );
+    for key in ["", "has space"] {
+        let (s, _, v) = rig
+            .raw(
+                "POST",
+                "/v1/events",
+                csr,
+                Some((
+                    "application/json",
+                    json!({"modem": "cm1", "qos": grant()}).to_string(),
+                )),
+                &[("idempotency-key", key)],
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Idempotency-Key")),
+            "{key:?}"
+        );
+    }
+    let (s, _, v) = rig.call("GET", "/v1/events/abc", csr, None).await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+    let (s, _, v) = rig.call("GET", "/v1/events?state=done", csr, None).await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("state"))
+    );
+    let (s, _, v) = rig.call("GET", "/v1/events?colour=red", csr, None).await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("colour"))
+    );
+    let (s, headers, v) = rig
+        .raw(
+            "GET",
+            "/v1/events",
+            None,
+            None,
+            &[("authorization", "Basic YTpi")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"shaper\"");
+    let (s, headers, _) = rig.call("GET", "/v1/events", Some("bogus"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    // PATCH input.
+    let id = rig.submit("cm1", Source::Subscriber);
+    let uri = format!("/v1/events/{id}");
+    let (s, _, v) = rig.call("PATCH", &uri, csr, Some(json!({}))).await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("body"))
+    );
+    let (s, _, v) = rig
+        .call("PATCH", &uri, csr, Some(json!({ "qos": { "mtu": 100 } })))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("qos.mtu"))
+    );
+    let (s, _, v) = rig
+        .call("PATCH", &uri, csr, Some(json!({ "stop_ms": T0 + 1_000 })))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("stop_ms"))
+    );
+    // Unknown routes and methods are problem+json too.
+    let (s, _, _) = rig.call("GET", "/v2/nothing", csr, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, headers, _) = rig.call("PUT", "/v1/events", csr, None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(headers.contains_key("allow"));
+}
+
+#[tokio::test]
+async fn idempotent_retries() {
+    let rig = Rig::new("idem");
+    let body = json!({ "modem": "cm1", "qos": grant(), "start_ms": T0 + 1_000 });
+    async fn send_with(
+        rig: &Rig,
+        token: &str,
+        body: Value,
+        key: &str,
+    ) -> (StatusCode, HeaderMap, Value) {
+        rig.raw(
+            "POST",
+            "/v1/events",
+            Some(token),
+            Some(("application/json", body.to_string())),
+            &[("idempotency-key", key)],
+        )
+        .await
+    }
+    let send =
+        |token: &'static str, body: Value, key: &'static str| send_with(&rig, token, body, key);
+    let (s, _, first) = send("t-csr", body.clone(), "k-1").await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(first["duplicate"], false);
+    let id = first["id"].as_u64().unwrap();
+    rig.now.store(T0 + 5_000, Ordering::SeqCst);
+    let (s, _, retry) = send("t-csr", body.clone(), "k-1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(retry, json!({ "id": id, "duplicate": true }));
+    let mut other = body.clone();
+    other["qos"]["max_down_bps"] = json!(70_000_000);
+    let (s, _, v) = send("t-csr", other, "k-1").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // Keys are scoped to the caller: another principal's "k-1" is its own.
+    let (s, _, v) = send("t-auto", body.clone(), "k-1").await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_ne!(v["id"].as_u64().unwrap(), id);
+    assert_eq!(rig.ctl().engine().events().count(), 2);
+    assert_eq!(rig.stored_events(), 2);
+    let (_, _, e) = rig
+        .call("GET", &format!("/v1/events/{id}"), Some("t-csr"), None)
+        .await;
+    assert_eq!(e["idempotency_key"], "k-1");
+}
+
+#[tokio::test]
+async fn acknowledged_events_are_durable_and_refusals_leave_nothing() {
+    let rig = Rig::new("durable");
+    let (s, _, v) = rig
+        .call(
+            "POST",
+            "/v1/events",
+            Some("t-sub"),
+            Some(json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 + 60_000 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = v["id"].as_u64().unwrap();
+    // A fresh store on the same file (what a restarted controller reads) has it.
+    let snapshot = SqliteStore::open(&rig.db).unwrap().load().unwrap();
+    let stored = snapshot
+        .events
+        .iter()
+        .find(|e| e.event.id == id)
+        .expect("acknowledged event is stored");
+    assert_eq!(stored.event.modem, "cm1");
+    assert_eq!(stored.event.source, Source::Subscriber);
+    assert_eq!(stored.event.qos.max_down_bps, Some(50_000_000));
+    assert_eq!(stored.event.stop_ms, Some(T0 + 60_000));
+    // Refused submissions store nothing.
+    for body in [
+        json!({ "modem": "cm1", "qos": { "priority": 8 } }),
+        json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 }),
+        json!({ "modem": "nope", "qos": grant() }),
+    ] {
+        let (s, _, v) = rig
+            .call("POST", "/v1/events", Some("t-csr"), Some(body))
+            .await;
+        assert!(s.is_client_error(), "{v}");
+        assert_eq!(rig.stored_events(), 1);
+        assert_eq!(rig.ctl().engine().events().count(), 1);
+    }
+    // A refused amendment leaves the event as it was, in memory and in the store.
+    let uri = format!("/v1/events/{id}");
+    let (s, _, _) = rig
+        .call(
+            "PATCH",
+            &uri,
+            Some("t-sub"),
+            Some(json!({ "qos": { "max_down_bps": 60_000_000, "priority": 99 } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let reread = SqliteStore::open(&rig.db).unwrap().load().unwrap();
+    assert_eq!(reread.events[0].event, stored.event);
+    assert_eq!(rig.ctl().engine().event(id), Some(&stored.event));
+    // An accepted amendment is stored.
+    let (s, _, e) = rig
+        .call(
+            "PATCH",
+            &uri,
+            Some("t-sub"),
+            Some(json!({ "start_ms": T0 + 10_000, "qos": { "max_down_bps": 60_000_000 } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["start_ms"], T0 + 10_000);
+    assert_eq!(e["stop_ms"], T0 + 60_000, "absent fields are kept");
+    let reread = SqliteStore::open(&rig.db).unwrap().load().unwrap();
+    assert_eq!(reread.events[0].event.qos.max_down_bps, Some(60_000_000));
+    assert_eq!(reread.events[0].event.start_ms, Some(T0 + 10_000));
+}
+
+#[tokio::test]
+async fn lifecycle_conflicts() {
+    let rig = Rig::new("lifecycle");
+    let id = rig.submit("cm1", Source::Subscriber);
+    let uri = format!("/v1/events/{id}");
+    rig.ctl().tick(T0 + 60_000).unwrap();
+    rig.now.store(T0 + 60_000, Ordering::SeqCst);
+    assert_eq!(
+        rig.ctl().effective("cm1").unwrap().max_down_bps,
+        Some(50_000_000)
+    );
+    let (s, _, v) = rig
+        .call(
+            "PATCH",
+            &uri,
+            Some("t-csr"),
+            Some(json!({ "stop_ms": null })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("pending"));
+    let (s, _, e) = rig.call("DELETE", &uri, Some("t-sub"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["state"], "cancelled");
+    assert_eq!(
+        rig.ctl().effective("cm1").unwrap().max_down_bps,
+        Some(10_000_000),
+        "cancelling an active grant reverts it at once"
+    );
+    let reread = SqliteStore::open(&rig.db).unwrap().load().unwrap();
+    assert_eq!(reread.events[0].event.state, EventState::Cancelled);
+    let (s, _, _) = rig.call("DELETE", &uri, Some("t-sub"), None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn openapi_covers_exactly_the_routes() {
+    let rig = Rig::new("openapi");
+    let (s, headers, doc) = rig.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut served: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+    // Every $ref resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(doc["components"]["schemas"][name].is_object(), "{r}");
+    }
+    // The router really serves each documented operation, and only those.
+    for (method, path) in &served {
+        let uri = path.replace("{id}", "1");
+        let (s, _, _) = rig.call(method, &uri, None, None).await;
+        assert!(
+            s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {s}"
+        );
+        for other in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if served.iter().any(|(m, p)| m == other && p == path) {
+                continue;
+            }
+            let (s, _, _) = rig.call(other, &uri, None, None).await;
+            assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{other} {uri}");
+        }
+    }
+}
