@@ -2,12 +2,20 @@
 //! whole before anything is loaded or bound (`shaper check`). Every error names the key that
 //! was wrong, as `class[2].burst` or `interface[0].role`.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, str::FromStr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+};
 
 use serde::Deserialize;
 
+use crate::api::{Role as TokenRole, TokenEntry, TokenError, TokenTable};
+use crate::controller::{ControllerConfig, EnforcementConfig};
 use crate::dataplane::{Limits, Role, htb};
 use crate::policy::{ClassConfig, PortRange, Prefix, Rule, SubscriberKey, validate_rules};
+use crate::provision::{QosError, QosLevel};
 
 /// A configuration error: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,6 +85,135 @@ pub struct Config {
     pub subscribers: Vec<SubscriberSection>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSection>,
+    /// The provisioning controller and its HTTP API; absent = data plane only.
+    pub controller: Option<ControllerSection>,
+    /// Modems the controller provisions (needs `[controller]`).
+    #[serde(default, rename = "modem")]
+    pub modems: Vec<ModemSection>,
+}
+
+/// `[controller]`: the provisioning controller, its store and its HTTP API.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// SQLite database holding modems, events and the audit log (created if absent).
+    pub store: PathBuf,
+    /// Address the HTTP API listens on, e.g. "127.0.0.1:8080".
+    pub listen: String,
+    /// TOML file of API tokens: `[[token]]` tables with `sha256`, `role`, `subject`.
+    pub tokens_file: PathBuf,
+    /// First data-plane class id for modems (two per modem); default 1024.
+    pub class_first: Option<u32>,
+    /// Last data-plane class id for modems; default `dataplane.limits.max_classes - 1`.
+    pub class_last: Option<u32>,
+    #[serde(default)]
+    pub enforcement: EnforcementConfig,
+}
+
+/// `[[modem]]`: a modem, its addresses and its base plan.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModemSection {
+    pub id: String,
+    /// "198.18.0.10" (/32), "2001:db8::10" (/128) or "2001:db8:0:10::/64".
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    pub max_down: Option<Rate>,
+    pub max_up: Option<Rate>,
+    pub committed_down: Option<Rate>,
+    pub committed_up: Option<Rate>,
+    /// Token-bucket depth in bytes.
+    pub burst: Option<u32>,
+    /// Traffic priority 0..=7, higher is better.
+    pub priority: Option<u8>,
+    pub mtu: Option<u16>,
+}
+
+/// One `[[modem]]`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModemPlan {
+    pub id: String,
+    pub addrs: Vec<SubscriberKey>,
+    pub base: QosLevel,
+}
+
+/// `[controller]` and the `[[modem]]`s, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerPlan {
+    pub store: PathBuf,
+    pub listen: SocketAddr,
+    pub tokens_file: PathBuf,
+    pub config: ControllerConfig,
+    pub enforcement: EnforcementConfig,
+    pub modems: Vec<ModemPlan>,
+}
+
+impl ControllerPlan {
+    /// Every modem's binding, in configuration order: modem `i` gets classes `first + 2i`
+    /// (up) and `first + 2i + 1` (down), so the ids stay the same across restarts as long as
+    /// the modem list keeps its order.
+    pub fn bindings(&self) -> Vec<crate::controller::ModemBinding> {
+        let first = *self.config.classes.start();
+        self.modems
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let up = first + 2 * i as u32;
+                crate::controller::ModemBinding {
+                    modem: m.id.clone(),
+                    addrs: m.addrs.clone(),
+                    up_class: up,
+                    down_class: up + 1,
+                    htb_minor_down: None,
+                    htb_minor_up: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A tokens file: `[[token]]` tables (only digests, never tokens).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default, rename = "token")]
+    tokens: Vec<TokenSection>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct TokenSection {
+    /// SHA-256 of the token, 64 hex digits (`shaper token hash <TOKEN>`).
+    sha256: String,
+    role: TokenRole,
+    subject: String,
+}
+
+/// Parses a tokens file into the API's token table. Errors name the key (`token[1].sha256`).
+pub fn parse_tokens(text: &str) -> Result<TokenTable, ConfigError> {
+    let file: TokensFile = toml::from_str(text).map_err(|e| {
+        let key = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
+        err(
+            if key.is_empty() { "tokens".into() } else { key },
+            e.message().to_string(),
+        )
+    })?;
+    TokenTable::new(file.tokens.into_iter().map(|t| TokenEntry {
+        sha256_hex: t.sha256,
+        role: t.role,
+        subject: t.subject,
+    }))
+    .map_err(|e| match e {
+        TokenError::BadHash { index } => err(
+            format!("token[{index}].sha256"),
+            "not 64 hex digits (make one with `shaper token hash <TOKEN>`)",
+        ),
+        TokenError::EmptySubject { index } => err(format!("token[{index}].subject"), "is empty"),
+        TokenError::Duplicate { index, first } => err(
+            format!("token[{index}].sha256"),
+            format!("the same digest as token[{first}]"),
+        ),
+    })
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -174,6 +311,8 @@ pub struct Validated {
     pub classes: Vec<(u32, ClassConfig, Option<HtbSection>)>,
     pub subscribers: Vec<(SubscriberKey, [u32; 2])>,
     pub rules: Vec<Rule>,
+    /// The controller, when `[controller]` is present.
+    pub controller: Option<ControllerPlan>,
 }
 
 /// Parses and validates TOML text.
@@ -487,12 +626,202 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     }
     validate_rules(&rules).map_err(|e| err("rule", e.to_string()))?;
     crate::dataplane::rules::compile(&rules, 0, 0).map_err(|e| err("rule", e.to_string()))?;
+    let controller = validate_controller(&config, &ids, &seen)?;
     Ok(Validated {
         config,
         classes,
         subscribers,
         rules,
+        controller,
     })
+}
+
+/// The config key of a QoS field.
+fn modem_field(e: &QosError) -> &'static str {
+    let field = match e {
+        QosError::RateTooLow { field, .. }
+        | QosError::RateTooHigh { field, .. }
+        | QosError::CommittedAboveMax { field, .. } => *field,
+        QosError::BurstTooSmall { .. } => "burst",
+        QosError::PriorityOutOfRange(_) => "priority",
+        QosError::MtuTooSmall(_) => "mtu",
+        _ => "",
+    };
+    match field {
+        "max_up_bps" => "max_up",
+        "max_down_bps" => "max_down",
+        "committed_up_bps" => "committed_up",
+        "committed_down_bps" => "committed_down",
+        "burst" => "burst",
+        "priority" => "priority",
+        "mtu" => "mtu",
+        _ => "id",
+    }
+}
+
+/// Checks `[controller]` and `[[modem]]`. `class_ids`: static class ids; `static_subs`: static
+/// subscriber keys (a modem may not claim one).
+fn validate_controller(
+    config: &Config,
+    class_ids: &HashMap<u32, usize>,
+    static_subs: &HashMap<SubscriberKey, usize>,
+) -> Result<Option<ControllerPlan>, ConfigError> {
+    let Some(c) = &config.controller else {
+        if !config.modems.is_empty() {
+            return Err(err(
+                "modem",
+                "[[modem]] entries need a [controller] section",
+            ));
+        }
+        return Ok(None);
+    };
+    if c.store.as_os_str().is_empty() {
+        return Err(err("controller.store", "is empty"));
+    }
+    if c.tokens_file.as_os_str().is_empty() {
+        return Err(err("controller.tokens_file", "is empty"));
+    }
+    let listen: SocketAddr = c.listen.parse().map_err(|_| {
+        err(
+            "controller.listen",
+            format!(
+                "{:?} is not an address:port (e.g. \"127.0.0.1:8080\")",
+                c.listen
+            ),
+        )
+    })?;
+    if c.enforcement.modem_pipeline {
+        return Err(err(
+            "controller.enforcement.modem_pipeline",
+            "the modem pipeline has no implementation yet (issue 4); set it to false",
+        ));
+    }
+    let max_classes = config.dataplane.limits.max_classes;
+    let first = c.class_first.unwrap_or(1024);
+    let last = c.class_last.unwrap_or(max_classes.saturating_sub(1));
+    if first == 0 {
+        return Err(err(
+            "controller.class_first",
+            "class id 0 means \"no class\"",
+        ));
+    }
+    if last >= max_classes {
+        return Err(err(
+            "controller.class_last",
+            format!("{last} is beyond dataplane.limits.max_classes ({max_classes})"),
+        ));
+    }
+    if first > last {
+        return Err(err(
+            "controller.class_first",
+            format!("{first} is above controller.class_last ({last})"),
+        ));
+    }
+    if let Some((id, i)) = class_ids
+        .iter()
+        .filter(|(id, _)| (first..=last).contains(*id))
+        .min_by_key(|(_, i)| **i)
+    {
+        return Err(err(
+            format!("class[{i}].id"),
+            format!("{id} lies in the controller's class ids {first}..={last}"),
+        ));
+    }
+    let mut modems = Vec::new();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut addrs_seen: HashMap<SubscriberKey, usize> = HashMap::new();
+    for (i, m) in config.modems.iter().enumerate() {
+        let key = |f: &str| format!("modem[{i}].{f}");
+        if m.id.is_empty() || m.id.len() > 128 || m.id.chars().any(|ch| ch.is_control()) {
+            return Err(err(key("id"), format!("{:?} is not a modem id", m.id)));
+        }
+        if let Some(prev) = ids.insert(&m.id, i) {
+            return Err(err(
+                key("id"),
+                format!("modem {:?} is also modem[{prev}]", m.id),
+            ));
+        }
+        let mut addrs = Vec::new();
+        for (j, a) in m.addrs.iter().enumerate() {
+            let akey = format!("modem[{i}].addrs[{j}]");
+            let p = parse_prefix(a, 128).map_err(|msg| err(&akey, msg))?;
+            if !matches!((p.is_v4(), p.len), (true, 32) | (false, 128 | 64)) {
+                return Err(err(
+                    akey,
+                    "IPv4 addresses are /32, IPv6 addresses /128 or /64",
+                ));
+            }
+            let k = SubscriberKey {
+                addr: p.masked_addr(),
+                len: p.len,
+            };
+            if let Some(prev) = static_subs.get(&k) {
+                return Err(err(akey, format!("same address as subscriber[{prev}]")));
+            }
+            if let Some(prev) = addrs_seen.insert(k, i) {
+                return Err(err(
+                    akey,
+                    if prev == i {
+                        "listed twice".to_string()
+                    } else {
+                        format!("also an address of modem[{prev}]")
+                    },
+                ));
+            }
+            addrs.push(k);
+        }
+        let base = QosLevel {
+            max_up_bps: m.max_up.map(|r| r.0),
+            max_down_bps: m.max_down.map(|r| r.0),
+            committed_up_bps: m.committed_up.map(|r| r.0),
+            committed_down_bps: m.committed_down.map(|r| r.0),
+            burst_bytes: m.burst,
+            priority: m.priority,
+            mtu: m.mtu,
+            ..QosLevel::default()
+        };
+        base.validate()
+            .map_err(|e| err(key(modem_field(&e)), e.to_string()))?;
+        modems.push(ModemPlan {
+            id: m.id.clone(),
+            addrs,
+            base,
+        });
+    }
+    let needed = 2 * modems.len() as u64;
+    if needed > u64::from(last - first) + 1 {
+        return Err(err(
+            "modem",
+            format!(
+                "{} modems need {needed} class ids; controller.class_first..=class_last holds {}",
+                modems.len(),
+                u64::from(last - first) + 1
+            ),
+        ));
+    }
+    let subs = static_subs.len() as u64 + addrs_seen.len() as u64;
+    if subs > u64::from(config.dataplane.limits.max_subscribers) {
+        return Err(err(
+            "modem",
+            format!(
+                "{subs} subscriber entries with the modems' addresses; \
+                 dataplane.limits.max_subscribers is {}",
+                config.dataplane.limits.max_subscribers
+            ),
+        ));
+    }
+    Ok(Some(ControllerPlan {
+        store: c.store.clone(),
+        listen,
+        tokens_file: c.tokens_file.clone(),
+        config: ControllerConfig {
+            classes: first..=last,
+            htb_minors_down: None,
+            htb_minors_up: None,
+        },
+        enforcement: c.enforcement,
+        modems,
+    }))
 }
 
 #[cfg(test)]
@@ -587,6 +916,211 @@ class = 1
         assert_eq!("1.5G".parse::<Rate>().unwrap(), Rate(1_500_000_000));
         assert_eq!("64k".parse::<Rate>().unwrap(), Rate(64_000));
         assert!("-1M".parse::<Rate>().is_err());
+    }
+
+    const CONTROLLER: &str = r#"
+[controller]
+store = "/var/lib/shaper/shaper.db"
+listen = "127.0.0.1:8080"
+tokens_file = "/etc/shaper/tokens.toml"
+class_first = 100
+class_last = 199
+
+[controller.enforcement]
+dataplane = true
+
+[[modem]]
+id = "cm1"
+addrs = ["198.18.0.20", "2001:db8:0:20::/64"]
+max_down = "20M"
+max_up = "2M"
+committed_down = "5M"
+burst = 30000
+priority = 3
+mtu = 1500
+
+[[modem]]
+id = "cm2"
+addrs = ["198.18.0.21"]
+max_down = "50M"
+"#;
+
+    fn with_controller() -> String {
+        format!("{GOOD}{CONTROLLER}")
+    }
+
+    #[test]
+    fn a_controller_section_validates() {
+        let v = parse(&with_controller()).unwrap();
+        let plan = v.controller.unwrap();
+        assert_eq!(plan.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(plan.config.classes, 100..=199);
+        assert_eq!(plan.modems.len(), 2);
+        let cm1 = &plan.modems[0];
+        assert_eq!(cm1.addrs[1].len, 64);
+        assert_eq!(cm1.base.max_down_bps, Some(20_000_000));
+        assert_eq!(cm1.base.committed_down_bps, Some(5_000_000));
+        assert_eq!(cm1.base.burst_bytes, Some(30_000));
+        let b = plan.bindings();
+        assert_eq!((b[0].up_class, b[0].down_class), (100, 101));
+        assert_eq!((b[1].up_class, b[1].down_class), (102, 103));
+        assert_eq!(b[1].modem, "cm2");
+        // Without [controller], nothing changes.
+        assert!(parse(GOOD).unwrap().controller.is_none());
+        // The default class range runs to the data plane's last class.
+        let text = with_controller()
+            .replace("class_first = 100\n", "")
+            .replace("class_last = 199\n", "");
+        let plan = parse(&text).unwrap().controller.unwrap();
+        assert_eq!(plan.config.classes, 1024..=65_535);
+    }
+
+    #[test]
+    fn controller_errors_name_the_key() {
+        let msg = |text: String| parse(&text).unwrap_err().to_string();
+        let c = with_controller();
+        assert_eq!(
+            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.0/24\"")),
+            "modem[1].addrs[0]: IPv4 addresses are /32, IPv6 addresses /128 or /64"
+        );
+        assert_eq!(
+            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.20\"")),
+            "modem[1].addrs[0]: also an address of modem[0]"
+        );
+        assert_eq!(
+            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.10\"")),
+            "modem[1].addrs[0]: same address as subscriber[0]"
+        );
+        assert_eq!(
+            parse(&c.replace("\"198.18.0.21\"", "\"cm\""))
+                .unwrap_err()
+                .key,
+            "modem[1].addrs[0]"
+        );
+        assert_eq!(
+            parse(&c.replace("id = \"cm2\"", "id = \"cm1\""))
+                .unwrap_err()
+                .key,
+            "modem[1].id"
+        );
+        assert_eq!(
+            parse(&c.replace("committed_down = \"5M\"", "committed_down = \"25M\""))
+                .unwrap_err()
+                .key,
+            "modem[0].committed_down"
+        );
+        assert_eq!(
+            parse(&c.replace("burst = 30000", "burst = 100"))
+                .unwrap_err()
+                .key,
+            "modem[0].burst"
+        );
+        assert_eq!(
+            parse(&c.replace("priority = 3", "priority = 9"))
+                .unwrap_err()
+                .key,
+            "modem[0].priority"
+        );
+        assert!(
+            parse(&c.replace("max_down = \"50M\"", "max_down = \"fast\""))
+                .unwrap_err()
+                .msg
+                .contains("not a rate")
+        );
+        assert_eq!(
+            parse(&c.replace("127.0.0.1:8080", "localhost"))
+                .unwrap_err()
+                .key,
+            "controller.listen"
+        );
+        assert_eq!(
+            parse(&c.replace("class_last = 199", "class_last = 70000"))
+                .unwrap_err()
+                .key,
+            "controller.class_last"
+        );
+        assert_eq!(
+            parse(&c.replace("class_first = 100", "class_first = 300"))
+                .unwrap_err()
+                .key,
+            "controller.class_first"
+        );
+        assert_eq!(
+            msg(c.replace("class_first = 100", "class_first = 2")),
+            "class[1].id: 2 lies in the controller's class ids 2..=199"
+        );
+        assert_eq!(
+            parse(&c.replace("class_last = 199", "class_last = 102"))
+                .unwrap_err()
+                .key,
+            "modem"
+        );
+        assert_eq!(
+            parse(&c.replace("dataplane = true", "modem_pipeline = true"))
+                .unwrap_err()
+                .key,
+            "controller.enforcement.modem_pipeline"
+        );
+        let e = parse(&c.replace(
+            "[controller.enforcement]",
+            "[controller.enforcement]\ncolour = 1",
+        ))
+        .unwrap_err();
+        assert!(e.msg.contains("unknown field"), "{e}");
+        let e = parse(&c.replace("mtu = 1500", "mtu = 1500\ncolour = 1")).unwrap_err();
+        assert!(e.msg.contains("unknown field"), "{e}");
+        // Modems without a controller.
+        let text = format!("{GOOD}\n[[modem]]\nid = \"cm1\"\n");
+        assert_eq!(
+            msg(text),
+            "modem: [[modem]] entries need a [controller] section"
+        );
+    }
+
+    #[test]
+    fn tokens_files_parse_and_errors_name_the_key() {
+        let digest = crate::api::hash_token("secret");
+        let text =
+            format!("[[token]]\nsha256 = \"{digest}\"\nrole = \"csr\"\nsubject = \"alice\"\n");
+        let table = parse_tokens(&text).unwrap();
+        assert_eq!(table.len(), 1);
+        let p = table.lookup("secret").unwrap();
+        assert_eq!((p.role, p.subject.as_str()), (TokenRole::Csr, "alice"));
+        assert!(parse_tokens("").unwrap().is_empty());
+        let twice = format!("{text}{}", text.replace("alice", "bob"));
+        assert_eq!(parse_tokens(&twice).unwrap_err().key, "token[1].sha256");
+        assert_eq!(
+            parse_tokens(&text.replace(&digest, "abc")).unwrap_err().key,
+            "token[0].sha256"
+        );
+        assert_eq!(
+            parse_tokens(&text.replace("alice", "")).unwrap_err().key,
+            "token[0].subject"
+        );
+        let e = parse_tokens(&text.replace("\"csr\"", "\"root\"")).unwrap_err();
+        assert!(e.key.starts_with("line "), "{e}");
+        let e = parse_tokens(&text.replace("sha256 =", "token =")).unwrap_err();
+        assert!(e.msg.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_controller_example_validates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/shaper.toml"
+        ))
+        .unwrap();
+        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v = parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
+        let plan = v.controller.unwrap();
+        assert_eq!(plan.modems.len(), 1);
+        assert_eq!(plan.listen.port(), 8080);
     }
 
     #[test]

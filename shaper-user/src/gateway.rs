@@ -5,18 +5,33 @@
 //! stale subscribers and rules go before the classes they used; the programs are attached (or
 //! swapped into their pinned links) last, when the maps already hold the full policy.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 use crate::abi;
-use crate::config::Validated;
+use crate::config::{ControllerPlan, Validated};
+use crate::controller::{Controller, DataplaneEnforcer};
 use crate::dataplane::{Dataplane, LoadOptions, htb};
+use crate::store::{SqliteStore, Store as _};
 
-/// The HTB trees the gateway manages, one per interface with a link rate.
+/// The data plane (shared with the controller's enforcer) and the HTB trees the gateway
+/// manages, one per interface with a link rate.
 pub struct Gateway {
-    pub dataplane: Dataplane,
+    pub dataplane: Arc<Mutex<Dataplane>>,
     pub trees: Vec<htb::HtbTree>,
+}
+
+impl Gateway {
+    /// The data plane, locked. Its methods update their in-memory view only after the kernel
+    /// write succeeded, so a lock poisoned by a panic elsewhere still guards a consistent view.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+        self.dataplane
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Loads (or reuses) the data plane and applies `v` to it.
@@ -71,8 +86,14 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
         dp.upsert_class(*id, cfg)
             .with_context(|| format!("class {id}"))?;
     }
-    // Subscribers: drop the ones no longer configured, then write all.
-    let wanted: std::collections::HashSet<_> = v.subscribers.iter().map(|(k, _)| *k).collect();
+    // Subscribers: drop the ones no longer configured, then write all. The controller's
+    // modems' addresses and class ids are its own: left for it to reconcile when it opens, so
+    // a restart never leaves a modem unshaped in between.
+    let mut wanted: std::collections::HashSet<_> = v.subscribers.iter().map(|(k, _)| *k).collect();
+    if let Some(plan) = &v.controller {
+        wanted.extend(plan.modems.iter().flat_map(|m| m.addrs.iter().copied()));
+    }
+    let controller_classes = v.controller.as_ref().map(|p| p.config.classes.clone());
     for (k, _) in dp.subscribers() {
         if !wanted.contains(&k) {
             dp.delete_subscriber(&k)?;
@@ -83,7 +104,8 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
     dp.set_rules(&v.rules).context("rules")?;
     let keep: std::collections::HashSet<u32> = v.classes.iter().map(|c| c.0).collect();
     for id in dp.class_ids() {
-        if !keep.contains(&id) {
+        let controlled = controller_classes.as_ref().is_some_and(|r| r.contains(&id));
+        if !keep.contains(&id) && !controlled {
             dp.delete_class(id)
                 .with_context(|| format!("removing class {id}"))?;
         }
@@ -102,9 +124,85 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
         "data plane in force"
     );
     Ok(Gateway {
-        dataplane: dp,
+        dataplane: Arc::new(Mutex::new(dp)),
         trees,
     })
+}
+
+/// Opens the provisioning controller of `plan` on the gateway's data plane at `now_ms`:
+/// the store's modems that the configuration lists are bound (and reconciled), the listed
+/// modems the store does not know yet are added with their configured base plan.
+pub fn open_controller(
+    plan: &ControllerPlan,
+    gw: &Gateway,
+    now_ms: u64,
+) -> anyhow::Result<Controller> {
+    if let Some(dir) = plan.store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("controller.store: creating {}", dir.display()))?;
+    }
+    let store = SqliteStore::open(&plan.store)
+        .with_context(|| format!("controller.store: opening {}", plan.store.display()))?;
+    let stored = store
+        .load()
+        .with_context(|| format!("controller.store: reading {}", plan.store.display()))?;
+    let known: std::collections::HashMap<&str, &crate::provision::QosLevel> = stored
+        .modems
+        .iter()
+        .map(|m| (m.id.as_str(), &m.base))
+        .collect();
+    let (bind_now, add): (Vec<_>, Vec<_>) = plan
+        .bindings()
+        .into_iter()
+        .zip(&plan.modems)
+        .partition(|(b, _)| known.contains_key(b.modem.as_str()));
+    for (_, m) in &bind_now {
+        if known.get(m.id.as_str()).is_some_and(|b| **b != m.base) {
+            warn!(
+                modem = m.id,
+                "the stored base plan differs from the configured one; the stored one stays \
+                 in force"
+            );
+        }
+    }
+    let dp = gw.dataplane.clone();
+    let enforcer = plan.enforcement.enforcer(|| DataplaneEnforcer::new(dp));
+    let pipeline = plan.enforcement.pipeline()?;
+    let (mut ctl, changes) = Controller::open(
+        plan.config.clone(),
+        Box::new(store),
+        enforcer,
+        pipeline,
+        bind_now.into_iter().map(|(b, _)| b).collect(),
+        now_ms,
+    )
+    .context("opening the controller")?;
+    for (binding, m) in add {
+        let id = binding.modem.clone();
+        ctl.add_modem(binding, m.base, now_ms)
+            .with_context(|| format!("adding modem {id}"))?;
+    }
+    for modem in ctl.unbound() {
+        warn!(
+            modem,
+            "modem in the store but not in the configuration: not enforced"
+        );
+    }
+    for (modem, target, error) in ctl.unenforced() {
+        warn!(
+            modem,
+            ?target,
+            error,
+            "enforcement failed; retried on every tick"
+        );
+    }
+    info!(
+        modems = plan.modems.len(),
+        restored_changes = changes.len(),
+        store = %plan.store.display(),
+        "controller open"
+    );
+    Ok(ctl)
 }
 
 /// Reads kernel events (malformed packets, ICMP answers sent, ...) into `tracing`.

@@ -1,0 +1,257 @@
+//! `shaper run` with a `[controller]` section, the real binary: in a fresh network namespace
+//! (a veth pair, no traffic), it applies the data plane, opens the controller on a SQLite file,
+//! serves the HTTP API on the namespace's loopback and fires timed events. A CSR's immediate
+//! boost submitted with POST /v1/events becomes the modem's effective level within the tick
+//! period; after SIGTERM (clean exit) a second process restores it from the store.
+//! Needs root and iproute2. The namespace, pins and files are removed on exit, also on panic.
+//!
+//! Run: `cargo test -p shaper-user --test api_run`.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use shaper::lab::{NetNs, in_netns};
+
+const PORT: u16 = 18080;
+const TOKEN: &str = "csr-secret-token";
+const BASE_DOWN: u64 = 10_000_000;
+const BOOST_DOWN: u64 = 50_000_000;
+
+struct Guard {
+    child: Option<Child>,
+    pins: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.pins);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(ns: &str, config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_shaper"))
+        .args(["run", "--netns", ns, "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn shaper run")
+}
+
+/// One HTTP/1.1 exchange with the API on the namespace's loopback: (status, body).
+fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream =
+        in_netns(ns, || TcpStream::connect(("127.0.0.1", PORT))).expect("enter the namespace")?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn get_modem(ns: &str) -> Value {
+    let (status, body) = http(ns, "GET", "/v1/modems/cm1", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Waits until the API answers GET /v1/modems/cm1.
+fn wait_ready(child: &mut Child, ns: &str, log: &Path) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("shaper run exited with {status}: {}", log_text(log));
+        }
+        if let Ok((200, _)) = http(ns, "GET", "/v1/modems/cm1", None) {
+            return;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    panic!("the API did not answer within 30 s: {}", log_text(log));
+}
+
+fn effective_down(v: &Value) -> Option<u64> {
+    v["effective"]["max_down_bps"].as_u64()
+}
+
+/// SIGTERM, then a clean exit within 10 s.
+fn terminate(child: &mut Child, log: &Path) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit {status}: {}", log_text(log));
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no exit 10 s after SIGTERM: {}",
+            log_text(log)
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_serves_the_api_and_fires_an_immediate_boost() {
+    let ns = NetNs::unique("apirun").expect("netns (needs root and iproute2)");
+    ns.run([
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ])
+    .unwrap();
+    for dev in ["d0", "d1"] {
+        ns.run(["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    let id = std::process::id();
+    let mut guard = Guard {
+        child: None,
+        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-apirun-{id}")),
+        dir: std::env::temp_dir().join(format!("shaper-apirun-{id}")),
+    };
+    let _ = std::fs::remove_dir_all(&guard.dir);
+    std::fs::create_dir_all(&guard.dir).unwrap();
+    let tokens = guard.dir.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
+            shaper::api::hash_token(TOKEN)
+        ),
+    )
+    .unwrap();
+    let config = guard.dir.join("shaper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[dataplane]
+pin_root = "{pins}"
+[dataplane.limits]
+max_subscribers = 64
+max_classes = 256
+max_rule_keys = 64
+max_rule_entries = 64
+max_flows = 64
+[[interface]]
+name = "d0"
+role = "subscriber"
+[[interface]]
+name = "d1"
+role = "upstream"
+[controller]
+store = "{store}"
+listen = "127.0.0.1:{PORT}"
+tokens_file = "{tokens}"
+class_first = 16
+class_last = 255
+[[modem]]
+id = "cm1"
+addrs = ["198.18.0.10", "2001:db8:0:10::/64"]
+max_down = {BASE_DOWN}
+max_up = "2M"
+burst = 15000
+"#,
+            pins = guard.pins.display(),
+            store = guard.dir.join("db/shaper.db").display(),
+            tokens = tokens.display(),
+        ),
+    )
+    .unwrap();
+    let log = guard.dir.join("shaper.log");
+    let ns_name = ns.name().to_string();
+
+    let child = guard.child.insert(start(&ns_name, &config, &log));
+    wait_ready(child, &ns_name, &log);
+    let modem = get_modem(&ns_name);
+    assert_eq!(modem["bound"], Value::Bool(true), "{modem}");
+    assert_eq!(modem["base"]["max_down_bps"].as_u64(), Some(BASE_DOWN));
+    assert_eq!(effective_down(&modem), Some(BASE_DOWN));
+
+    // Authentication is in force.
+    let mut s = in_netns(&ns_name, || TcpStream::connect(("127.0.0.1", PORT)))
+        .unwrap()
+        .unwrap();
+    s.write_all(b"GET /v1/modems/cm1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+
+    // An immediate boost: pending in the answer, in force after the next tick (≤ 1 s).
+    let (status, body) = http(
+        &ns_name,
+        "POST",
+        "/v1/events",
+        Some(&format!(
+            r#"{{"modem":"cm1","qos":{{"max_down_bps":{BOOST_DOWN}}}}}"#
+        )),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    let event_id = event["id"].as_u64().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let modem = get_modem(&ns_name);
+        if effective_down(&modem) == Some(BOOST_DOWN) {
+            assert_eq!(modem["effective"]["max_up_bps"].as_u64(), Some(2_000_000));
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the boost is not in force after 5 s: {modem}\n{}",
+            log_text(&log)
+        );
+        sleep(Duration::from_millis(100));
+    }
+    let (status, body) = http(&ns_name, "GET", &format!("/v1/events/{event_id}"), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let ev: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ev["state"], Value::String("active".into()), "{ev}");
+
+    // A clean stop, then a restart from the same store: the boost is still the modem's level.
+    terminate(guard.child.as_mut().unwrap(), &log);
+    guard.child = None;
+    let first_log = log_text(&log);
+    assert!(first_log.contains("controller stopped"), "{first_log}");
+    let child = guard.child.insert(start(&ns_name, &config, &log));
+    wait_ready(child, &ns_name, &log);
+    assert_eq!(effective_down(&get_modem(&ns_name)), Some(BOOST_DOWN));
+    terminate(guard.child.as_mut().unwrap(), &log);
+    guard.child = None;
+}
