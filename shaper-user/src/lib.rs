@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod gateway;
 pub mod lab;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod provision;

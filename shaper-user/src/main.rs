@@ -232,7 +232,15 @@ async fn start_controller(
         .await
         .with_context(|| format!("controller.listen: binding {}", plan.listen))?;
     info!(listen = %listener.local_addr()?, tokens = tokens.len(), "API serving");
-    let app = api::router(api::AppState::new(ctl.clone(), Arc::new(tokens)));
+    let metrics = shaper::metrics::Metrics::new(
+        Some(gw.dataplane.clone()),
+        Some(ctl.clone()),
+        Arc::new(api::system_now_ms),
+    )
+    .context("metrics registry")?;
+    let app = api::router(
+        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics)),
+    );
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

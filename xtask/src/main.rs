@@ -50,6 +50,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "/usr/bin/tcpdump"),
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/bin/pgrep"),
+    ("prometheus", "/usr/bin/promtool"),
 ];
 
 fn deps() -> anyhow::Result<()> {

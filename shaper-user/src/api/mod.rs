@@ -18,6 +18,11 @@
 //! | PATCH  | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
 //! | DELETE | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
 //! | GET    | `/openapi.json`      | anyone (no token)                              |
+//! | GET    | `/metrics`           | admin (Prometheus text format)                 |
+//!
+//! `/metrics` ([`crate::metrics`]) needs an admin token because its top-flow series carry
+//! subscribers' peer addresses: give Prometheus one (`authorization: { credentials_file: ... }`
+//! in the scrape config). It answers 404 when the process serves no metrics.
 //!
 //! Provider tokens get 403 on every modem and event route: providers reach only their own
 //! applications, whose routes come with issue 5.
@@ -40,6 +45,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::controller::Controller;
+use crate::metrics::Metrics;
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
@@ -53,6 +59,8 @@ pub struct AppState {
     pub controller: Arc<Mutex<Controller>>,
     pub tokens: Arc<TokenTable>,
     pub clock: Clock,
+    /// What `GET /metrics` serves; `None` = 404.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl AppState {
@@ -62,6 +70,16 @@ impl AppState {
             controller,
             tokens,
             clock: Arc::new(system_now_ms),
+            metrics: None,
+        }
+    }
+
+    /// The same state, serving `metrics` at `GET /metrics`.
+    #[must_use]
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> AppState {
+        AppState {
+            metrics: Some(metrics),
+            ..self
         }
     }
 }
@@ -82,7 +100,7 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 7] = [
+pub const ROUTES: [Route; 8] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
@@ -111,6 +129,10 @@ pub const ROUTES: [Route; 7] = [
         method: "GET",
         path: "/openapi.json",
     },
+    Route {
+        method: "GET",
+        path: "/metrics",
+    },
 ];
 
 fn handler(route: Route) -> MethodRouter<AppState> {
@@ -126,6 +148,7 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         ("PATCH", "/v1/events/{id}") => on(filter, routes::patch_event),
         ("DELETE", "/v1/events/{id}") => on(filter, routes::delete_event),
         ("GET", "/openapi.json") => on(filter, routes::openapi_json),
+        ("GET", "/metrics") => on(filter, routes::metrics),
         (method, path) => unreachable!("no handler for {method} {path}"),
     }
 }

@@ -292,6 +292,22 @@ pub fn document() -> Value {
                     "security": [],
                     "responses": { "200": ok("OpenAPI 3.1 document.", json!({ "type": "object" })) }
                 }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text exposition format 0.0.4). Admin tokens only: the top-flow series carry subscribers' peer addresses.",
+                    "responses": {
+                        "200": {
+                            "description": "Per-class packets, bytes and drops by reason, policer buckets, global data-plane counters, top flows, events by source and state, scheduler lag, enforcement latency.",
+                            "content": { "text/plain; version=0.0.4": { "schema": { "type": "string" } } }
+                        },
+                        "401": problem("Missing or unknown bearer token (with `WWW-Authenticate: Bearer`)."),
+                        "403": problem("The token is not an admin token."),
+                        "404": problem("This process serves no metrics."),
+                        "500": problem("Reading the metrics failed.")
+                    }
+                }
             }
         },
         "components": components()

@@ -513,6 +513,31 @@ pub async fn openapi_json() -> Json<serde_json::Value> {
     Json(super::openapi::document())
 }
 
+/// `GET /metrics`: the Prometheus text exposition (admin only; see the module docs).
+pub async fn metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    if principal.role != super::Role::Admin {
+        return Err(ApiError::Forbidden {
+            detail: "metrics need an admin token".into(),
+        });
+    }
+    let metrics = state.metrics.clone().ok_or_else(|| ApiError::NotFound {
+        detail: "this process serves no metrics".into(),
+    })?;
+    // Reading the maps takes the data plane's and the controller's locks: off the runtime.
+    let text = tokio::task::spawn_blocking(move || metrics.render())
+        .await
+        .map_err(|e| ApiError::Internal {
+            detail: format!("metrics task: {e}"),
+        })?
+        .map_err(|e| ApiError::Internal {
+            detail: format!("rendering metrics: {e}"),
+        })?;
+    Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
 /// Any path no route serves.
 pub async fn no_route() -> ApiError {
     ApiError::NotFound {

@@ -74,10 +74,15 @@ impl Rig {
         .unwrap();
         let now = Arc::new(AtomicU64::new(T0));
         let clock_now = now.clone();
+        let controller = Arc::new(Mutex::new(ctl));
+        let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+        let metrics =
+            crate::metrics::Metrics::new(None, Some(controller.clone()), clock.clone()).unwrap();
         let state = AppState {
-            controller: Arc::new(Mutex::new(ctl)),
+            controller,
             tokens: Arc::new(tokens),
-            clock: Arc::new(move || clock_now.load(Ordering::SeqCst)),
+            clock,
+            metrics: Some(Arc::new(metrics)),
         };
         Rig {
             _dir: dir,
@@ -161,8 +166,13 @@ impl Rig {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = headers
+            .get("content-type")
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"text/plain"));
         let value = if bytes.is_empty() {
             Value::Null
+        } else if text {
+            Value::String(String::from_utf8(bytes.to_vec()).unwrap())
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("{method} {uri}: body is not JSON ({e}): {bytes:?}"))
@@ -248,6 +258,7 @@ async fn authorization_matrix() {
         ("DELETE", "/v1/events/{id}", Target::Event("cm2", Who::Subscriber), None, [200, 200, 403, 403, 200, 401, 401]),
         ("DELETE", "/v1/events/{id}", Target::Id(9999), None, [404, 404, 404, 403, 404, 401, 401]),
         ("GET", "/openapi.json", Target::None, None, [200; 7]),
+        ("GET", "/metrics", Target::None, None, [200, 403, 403, 403, 403, 401, 401]),
     ];
     for route in ROUTES {
         assert!(
@@ -701,6 +712,36 @@ async fn lifecycle_conflicts() {
     assert_eq!(reread.events[0].event.state, EventState::Cancelled);
     let (s, _, _) = rig.call("DELETE", &uri, Some("t-sub"), None).await;
     assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn metrics_exposition() {
+    let rig = Rig::new("metrics");
+    rig.submit("cm1", Source::Csr { user: "bob".into() });
+    let (s, headers, body) = rig.call("GET", "/metrics", Some("t-admin"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/plain; version=0.0.4");
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("shaper_events{source=\"csr\",state=\"pending\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shaper_enforcements_total{result=\"ok\"} 2\n"),
+        "{text}"
+    );
+    // No data plane here: no class series.
+    assert!(!text.contains("shaper_class_"));
+    // A process without metrics answers 404.
+    let mut state = rig.state.clone();
+    state.metrics = None;
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("authorization", "Bearer t-admin")
+        .body(Body::empty())
+        .unwrap();
+    let resp = router(state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

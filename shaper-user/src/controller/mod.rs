@@ -244,7 +244,16 @@ pub struct EnforceStats {
     pub last_apply: Duration,
     pub max_apply: Duration,
     pub total_apply: Duration,
+    /// Apply times by [`APPLY_BUCKETS_US`]: `apply_buckets[i]` counts the attempts that took
+    /// at most `APPLY_BUCKETS_US[i]` µs and more than the bound before it (not cumulative);
+    /// slower ones are in no bucket. Attempts in all: `enforced + failed`.
+    pub apply_buckets: [u64; APPLY_BUCKETS_US.len()],
 }
+
+/// Upper bounds (µs) of the enforcement apply-time histogram ([`EnforceStats::apply_buckets`]).
+pub const APPLY_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 /// See the module documentation.
 pub struct Controller {
@@ -756,5 +765,9 @@ impl Controller {
         s.last_apply = took;
         s.max_apply = s.max_apply.max(took);
         s.total_apply += took;
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = APPLY_BUCKETS_US.iter().position(|b| us <= *b) {
+            s.apply_buckets[i] += 1;
+        }
     }
 }

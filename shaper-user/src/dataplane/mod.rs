@@ -613,6 +613,27 @@ impl Dataplane {
         maps::top_flows(&self.ebpf, n)
     }
 
+    /// The clock the policer reads, in ns: `CLOCK_MONOTONIC` (what `bpf_ktime_get_ns`
+    /// returns), or the test build's virtual clock. A class's `tat` is on this clock.
+    pub fn policer_clock_ns(&self) -> Result<u64> {
+        if self.opts.build == Build::Test {
+            let name = "shaper_test_clock";
+            let m: aya::maps::Array<_, u64> =
+                aya::maps::Array::try_from(self.ebpf.map(name).expect("test build"))
+                    .map_err(map_err(name))?;
+            return m.get(&0, 0).map_err(map_err(name));
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+        let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+        Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    }
+
     /// Reads the state a previous controller left in pinned maps (classes and subscribers), so
     /// that this one reconciles instead of starting blind.
     fn read_back(&mut self) -> Result<()> {

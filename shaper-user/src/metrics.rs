@@ -1,0 +1,502 @@
+//! Prometheus metrics, served at `GET /metrics` (text exposition format 0.0.4).
+//!
+//! Everything is read at scrape time by one custom collector: the data plane's per-CPU
+//! counters (summed over CPUs) are exposed as counters whose value *is* the kernel's, so
+//! nothing is cached or double counted, and a series disappears with its class.
+//!
+//! | metric                                  | type      | labels                               |
+//! |-----------------------------------------|-----------|--------------------------------------|
+//! | `shaper_class_packets_total`            | counter   | class, owner                         |
+//! | `shaper_class_bytes_total`              | counter   | class, owner                         |
+//! | `shaper_class_drops_total`              | counter   | class, owner, reason (police/mtu/block) |
+//! | `shaper_class_mss_clamped_total`        | counter   | class, owner                         |
+//! | `shaper_class_dscp_marked_total`        | counter   | class, owner                         |
+//! | `shaper_class_icmp_sent_total`          | counter   | class, owner                         |
+//! | `shaper_class_rate_bytes_per_second`    | gauge     | class, owner (policed classes only)  |
+//! | `shaper_class_bucket_available_bytes`   | gauge     | class, owner (policed classes only)  |
+//! | `shaper_dataplane_packets_total`        | counter   | counter (`abi::gs::NAMES`)           |
+//! | `shaper_top_flow_bytes`                 | gauge     | rank, src, dst, proto, sport, dport  |
+//! | `shaper_events`                         | gauge     | source, state                        |
+//! | `shaper_scheduler_lag_seconds`          | gauge     |                                      |
+//! | `shaper_enforcements_total`             | counter   | result (ok/failed)                   |
+//! | `shaper_enforcement_latency_seconds`    | histogram |                                      |
+//! | `shaper_metrics_read_errors`            | gauge     |                                      |
+//!
+//! Label cardinality is bounded: `owner` is `modem:<id>` for a class the controller bound to a
+//! modem and `class:<id>` otherwise, so it adds nothing to the class count; the top flows are
+//! the [`TOP_FLOWS`] largest sampled flows, one series per rank, rebuilt on every scrape.
+//! The flow table is sampled (one packet in `2^flow_sample_shift`), so flow bytes are sampled
+//! bytes, useful for ranking, not billing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use prometheus::{Encoder as _, Registry, TextEncoder};
+
+use crate::abi;
+use crate::api::Clock;
+use crate::controller::{APPLY_BUCKETS_US, Controller, EnforceStats};
+use crate::dataplane::Dataplane;
+use crate::provision::{EventState, Source};
+
+/// How many flows `shaper_top_flow_bytes` shows.
+pub const TOP_FLOWS: usize = 10;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Name, help, type and label names of every family the collector produces.
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 15] = [
+    (
+        "shaper_class_packets_total",
+        "Packets the data plane classified into the class (kernel counter, all CPUs).",
+        MetricType::COUNTER,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_bytes_total",
+        "L3 bytes the data plane classified into the class (kernel counter, all CPUs).",
+        MetricType::COUNTER,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_drops_total",
+        "Packets of the class the data plane dropped, by reason: police (over rate), mtu (over the class MTU), block (class blocked).",
+        MetricType::COUNTER,
+        &["class", "owner", "reason"],
+    ),
+    (
+        "shaper_class_mss_clamped_total",
+        "TCP SYNs of the class whose MSS option was clamped.",
+        MetricType::COUNTER,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_dscp_marked_total",
+        "Packets of the class whose DSCP was rewritten.",
+        MetricType::COUNTER,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_icmp_sent_total",
+        "ICMP too-big / fragmentation-needed answers sent for oversize packets of the class.",
+        MetricType::COUNTER,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_rate_bytes_per_second",
+        "Configured policer rate of the class (L3 bytes per second).",
+        MetricType::GAUGE,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_class_bucket_available_bytes",
+        "Bytes the class's policer bucket would pass at once now (burst minus backlog).",
+        MetricType::GAUGE,
+        &["class", "owner"],
+    ),
+    (
+        "shaper_dataplane_packets_total",
+        "Global data-plane counters by name (kernel counters, all CPUs).",
+        MetricType::COUNTER,
+        &["counter"],
+    ),
+    (
+        "shaper_top_flow_bytes",
+        "Sampled bytes of the largest sampled flows, one series per rank (1 = largest).",
+        MetricType::GAUGE,
+        &["rank", "src", "dst", "proto", "sport", "dport"],
+    ),
+    (
+        "shaper_events",
+        "Provisioning events the controller holds, by source kind and state.",
+        MetricType::GAUGE,
+        &["source", "state"],
+    ),
+    (
+        "shaper_scheduler_lag_seconds",
+        "How long the oldest overdue start or stop has been due (0 if none is overdue).",
+        MetricType::GAUGE,
+        &[],
+    ),
+    (
+        "shaper_enforcements_total",
+        "Modem enforcements by result: ok (every target applied) or failed (retried on the next tick).",
+        MetricType::COUNTER,
+        &["result"],
+    ),
+    (
+        "shaper_enforcement_latency_seconds",
+        "Time one modem enforcement took to apply to the data plane and pipeline.",
+        MetricType::HISTOGRAM,
+        &[],
+    ),
+    (
+        "shaper_metrics_read_errors",
+        "Data-plane map reads that failed during this scrape (their series are missing).",
+        MetricType::GAUGE,
+        &[],
+    ),
+];
+
+/// The metrics registry of a running shaper.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Metrics over the data plane and the controller, either of which may be absent (its
+    /// families are then absent too). `clock` is the controller's (milliseconds since the
+    /// Unix epoch), for the scheduler lag.
+    pub fn new(
+        dataplane: Option<Arc<Mutex<Dataplane>>>,
+        controller: Option<Arc<Mutex<Controller>>>,
+        clock: Clock,
+    ) -> prometheus::Result<Metrics> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, labels)| {
+                Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    labels.iter().map(|l| (*l).to_owned()).collect(),
+                    HashMap::new(),
+                )
+            })
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        let registry = Registry::new();
+        registry.register(Box::new(ShaperCollector {
+            dataplane,
+            controller,
+            clock,
+            descs,
+        }))?;
+        Ok(Metrics { registry })
+    }
+
+    /// The registry (to add more collectors).
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Scrapes everything and renders it in the text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> prometheus::Result<String> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+struct ShaperCollector {
+    dataplane: Option<Arc<Mutex<Dataplane>>>,
+    controller: Option<Arc<Mutex<Controller>>>,
+    clock: Clock,
+    descs: Vec<Desc>,
+}
+
+/// What one scrape read from the controller (under its lock, released before the data plane's
+/// is taken: the controller's enforcer locks the data plane inside the controller's lock).
+struct ControllerView {
+    owners: HashMap<u32, String>,
+    events: BTreeMap<(&'static str, &'static str), u64>,
+    stats: EnforceStats,
+    next_due_ms: Option<u64>,
+}
+
+/// Samples by family name.
+#[derive(Default)]
+struct Samples(BTreeMap<&'static str, Vec<proto::Metric>>);
+
+impl Samples {
+    fn push(&mut self, family: &'static str, labels: &[(&str, &str)], value: f64) {
+        let ty = FAMILIES
+            .iter()
+            .find(|f| f.0 == family)
+            .map(|f| f.2)
+            .expect("known family");
+        let mut m = proto::Metric::from_label(label_pairs(labels));
+        match ty {
+            MetricType::COUNTER => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.0.entry(family).or_default().push(m);
+    }
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let mut p = LabelPair::default();
+            p.set_name((*k).to_owned());
+            p.set_value((*v).to_owned());
+            p
+        })
+        .collect()
+}
+
+fn source_kind(s: &Source) -> &'static str {
+    match s {
+        Source::Csr { .. } => "csr",
+        Source::Subscriber => "subscriber",
+        Source::Automation { .. } => "automation",
+    }
+}
+
+fn state_name(s: EventState) -> &'static str {
+    match s {
+        EventState::Pending => "pending",
+        EventState::Active => "active",
+        EventState::Completed => "completed",
+        EventState::Cancelled => "cancelled",
+    }
+}
+
+fn flow_addr(b: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+impl ShaperCollector {
+    fn controller_view(&self) -> Option<ControllerView> {
+        let ctl = self.controller.as_ref()?;
+        let ctl = ctl.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owners = HashMap::new();
+        for b in ctl.bindings() {
+            let owner = format!("modem:{}", b.modem);
+            owners.insert(b.up_class, owner.clone());
+            owners.insert(b.down_class, owner);
+        }
+        let mut events = BTreeMap::new();
+        for source in ["csr", "subscriber", "automation"] {
+            for state in [
+                EventState::Pending,
+                EventState::Active,
+                EventState::Completed,
+                EventState::Cancelled,
+            ] {
+                events.insert((source, state_name(state)), 0);
+            }
+        }
+        for e in ctl.engine().events() {
+            *events
+                .entry((source_kind(&e.source), state_name(e.state)))
+                .or_default() += 1;
+        }
+        Some(ControllerView {
+            owners,
+            events,
+            stats: *ctl.stats(),
+            next_due_ms: ctl.next_due(),
+        })
+    }
+
+    fn controller_samples(
+        &self,
+        view: &ControllerView,
+        out: &mut Samples,
+    ) -> Option<proto::Metric> {
+        for ((source, state), n) in &view.events {
+            out.push(
+                "shaper_events",
+                &[("source", source), ("state", state)],
+                *n as f64,
+            );
+        }
+        let now_ms = (self.clock)();
+        let lag_ms = view.next_due_ms.map_or(0, |d| now_ms.saturating_sub(d));
+        out.push("shaper_scheduler_lag_seconds", &[], lag_ms as f64 / 1e3);
+        let s = &view.stats;
+        out.push(
+            "shaper_enforcements_total",
+            &[("result", "ok")],
+            s.enforced as f64,
+        );
+        out.push(
+            "shaper_enforcements_total",
+            &[("result", "failed")],
+            s.failed as f64,
+        );
+        let mut cumulative = 0;
+        let buckets = APPLY_BUCKETS_US
+            .iter()
+            .zip(s.apply_buckets)
+            .map(|(bound, n)| {
+                cumulative += n;
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound as f64 / 1e6);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        let mut h = proto::Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(s.enforced + s.failed);
+        h.set_sample_sum(s.total_apply.as_secs_f64());
+        let mut m = proto::Metric::default();
+        m.set_histogram(h);
+        Some(m)
+    }
+
+    /// Reads the data plane's counters; returns how many reads failed.
+    fn dataplane_samples(&self, owners: &HashMap<u32, String>, out: &mut Samples) -> Option<u32> {
+        let dp = self.dataplane.as_ref()?;
+        let dp = dp.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut errors = 0;
+        let now_ns = dp.policer_clock_ns().map_err(|e| {
+            tracing::warn!(error = %e, "metrics: reading the policer clock");
+            errors += 1;
+        });
+        for id in dp.class_ids() {
+            let class = id.to_string();
+            let owner = owners
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("class:{id}"));
+            let l = [("class", class.as_str()), ("owner", owner.as_str())];
+            match dp.class_stats(id) {
+                Ok(st) => {
+                    out.push("shaper_class_packets_total", &l, st.pkts as f64);
+                    out.push("shaper_class_bytes_total", &l, st.bytes as f64);
+                    for (reason, n) in [
+                        ("police", st.drop_police),
+                        ("mtu", st.drop_mtu),
+                        ("block", st.drop_block),
+                    ] {
+                        out.push(
+                            "shaper_class_drops_total",
+                            &[l[0], l[1], ("reason", reason)],
+                            n as f64,
+                        );
+                    }
+                    out.push("shaper_class_mss_clamped_total", &l, st.mss_clamped as f64);
+                    out.push("shaper_class_dscp_marked_total", &l, st.dscp_marked as f64);
+                    out.push("shaper_class_icmp_sent_total", &l, st.icmp_sent as f64);
+                }
+                Err(e) => {
+                    tracing::warn!(class = id, error = %e, "metrics: reading class counters");
+                    errors += 1;
+                }
+            }
+            let Some(cfg) = dp.class(id).copied() else {
+                continue;
+            };
+            let (Some(rate), npb) = (cfg.rate_bps, cfg.ns_per_byte_q16()) else {
+                continue;
+            };
+            out.push("shaper_class_rate_bytes_per_second", &l, rate as f64 / 8.0);
+            let Ok(now_ns) = now_ns else { continue };
+            match dp.class_tat(id) {
+                Ok(tat) if npb > 0 => {
+                    let backlog_ns = u128::from(tat.saturating_sub(now_ns));
+                    let backlog_bytes = (backlog_ns << 16) / u128::from(npb);
+                    let avail = u128::from(cfg.burst_bytes).saturating_sub(backlog_bytes);
+                    out.push("shaper_class_bucket_available_bytes", &l, avail as f64);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(class = id, error = %e, "metrics: reading the policer state");
+                    errors += 1;
+                }
+            }
+        }
+        match dp.global_stats() {
+            Ok(gs) => {
+                for (name, v) in abi::gs::NAMES.iter().zip(gs.v) {
+                    out.push(
+                        "shaper_dataplane_packets_total",
+                        &[("counter", name)],
+                        v as f64,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading global counters");
+                errors += 1;
+            }
+        }
+        match dp.top_flows(TOP_FLOWS) {
+            Ok(flows) => {
+                for (rank, (k, v)) in flows.iter().take(TOP_FLOWS).enumerate() {
+                    let rank = (rank + 1).to_string();
+                    let src = flow_addr(k.src).to_string();
+                    let dst = flow_addr(k.dst).to_string();
+                    let proto = k.proto.to_string();
+                    let sport = u16::from_be(k.sport).to_string();
+                    let dport = u16::from_be(k.dport).to_string();
+                    out.push(
+                        "shaper_top_flow_bytes",
+                        &[
+                            ("rank", &rank),
+                            ("src", &src),
+                            ("dst", &dst),
+                            ("proto", &proto),
+                            ("sport", &sport),
+                            ("dport", &dport),
+                        ],
+                        v.bytes as f64,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the flow table");
+                errors += 1;
+            }
+        }
+        Some(errors)
+    }
+}
+
+impl Collector for ShaperCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = Samples::default();
+        let view = self.controller_view();
+        let histogram = view
+            .as_ref()
+            .and_then(|v| self.controller_samples(v, &mut out));
+        let owners = view.map(|v| v.owners).unwrap_or_default();
+        if let Some(errors) = self.dataplane_samples(&owners, &mut out) {
+            out.push("shaper_metrics_read_errors", &[], f64::from(errors));
+        }
+        if let Some(h) = histogram {
+            out.0.insert("shaper_enforcement_latency_seconds", vec![h]);
+        }
+        FAMILIES
+            .iter()
+            .filter_map(|(name, help, ty, _)| {
+                let metrics = out.0.remove(name)?;
+                let mut mf = MetricFamily::default();
+                mf.set_name((*name).to_owned());
+                mf.set_help((*help).to_owned());
+                mf.set_field_type(*ty);
+                mf.set_metric(metrics);
+                Some(mf)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
