@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod dataplane;

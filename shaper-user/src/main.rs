@@ -20,6 +20,8 @@ use shaper::{api, config, gateway};
 const MAX_TICK_WAIT_MS: u64 = 1000;
 /// How long in-flight API requests get to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Where the client commands find the API without `--api` or `SHAPER_API`.
+const DEFAULT_API: &str = "http://127.0.0.1:8080";
 
 #[derive(Parser)]
 #[command(
@@ -58,9 +60,127 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Submit a QoS boost (or any grant) for a modem through the API (POST /v1/events).
+    ///
+    /// Prints the event id and whether the request was a duplicate of an earlier one with the
+    /// same idempotency key. RATE is bit/s with an optional k/M/G suffix ("50M", "1.5G"); TIME is
+    /// RFC 3339 ("2026-11-26T18:00:00Z") or relative to now ("+30m", "+2h", "+1d", "now").
+    Provision {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The modem to grant the QoS to.
+        #[arg(long)]
+        modem: String,
+        /// Maximum downstream rate (network → modem).
+        #[arg(long, value_name = "RATE")]
+        max_down: Option<config::Rate>,
+        /// Maximum upstream rate (modem → network).
+        #[arg(long, value_name = "RATE")]
+        max_up: Option<config::Rate>,
+        /// Committed (reserved) downstream rate.
+        #[arg(long, value_name = "RATE")]
+        committed_down: Option<config::Rate>,
+        /// Committed (reserved) upstream rate.
+        #[arg(long, value_name = "RATE")]
+        committed_up: Option<config::Rate>,
+        /// Token-bucket depth in bytes.
+        #[arg(long, value_name = "BYTES")]
+        burst: Option<u32>,
+        /// Traffic priority, 0..=7 (higher is better).
+        #[arg(long, value_name = "N")]
+        priority: Option<u8>,
+        /// MTU in bytes.
+        #[arg(long, value_name = "N")]
+        mtu: Option<u16>,
+        /// When the grant starts (default: now).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        start: Option<u64>,
+        /// When the grant ends (default: never).
+        #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "for_")]
+        stop: Option<u64>,
+        /// How long the grant lasts from its start ("90s", "30m", "2h", "1d").
+        #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = parse_duration_ms)]
+        for_: Option<u64>,
+        /// Idempotency key: a retry with the same key and request returns the same event. Give
+        /// retried requests absolute times: "+30m" is resolved anew at each invocation.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
+    /// List, show, modify or cancel provisioning events through the API.
+    Events {
+        #[command(subcommand)]
+        cmd: EventsCmd,
+    },
+    /// Show a modem's base plan and effective QoS through the API (GET /v1/modems/{id}).
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The modem.
+        #[arg(long)]
+        modem: String,
+    },
     /// The lab demo: network namespaces sub — gw — net joined by veth pairs, the data plane on
     /// gw, real traffic with iperf3. Needs root, iperf3, iproute2 and ping.
     Demo,
+}
+
+/// How to reach the API, shared by the client commands.
+#[derive(clap::Args, Clone, Debug)]
+struct ApiArgs {
+    /// The API base URL (http://host:port). Default: the SHAPER_API environment variable, else
+    /// http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// A file holding the raw bearer token (whitespace around it is ignored). Without it the
+    /// token is taken from the SHAPER_TOKEN environment variable.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Print the API's raw JSON instead of the human-readable form.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// List events (GET /v1/events), optionally filtered.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this modem's events.
+        #[arg(long)]
+        modem: Option<String>,
+        /// Only events in this state.
+        #[arg(long, value_parser = ["pending", "active", "completed", "cancelled"])]
+        state: Option<String>,
+    },
+    /// Show one event (GET /v1/events/{id}).
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The event id.
+        id: u64,
+    },
+    /// Cancel an event (DELETE /v1/events/{id}); an active grant is reverted at once.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The event id.
+        id: u64,
+    },
+    /// Change a pending event's start or stop (PATCH /v1/events/{id}). TIME is RFC 3339 or
+    /// relative to now ("+30m"); "none" clears it (immediate start, no stop).
+    Modify {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The event id.
+        id: u64,
+        /// The new start.
+        #[arg(long, value_name = "TIME", value_parser = parse_opt_time)]
+        start: Option<MaybeTime>,
+        /// The new stop.
+        #[arg(long, value_name = "TIME", value_parser = parse_opt_time)]
+        stop: Option<MaybeTime>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +238,127 @@ fn main() -> ExitCode {
             run(&v, detach_on_exit)
         }),
         Cmd::Demo => shaper::demo::run(),
+        Cmd::Provision {
+            api,
+            modem,
+            max_down,
+            max_up,
+            committed_down,
+            committed_up,
+            burst,
+            priority,
+            mtu,
+            start,
+            stop,
+            for_,
+            idempotency_key,
+        } => {
+            let stop = match (stop, for_) {
+                (Some(s), _) => Some(s),
+                (None, Some(d)) => Some(start.unwrap_or_else(api::system_now_ms).saturating_add(d)),
+                (None, None) => None,
+            };
+            let mut qos = serde_json::Map::new();
+            for (k, v) in [
+                ("max_down_bps", max_down.map(|r| r.0)),
+                ("max_up_bps", max_up.map(|r| r.0)),
+                ("committed_down_bps", committed_down.map(|r| r.0)),
+                ("committed_up_bps", committed_up.map(|r| r.0)),
+                ("burst_bytes", burst.map(u64::from)),
+                ("priority", priority.map(u64::from)),
+                ("mtu", mtu.map(u64::from)),
+            ] {
+                if let Some(v) = v {
+                    qos.insert(k.into(), v.into());
+                }
+            }
+            let body = serde_json::json!({
+                "modem": modem, "qos": qos, "start_ms": start, "stop_ms": stop,
+            });
+            let headers: Vec<(&str, &str)> = idempotency_key
+                .as_deref()
+                .map(|k| ("Idempotency-Key", k))
+                .into_iter()
+                .collect();
+            remote(&api, "POST", "/v1/events", Some(&body), &headers, |v| {
+                let id = v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                if v.get("duplicate").and_then(serde_json::Value::as_bool) == Some(true) {
+                    println!("event {id} (duplicate: an earlier request with this key)");
+                } else {
+                    println!("event {id} created");
+                }
+            })
+        }
+        Cmd::Events { cmd } => match cmd {
+            EventsCmd::List { api, modem, state } => {
+                let mut query = Vec::new();
+                if let Some(m) = modem {
+                    query.push(format!("modem={}", encode(&m)));
+                }
+                if let Some(s) = state {
+                    query.push(format!("state={s}"));
+                }
+                let path = if query.is_empty() {
+                    "/v1/events".to_owned()
+                } else {
+                    format!("/v1/events?{}", query.join("&"))
+                };
+                remote(&api, "GET", &path, None, &[], print_event_table)
+            }
+            EventsCmd::Show { api, id } => remote(
+                &api,
+                "GET",
+                &format!("/v1/events/{id}"),
+                None,
+                &[],
+                print_event,
+            ),
+            EventsCmd::Cancel { api, id } => remote(
+                &api,
+                "DELETE",
+                &format!("/v1/events/{id}"),
+                None,
+                &[],
+                print_event,
+            ),
+            EventsCmd::Modify {
+                api,
+                id,
+                start,
+                stop,
+            } => {
+                let mut body = serde_json::Map::new();
+                if let Some(MaybeTime(s)) = start {
+                    body.insert("start_ms".into(), s.into());
+                }
+                if let Some(MaybeTime(s)) = stop {
+                    body.insert("stop_ms".into(), s.into());
+                }
+                if body.is_empty() {
+                    Err(anyhow::anyhow!(
+                        "nothing to modify: give --start and/or --stop"
+                    ))
+                } else {
+                    let body = serde_json::Value::Object(body);
+                    remote(
+                        &api,
+                        "PATCH",
+                        &format!("/v1/events/{id}"),
+                        Some(&body),
+                        &[],
+                        print_event,
+                    )
+                }
+            }
+        },
+        Cmd::Status { api, modem } => remote(
+            &api,
+            "GET",
+            &format!("/v1/modems/{}", encode(&modem)),
+            None,
+            &[],
+            print_modem,
+        ),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -306,5 +547,360 @@ async fn tick_loop(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>)
                 return;
             }
         }
+    }
+}
+
+// ---- API client commands ----------------------------------------------------------------
+
+/// Makes one API request and prints the answer: raw JSON with `--json`, else with `human`.
+fn remote(
+    args: &ApiArgs,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+    human: impl FnOnce(&serde_json::Value),
+) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--token-file: reading {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("SHAPER_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned()),
+    }
+    .filter(|t| !t.is_empty());
+    let url = args
+        .api
+        .clone()
+        .or_else(|| std::env::var("SHAPER_API").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| DEFAULT_API.to_owned());
+    let client = shaper::client::Client::new(&url, token)?;
+    let resp = client.request(method, path, body, headers)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp.body)?);
+    } else {
+        human(&resp.body);
+    }
+    Ok(())
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC (`2026-11-26T18:00:00Z`).
+fn fmt_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A duration: a number with an s/m/h/d suffix ("90s", "30m", "2h", "1d"), in milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let err = || format!("{s:?} is not a duration (examples: 90s, 30m, 2h, 1d)");
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let mult: u64 = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(err()),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    n.checked_mul(mult).ok_or_else(err)
+}
+
+/// A time: RFC 3339 (`2026-11-26T18:00:00Z`, `2026-11-26T19:00:00+01:00`, fractions of a
+/// second allowed), `now`, or `+DURATION` from now; in milliseconds since the epoch.
+fn parse_time(s: &str) -> Result<u64, String> {
+    parse_time_at(s, api::system_now_ms())
+}
+
+/// A time or "none" (`events modify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MaybeTime(Option<u64>);
+
+/// [`parse_time`], or `none` for "no time".
+fn parse_opt_time(s: &str) -> Result<MaybeTime, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        Ok(MaybeTime(None))
+    } else {
+        parse_time(s).map(|t| MaybeTime(Some(t)))
+    }
+}
+
+fn parse_time_at(s: &str, now_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(now_ms);
+    }
+    if let Some(rel) = s.strip_prefix('+') {
+        return Ok(now_ms.saturating_add(parse_duration_ms(rel)?));
+    }
+    let err = || {
+        format!("{s:?} is not a time (RFC 3339 such as 2026-11-26T18:00:00Z, or +30m, +2h, now)")
+    };
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(err());
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return Err(err());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let t = s.get(r).ok_or_else(err)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(err());
+        }
+        t.parse().map_err(|_| err())
+    };
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return Err(err());
+    }
+    let mut rest = &s[19..];
+    let mut frac_ms = 0i64;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(err());
+        }
+        let mut ms = 0;
+        for (i, c) in f.bytes().take(3).take(digits).enumerate() {
+            ms += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        frac_ms = ms;
+        rest = &f[digits..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let ob = rest.as_bytes();
+            if ob.len() != 6 || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
+                return Err(err());
+            }
+            let oh: i64 = rest[1..3].parse().map_err(|_| err())?;
+            let om: i64 = rest[4..6].parse().map_err(|_| err())?;
+            let o = oh * 3600 + om * 60;
+            if ob[0] == b'-' { -o } else { o }
+        }
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset_s;
+    let ms = secs * 1000 + frac_ms;
+    u64::try_from(ms).map_err(|_| err())
+}
+
+fn opt_time(v: &serde_json::Value) -> String {
+    v.as_u64().map_or_else(|| "-".to_owned(), fmt_time)
+}
+
+fn rate(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(b) if b >= 1_000_000_000 && b % 1_000_000 == 0 => {
+            format!("{}G", b as f64 / 1e9)
+        }
+        Some(b) if b >= 1_000_000 && b % 1000 == 0 => format!("{}M", b as f64 / 1e6),
+        Some(b) if b >= 1000 && b % 1000 == 0 => format!("{}k", b / 1000),
+        Some(b) => b.to_string(),
+    }
+}
+
+/// A QoS level in one line: only the fields it sets.
+fn qos_line(q: &serde_json::Value) -> String {
+    let get = |k: &str| q.get(k).and_then(serde_json::Value::as_u64);
+    let mut parts = Vec::new();
+    for (label, key) in [
+        ("down", "max_down_bps"),
+        ("up", "max_up_bps"),
+        ("committed-down", "committed_down_bps"),
+        ("committed-up", "committed_up_bps"),
+    ] {
+        if let Some(v) = get(key) {
+            parts.push(format!("{label} {}", rate(Some(v))));
+        }
+    }
+    for (label, key) in [
+        ("burst", "burst_bytes"),
+        ("priority", "priority"),
+        ("mtu", "mtu"),
+    ] {
+        if let Some(v) = get(key) {
+            parts.push(format!("{label} {v}"));
+        }
+    }
+    if parts.is_empty() {
+        "(nothing set)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn source_text(s: &serde_json::Value) -> String {
+    let kind = s
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    match (s.get("user"), s.get("trigger")) {
+        (Some(u), _) => format!("{kind}:{}", u.as_str().unwrap_or("?")),
+        (_, Some(t)) => format!("{kind}:{}", t.as_str().unwrap_or("?")),
+        _ => kind.to_owned(),
+    }
+}
+
+fn print_event(e: &serde_json::Value) {
+    let s = |k: &str| e.get(k).and_then(serde_json::Value::as_str).unwrap_or("-");
+    let n = |k: &str| e.get(k).cloned().unwrap_or_default();
+    println!("event      {}", n("id"));
+    println!("modem      {}", s("modem"));
+    println!("state      {}", s("state"));
+    println!("source     {}", source_text(&n("source")));
+    println!("qos        {}", qos_line(&n("qos")));
+    println!("start      {}", opt_time(&n("start_ms")));
+    println!("stop       {}", opt_time(&n("stop_ms")));
+    println!("start due  {}", opt_time(&n("start_due_ms")));
+    println!("created    {}", opt_time(&n("created_ms")));
+    if let Some(k) = e.get("idempotency_key").and_then(serde_json::Value::as_str) {
+        println!("key        {k}");
+    }
+}
+
+fn print_event_table(list: &serde_json::Value) {
+    let events = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if events.is_empty() {
+        println!("no events");
+        return;
+    }
+    println!(
+        "{:>6}  {:<12} {:<10} {:<20} {:<20}  QOS",
+        "ID", "MODEM", "STATE", "START", "STOP"
+    );
+    for e in events {
+        let s = |k: &str| e.get(k).and_then(serde_json::Value::as_str).unwrap_or("-");
+        let n = |k: &str| e.get(k).cloned().unwrap_or_default();
+        println!(
+            "{:>6}  {:<12} {:<10} {:<20} {:<20}  {}",
+            n("id"),
+            s("modem"),
+            s("state"),
+            opt_time(&n("start_due_ms")),
+            opt_time(&n("stop_ms")),
+            qos_line(&n("qos"))
+        );
+    }
+}
+
+fn print_modem(m: &serde_json::Value) {
+    let n = |k: &str| m.get(k).cloned().unwrap_or_default();
+    println!(
+        "modem      {}",
+        m.get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("-")
+    );
+    println!("base       {}", qos_line(&n("base")));
+    println!("effective  {}", qos_line(&n("effective")));
+    println!(
+        "enforced   {}",
+        if n("bound").as_bool() == Some(true) {
+            "yes (bound to the data plane)"
+        } else {
+            "no (no data-plane binding)"
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        let t = parse_time_at("2026-11-26T18:00:00Z", 0).unwrap();
+        assert_eq!(fmt_time(t), "2026-11-26T18:00:00Z");
+        assert_eq!(t, 1_795_716_000_000);
+        assert_eq!(
+            parse_time_at("2026-11-26T19:00:00.5+01:00", 0).unwrap(),
+            t + 500
+        );
+        assert_eq!(parse_time_at("1970-01-01T00:00:00Z", 0).unwrap(), 0);
+        assert_eq!(parse_time_at("+30m", 1000).unwrap(), 1000 + 1_800_000);
+        assert_eq!(parse_time_at("+2h", 0).unwrap(), 7_200_000);
+        assert_eq!(parse_time_at("now", 42).unwrap(), 42);
+        for bad in [
+            "",
+            "+",
+            "+5",
+            "+5x",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26 18:00",
+            "tomorrow",
+        ] {
+            assert!(parse_time_at(bad, 0).is_err(), "{bad}");
+        }
+        assert_eq!(parse_opt_time("none").unwrap(), MaybeTime(None));
+    }
+
+    #[test]
+    fn cli_definition() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_and_encoding() {
+        assert_eq!(rate(Some(50_000_000)), "50M");
+        assert_eq!(rate(Some(1_500_000_000)), "1.5G");
+        assert_eq!(rate(Some(64_000)), "64k");
+        assert_eq!(rate(Some(1234)), "1234");
+        assert_eq!(encode("cm 1/x"), "cm%201%2Fx");
     }
 }

@@ -1,0 +1,226 @@
+//! The API client commands of the real binary (`shaper provision`, `events`, `status`) against
+//! the HTTP API served in this test process: the router over a controller with a SQLite store
+//! in a temp dir and enforcement disabled, on 127.0.0.1 with an ephemeral port.
+//!
+//! Run: `cargo test -p shaper-user --test cli_api`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use shaper::api::{self, AppState, Role, TokenEntry, TokenTable, hash_token};
+use shaper::controller::{Controller, ControllerConfig, Disabled};
+use shaper::policy::SubscriberKey;
+use shaper::provision::QosLevel;
+use shaper::store::SqliteStore;
+
+const TOKEN: &str = "cli-csr-token";
+
+struct Server {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves the API on a thread for the rest of the test process.
+fn serve(name: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("shaper-cli-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(dir.join("shaper.db")).unwrap();
+    let now = api::system_now_ms();
+    let (mut ctl, _) = Controller::open(
+        ControllerConfig::default(),
+        Box::new(store),
+        Box::new(Disabled),
+        Box::new(Disabled),
+        Vec::new(),
+        now,
+    )
+    .unwrap();
+    let key = SubscriberKey {
+        addr: "10.0.0.1".parse().unwrap(),
+        len: 32,
+    };
+    let binding = ctl.propose_binding("cm1", vec![key]).unwrap();
+    let base = QosLevel {
+        max_up_bps: Some(2_000_000),
+        max_down_bps: Some(10_000_000),
+        ..QosLevel::default()
+    };
+    ctl.add_modem(binding, base, now).unwrap();
+    let tokens = TokenTable::new([TokenEntry {
+        sha256_hex: hash_token(TOKEN),
+        role: Role::Csr,
+        subject: "alice".into(),
+    }])
+    .unwrap();
+    let state = AppState::new(Arc::new(Mutex::new(ctl)), Arc::new(tokens));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, api::router(state)).await.unwrap();
+        });
+    });
+    Server { url, dir }
+}
+
+fn shaper(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shaper"))
+        .args(args)
+        .args(["--api", &server.url])
+        .env("SHAPER_TOKEN", token)
+        .env_remove("SHAPER_API")
+        .output()
+        .expect("run shaper")
+}
+
+/// Runs a command that must succeed; its stdout.
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = shaper(server, TOKEN, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "shaper {args:?}: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json(server: &Server, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&ok(server, &all)).expect("--json prints JSON")
+}
+
+#[test]
+fn provision_list_show_modify_cancel_status() {
+    let server = serve("flow");
+    let out = ok(
+        &server,
+        &[
+            "provision",
+            "--modem",
+            "cm1",
+            "--max-down",
+            "50M",
+            "--start",
+            "+1h",
+            "--for",
+            "2h",
+            "--idempotency-key",
+            "boost-1",
+        ],
+    );
+    let id: u64 = out
+        .strip_prefix("event ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event id in {out:?}"));
+    assert!(out.contains("created"), "{out}");
+    let list = ok(&server, &["events", "list", "--modem", "cm1"]);
+    assert!(list.contains("pending") && list.contains("50M"), "{list}");
+    let list = json(&server, &["events", "list", "--state", "pending"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], id);
+
+    let show = ok(&server, &["events", "show", &id.to_string()]);
+    assert!(show.contains("state      pending"), "{show}");
+    assert!(show.contains("modem      cm1"), "{show}");
+    let ev = json(&server, &["events", "show", &id.to_string()]);
+    let start = ev["start_ms"].as_u64().unwrap();
+    let stop = ev["stop_ms"].as_u64().unwrap();
+    assert_eq!(stop - start, 2 * 3_600_000);
+
+    let modified = json(
+        &server,
+        &["events", "modify", &id.to_string(), "--stop", "+4h"],
+    );
+    let new_stop = modified["stop_ms"].as_u64().unwrap();
+    assert!(new_stop > stop, "{modified}");
+    assert_eq!(modified["start_ms"].as_u64(), Some(start));
+
+    let cancelled = ok(&server, &["events", "cancel", &id.to_string()]);
+    assert!(cancelled.contains("state      cancelled"), "{cancelled}");
+    let ev = json(&server, &["events", "show", &id.to_string()]);
+    assert_eq!(ev["state"], "cancelled");
+
+    let status = ok(&server, &["status", "--modem", "cm1"]);
+    assert!(status.contains("base       down 10M, up 2M"), "{status}");
+    assert!(status.contains("effective  down 10M, up 2M"), "{status}");
+    let status = json(&server, &["status", "--modem", "cm1"]);
+    assert_eq!(status["effective"]["max_down_bps"], 10_000_000);
+
+    // A retry with the same key and the same (absolute) request: the same event, a duplicate.
+    let retry = [
+        "provision",
+        "--modem",
+        "cm1",
+        "--priority",
+        "5",
+        "--start",
+        "2099-01-01T00:00:00Z",
+        "--stop",
+        "2099-01-01T01:30:00+01:00",
+        "--idempotency-key",
+        "boost-2",
+    ];
+    let first = ok(&server, &retry);
+    assert!(first.contains("created"), "{first}");
+    let again = ok(&server, &retry);
+    let id2 = first.split_whitespace().nth(1).unwrap();
+    assert!(
+        again.contains(&format!("event {id2} (duplicate")),
+        "{again}"
+    );
+    let ev = json(&server, &["events", "show", id2]);
+    assert_eq!(ev["start_ms"], 4_070_908_800_000_u64);
+    assert_eq!(ev["stop_ms"], 4_070_908_800_000_u64 + 1_800_000);
+}
+
+#[test]
+fn errors_exit_1_with_the_status() {
+    let server = serve("errors");
+    let out = shaper(&server, "wrong-token", &["status", "--modem", "cm1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+
+    let out = shaper(&server, TOKEN, &["status", "--modem", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("404 Not Found: unknown modem nosuch"),
+        "{stderr}"
+    );
+
+    let out = shaper(
+        &server,
+        TOKEN,
+        &["provision", "--modem", "cm1", "--priority", "9"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("field:"),
+        "{stderr}"
+    );
+
+    let out = shaper(&server, TOKEN, &["events", "show", "999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
