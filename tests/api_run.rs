@@ -7,11 +7,14 @@
 //!
 //! Run: `cargo test -p shaper-user --test api_run`.
 
+mod common;
+
+use common::shaper_run::{self, Guard, start};
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -24,58 +27,9 @@ const TOKEN: &str = "csr-secret-token";
 const BASE_DOWN: u64 = 10_000_000;
 const BOOST_DOWN: u64 = 50_000_000;
 
-struct Guard {
-    child: Option<Child>,
-    pins: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.pins);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(ns: &str, config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_shaper"))
-        .args(["run", "--netns", ns, "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn shaper run")
-}
-
-/// One HTTP/1.1 exchange with the API on the namespace's loopback: (status, body).
+/// One HTTP/1.1 exchange with the API (see `common::shaper_run::http`).
 fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut stream =
-        in_netns(ns, || TcpStream::connect(("127.0.0.1", PORT))).expect("enter the namespace")?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    stream.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    shaper_run::http(ns, PORT, TOKEN, method, path, body)
 }
 
 fn get_modem(ns: &str) -> Value {

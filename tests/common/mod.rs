@@ -1,1 +1,2 @@
 pub mod pkt;
+pub mod shaper_run;
