@@ -325,6 +325,24 @@ pub type PinnedState = (
     abi::ShaperCtl,
 );
 
+/// Adds every entry of one subscriber table to `out`, `key` turning its ABI key into
+/// (address, prefix length).
+fn read_subs<K: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    out: &mut HashMap<SubscriberKey, [u32; 2]>,
+    key: impl Fn(K) -> (IpAddr, u8),
+) -> Result<()> {
+    let m: BpfHashMap<_, K, abi::SubValue> =
+        BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    for item in m.iter() {
+        let (k, v) = item.map_err(map_err(name))?;
+        let (addr, len) = key(k);
+        out.insert(SubscriberKey { addr, len }, v.class_id);
+    }
+    Ok(())
+}
+
 /// Classes, subscribers and control state as a previous controller left them.
 pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
     let mut classes = HashMap::new();
@@ -350,53 +368,22 @@ pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
         }
     }
     let mut subs = HashMap::new();
-    {
-        let name = "shaper_subs_v4";
-        let m: BpfHashMap<_, abi::SubKeyV4, abi::SubValue> =
-            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-        for item in m.iter() {
-            let (k, v) = item.map_err(map_err(name))?;
-            subs.insert(
-                SubscriberKey {
-                    addr: IpAddr::from(k.addr),
-                    len: 32,
-                },
-                v.class_id,
-            );
-        }
-    }
-    {
-        let name = "shaper_subs_v6";
-        let m: BpfHashMap<_, abi::SubKeyV6, abi::SubValue> =
-            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-        for item in m.iter() {
-            let (k, v) = item.map_err(map_err(name))?;
-            subs.insert(
-                SubscriberKey {
-                    addr: IpAddr::from(k.addr),
-                    len: 128,
-                },
-                v.class_id,
-            );
-        }
-    }
-    {
-        let name = "shaper_subs_v6_64";
-        let m: BpfHashMap<_, abi::SubKeyV6_64, abi::SubValue> =
-            BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-        for item in m.iter() {
-            let (k, v) = item.map_err(map_err(name))?;
+    read_subs(ebpf, "shaper_subs_v4", &mut subs, |k: abi::SubKeyV4| {
+        (IpAddr::from(k.addr), 32)
+    })?;
+    read_subs(ebpf, "shaper_subs_v6", &mut subs, |k: abi::SubKeyV6| {
+        (IpAddr::from(k.addr), 128)
+    })?;
+    read_subs(
+        ebpf,
+        "shaper_subs_v6_64",
+        &mut subs,
+        |k: abi::SubKeyV6_64| {
             let mut a = [0u8; 16];
             a[..8].copy_from_slice(&k.prefix);
-            subs.insert(
-                SubscriberKey {
-                    addr: IpAddr::from(a),
-                    len: 64,
-                },
-                v.class_id,
-            );
-        }
-    }
+            (IpAddr::from(a), 64)
+        },
+    )?;
     let name = "shaper_ctl";
     let m: Array<_, abi::ShaperCtl> =
         Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
