@@ -16,5 +16,6 @@ pub mod lab;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod proto;
 pub mod provision;
 pub mod store;

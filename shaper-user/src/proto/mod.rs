@@ -1,0 +1,6 @@
+//! Protocol code: codecs and state machines without sockets, clocks or randomness (DESIGN §4).
+//!
+//! Every module here takes bytes and time as input and returns bytes and decisions; the tokio
+//! tasks that own sockets live elsewhere. `auth` holds the digests the protocols share.
+
+pub mod auth;
