@@ -77,8 +77,11 @@ fn frame() -> Vec<u8> {
 
 /// Map keys of the subscribers (never sent anywhere): `SUB_BASE + i`.
 const SUB_BASE: u32 = 0x0b00_0000;
-/// Subscribers share classes 1..=SUB_CLASSES (class = 1 + i % SUB_CLASSES).
-const SUB_CLASSES: u32 = 60_000;
+/// Subscribers are on plans 1..=SUB_CLASSES (class = 1 + i % SUB_CLASSES); every subscriber
+/// polices against its own bucket at its plan's rate.
+const SUB_CLASSES: u32 = 64;
+/// Most plans `--sub-classes` accepts.
+const MAX_SUB_CLASSES: u32 = 60_000;
 /// Class of the rule the bench packet matches.
 const MATCH_CLASS: u32 = 65_000;
 /// Classes of the other rules: 65001..=65500.
@@ -235,8 +238,10 @@ struct Variant {
     /// The matching rule gets the highest priority (precedence 0): the tuple search stops
     /// after the first tuple.
     match_first: bool,
-    /// Subscribers share this many classes instead of 60,000.
+    /// Subscribers are on this many plans instead of 64.
     sub_classes: Option<u32>,
+    /// No subscriber pool: every subscriber is a hash entry.
+    no_pools: bool,
 }
 
 fn parse_count(s: &str) -> Result<u64> {
@@ -281,10 +286,11 @@ fn parse_args() -> Result<Args> {
             "--no-police" => a.variant.no_police = true,
             "--no-dscp" => a.variant.no_dscp = true,
             "--match-first" => a.variant.match_first = true,
+            "--no-pools" => a.variant.no_pools = true,
             "--sub-classes" => {
                 let n = u32::try_from(parse_count(&val()?)?)?;
                 ensure!(
-                    (1..=SUB_CLASSES).contains(&n),
+                    (1..=MAX_SUB_CLASSES).contains(&n),
                     "--sub-classes takes 1..=60000"
                 );
                 a.variant.sub_classes = Some(n);
@@ -477,10 +483,23 @@ fn load_dataplane(n: u32, keys: Keys, flow_shift: u32, v: Variant) -> Result<Dat
             spread: n,
         },
     };
+    // The subscribers' addresses form one pool (a prefix just big enough), as an ISP's
+    // framed-IP pool would; in same-key mode the frame's source (the last subscriber) is in a
+    // second pool, 198.18.0.0/24. `--no-pools`: every subscriber is a hash entry.
+    let bits = 32 - (n.max(1) - 1).leading_zeros();
+    let pools = if v.no_pools {
+        Vec::new()
+    } else {
+        vec![
+            v4(SUB_BASE, 32 - bits as u8),
+            v4(u32::from(FRAME_SRC) & !0xff, 24),
+        ]
+    };
     let mut dp = Dataplane::load(LoadOptions {
         build,
+        pools,
         limits: Limits {
-            max_subscribers: n.max(1 << 20),
+            max_subscribers: (1u32 << bits).max(1 << 20) + 1024,
             max_classes: 65536,
             max_rule_keys: 32768,
             max_rule_entries: 32768,
@@ -607,7 +626,7 @@ fn pin_to_current_cpu() -> Option<usize> {
 }
 
 fn v_is_default(v: Variant) -> bool {
-    !v.no_police && !v.no_dscp && !v.match_first && v.sub_classes.is_none()
+    !v.no_police && !v.no_dscp && !v.match_first && v.sub_classes.is_none() && !v.no_pools
 }
 
 fn fmt_ns(v: f64) -> String {

@@ -145,6 +145,8 @@ static __always_inline void emit_event(struct xdp_md *ctx, __u32 kind, __u32 cla
 	shaper_event_send(&ev);
 }
 
+#define SHAPER_FLOW_ADMIT 8 /* power of two */
+
 static __always_inline void flow_sample(const struct pkt *pk, int dir, __u32 class_id,
 					struct global_stats *gs)
 {
@@ -177,7 +179,11 @@ static __always_inline void flow_sample(const struct pkt *pk, int dir, __u32 cla
 		v->pkts++;
 		v->bytes += pk->l3_len;
 		v->class_id = class_id;
-	} else {
+	} else if ((sc->flow_miss_ctr++ & (SHAPER_FLOW_ADMIT - 1)) == 0) {
+		/* A new flow enters the table on one sampled miss in SHAPER_FLOW_ADMIT: an LRU
+		 * insert that evicts costs ~1 µs, and with more flows than the table holds every
+		 * miss would be one. Heavy flows, sampled often, still enter within a few samples;
+		 * the table is for the top N, not for every flow. */
 		struct flow_value nv = { .pkts = 1, .bytes = pk->l3_len, .class_id = class_id };
 		bpf_map_update_elem(&shaper_flows, &k, &nv, BPF_ANY);
 	}
@@ -217,6 +223,7 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 		return XDP_PASS;
 	gs->v[SHAPER_GS_RX_PKTS]++;
 
+	struct cls c = {};
 	struct pkt pk = {};
 	__u32 err = 0;
 	int kind = shaper_parse_xdp(ctx, &pk, &err);
@@ -256,7 +263,6 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 		sub_addr = bench_addr;
 	}
 #endif
-	struct cls c = {};
 	classify(&pk, sub_addr, dir, &c);
 	RECORD(sub_class, c.sub_id);
 	RECORD(rule_class, c.rule_id_class);
@@ -269,6 +275,10 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 	if (ss) {
 		ss->pkts++;
 		ss->bytes += pk.l3_len;
+	}
+	if (c.sd) {
+		__sync_fetch_and_add(&c.sd->pkts, 1);
+		__sync_fetch_and_add(&c.sd->bytes, pk.l3_len);
 	}
 	if (rs) {
 		rs->pkts++;
@@ -341,7 +351,7 @@ act:;
 		verdict = XDP_DROP;
 		goto out;
 	}
-	if (c.sub && !police(c.sub, now, pk.l3_len, gs)) {
+	if (c.sub && c.sd && !police_sub(c.sub, c.sd, now, pk.l3_len, gs)) {
 		if (ss)
 			ss->drop_police++;
 		RECORD(drop_reason, SHAPER_DROP_POLICE_SUB);
@@ -373,6 +383,8 @@ unclassified:
 		verdict = XDP_DROP;
 	}
 out:
+	if (verdict != XDP_PASS && c.sd)
+		__sync_fetch_and_add(&c.sd->drops, 1);
 #ifdef SHAPER_TEST
 	{
 		struct test_record *last = bpf_map_lookup_elem(&shaper_test_last, &zero);

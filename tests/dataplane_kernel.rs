@@ -930,7 +930,7 @@ fn invalid_updates_are_refused_and_change_nothing() {
         matches!(
             e,
             DataplaneError::Full {
-                map: "shaper_subs_v4",
+                map: "shaper_sub_slots",
                 max: 1024,
                 ..
             }
@@ -999,7 +999,10 @@ fn pinned_maps_are_reused_and_checked() {
         )
         .unwrap();
         a.upsert_subscriber(sub(SUB4, 32), [3, 0]).unwrap();
-        assert!(root.join("v1/maps/shaper_subs_v4").exists());
+        assert!(
+            root.join(format!("v{}/maps/shaper_sub_slots", abi::ABI_VERSION))
+                .exists()
+        );
     }
     // A second controller finds the state the first left.
     let b = Dataplane::load(opts(limits())).unwrap();
@@ -1127,4 +1130,141 @@ fn programs_verify_with_headroom() {
             );
         }
     }
+}
+
+fn prefix(s: &str) -> Prefix {
+    let (a, l) = s.split_once('/').unwrap();
+    Prefix {
+        addr: a.parse().unwrap(),
+        len: l.parse().unwrap(),
+    }
+}
+
+/// Subscribers on one plan police against buckets of their own, whether their address is in a
+/// pool (slot by arithmetic) or a hash entry, and count in their own slots.
+#[test]
+fn each_subscriber_has_its_own_bucket_and_counters_pool_or_hash() {
+    let mut dp = load_with(|o| {
+        o.pools = vec![prefix("198.18.0.0/28"), prefix("2001:db8:0:100::/60")];
+    });
+    // One plan: 8 Mbit/s, 2000-byte burst: two 1000-byte packets at once, not three.
+    class(
+        &mut dp,
+        1,
+        ClassConfig {
+            rate_bps: Some(8_000_000),
+            burst_bytes: 2000,
+            ..plain()
+        },
+    );
+    let in_pool = "198.18.0.5"; // slot 5 of the first pool
+    let hashed = "198.18.1.5"; // outside every pool
+    let v6_pool = "2001:db8:0:103::7"; // its /64 is the 4th of the IPv6 pool
+    dp.upsert_subscribers(&[
+        (sub(in_pool, 32), [1, 1]),
+        (sub(hashed, 32), [1, 1]),
+        (sub("2001:db8:0:103::", 64), [1, 0]),
+    ])
+    .unwrap();
+    dp.set_test_clock(1_000_000_000).unwrap();
+    let run = |dp: &Dataplane, src: &str| {
+        let f = if src.contains(':') {
+            pkt::udp6(src, NET6, 1, 2, 952) // L3 length 1000
+        } else {
+            pkt::udp4(src, NET4, 1, 2, 972) // L3 length 1000
+        };
+        (0..3)
+            .map(|_| dp.run_xdp(Role::Subscriber, &f, 1).unwrap().action)
+            .collect::<Vec<_>>()
+    };
+    for src in [in_pool, hashed, v6_pool] {
+        assert_eq!(
+            run(&dp, src),
+            [XDP_PASS, XDP_PASS, XDP_DROP],
+            "{src}: its own 2000-byte bucket, untouched by the others"
+        );
+        assert_eq!(dp.last_record().unwrap().drop_reason, abi::DROP_POLICE_SUB);
+    }
+    // The plan's class counts all of them; each slot counts its own.
+    let st = dp.class_stats(1).unwrap();
+    assert_eq!((st.pkts, st.drop_police), (9, 3));
+    for key in [
+        sub(in_pool, 32),
+        sub(hashed, 32),
+        sub("2001:db8:0:103::", 64),
+    ] {
+        let s = dp.subscriber_slot(&key).unwrap();
+        let up = s.d[abi::DIR_UP];
+        assert_eq!((up.class_id, up.pkts, up.bytes, up.drops), (1, 3, 3000, 1));
+        assert!(up.tat > 1_000_000_000, "{key:?}: bucket in use");
+        assert_eq!(s.d[abi::DIR_DOWN].pkts, 0);
+    }
+    // A pool address nobody was given is no subscriber; nor is one outside every pool.
+    dp.run_xdp(Role::Subscriber, &pkt::udp4("198.18.0.6", NET4, 1, 2, 0), 1)
+        .unwrap();
+    assert_eq!(dp.last_record().unwrap().sub_class, 0);
+    // A class change gives a full bucket, keeps the counters; deletion frees the slot.
+    class(&mut dp, 2, plain());
+    dp.run_xdp(Role::Upstream, &pkt::udp4(NET4, in_pool, 1, 2, 972), 1)
+        .unwrap();
+    dp.upsert_subscriber(sub(in_pool, 32), [2, 1]).unwrap();
+    let s = dp.subscriber_slot(&sub(in_pool, 32)).unwrap();
+    assert_eq!((s.d[0].class_id, s.d[0].tat, s.d[0].pkts), (2, 0, 3));
+    assert_ne!(s.d[1].tat, 0, "the unchanged direction keeps its bucket");
+    dp.delete_subscriber(&sub(in_pool, 32)).unwrap();
+    dp.delete_subscriber(&sub(hashed, 32)).unwrap();
+    dp.run_xdp(Role::Subscriber, &pkt::udp4(in_pool, NET4, 1, 2, 0), 1)
+        .unwrap();
+    assert_eq!(dp.last_record().unwrap().sub_class, 0);
+    dp.run_xdp(Role::Subscriber, &pkt::udp4(hashed, NET4, 1, 2, 0), 1)
+        .unwrap();
+    assert_eq!(dp.last_record().unwrap().sub_class, 0);
+    // A re-added hashed subscriber starts with fresh counters.
+    dp.upsert_subscriber(sub(hashed, 32), [1, 0]).unwrap();
+    assert_eq!(dp.subscriber_slot(&sub(hashed, 32)).unwrap().d[0].pkts, 0);
+    // Bad pools are refused at load with the reason.
+    let e = Dataplane::load(LoadOptions {
+        build: Build::Test,
+        limits: limits(),
+        pools: vec![prefix("198.18.0.0/24"), prefix("198.18.0.128/25")],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "subscriber pools 198.18.0.0/24 and 198.18.0.128/25 overlap"
+    );
+}
+
+/// The classification cache keys on the fields the rule set looks at: with rules on the
+/// destination only, packets from many sources share one entry, and a rule set that does look
+/// at the source gets a key that has it.
+#[test]
+fn classification_cache_key_follows_the_fields_rules_use() {
+    let mut dp = load();
+    for id in 1..=3 {
+        class(&mut dp, id, plain());
+    }
+    dp.set_rules(&[rule(1, Some(17), NET4, 32, (53, 53), 1, 2)])
+        .unwrap();
+    let decide = |dp: &Dataplane, src: &str| {
+        dp.run_xdp(Role::Subscriber, &pkt::udp4(src, NET4, 1000, 53, 0), 1)
+            .unwrap();
+        let r = dp.last_record().unwrap();
+        (r.rule_id, r.rule_class)
+    };
+    assert_eq!(decide(&dp, "198.18.0.1"), (1, 2));
+    assert_eq!(
+        decide(&dp, "198.18.0.2"),
+        (1, 2),
+        "another source, same entry"
+    );
+    // Now a rule on the source: a source it does not cover must not get the cached answer.
+    let mut r = rule(2, Some(17), NET4, 32, (53, 53), 0, 3);
+    r.src = prefix("198.18.0.2/32");
+    dp.set_rules(&[rule(1, Some(17), NET4, 32, (53, 53), 1, 2), r])
+        .unwrap();
+    assert_eq!(decide(&dp, "198.18.0.2"), (2, 3));
+    assert_eq!(decide(&dp, "198.18.0.1"), (1, 2));
+    assert_eq!(decide(&dp, "198.18.0.2"), (2, 3));
 }

@@ -165,6 +165,7 @@ down_class = 1
         );
     }
     // The restarted controller reused the pinned maps and links.
-    assert!(pins.join("v1/links/xdp-sub0").exists());
-    assert!(pins.join("v1/maps/shaper_classes").exists());
+    let v = format!("v{}", shaper::abi::ABI_VERSION);
+    assert!(pins.join(&v).join("links/xdp-sub0").exists());
+    assert!(pins.join(&v).join("maps/shaper_classes").exists());
 }

@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define SHAPER_ABI_VERSION 1
+#define SHAPER_ABI_VERSION 2
 
 /* Build-time capacity defaults; the loader overrides them with set_max_entries. */
 #ifndef SHAPER_MAX_SUBSCRIBERS
@@ -29,6 +29,9 @@
 #endif
 #ifndef SHAPER_MAX_RULE_ENTRIES
 #define SHAPER_MAX_RULE_ENTRIES 16384
+#endif
+#ifndef SHAPER_MAX_POOLS
+#define SHAPER_MAX_POOLS 16 /* subscriber address pools per family */
 #endif
 #ifndef SHAPER_MAX_FLOWS
 #define SHAPER_MAX_FLOWS 65536
@@ -50,14 +53,25 @@
 
 /* ---- subscribers ------------------------------------------------------------------------- */
 
+/* Every subscriber owns one slot of shaper_sub_slots (ARRAY, SHAPER_MAX_SUBSCRIBERS entries):
+ * its class (plan) per direction and its own policer state and counters, in one 64-byte line,
+ * so that a packet costs one memory access for everything about its subscriber.
+ *
+ * A subscriber address is found in one of two ways:
+ * - in a *pool* (shaper_pools): a dense range of addresses (IPv4 /32s or IPv6 /64s, as RADIUS
+ *   framed pools and DHCP ranges hand them out) whose slots are consecutive, so the slot is
+ *   slot0 + (address - base): no hashing, no second memory access. A pool is authoritative
+ *   for its range: an address inside it is a subscriber iff its slot has a class.
+ * - otherwise in a HASH map (address -> slot index).
+ * IPv6 order: exact /128 (hash), then the /64 (pool, then hash). */
+
 /* shaper_subs_v4: HASH, key = struct sub_key_v4 */
 struct sub_key_v4 {
 	__be32 addr; /* be: IPv4 address */
 };
 _Static_assert(sizeof(struct sub_key_v4) == 4, "abi: sub_key_v4");
 
-/* shaper_subs_v6: HASH, key = full /128; shaper_subs_v6_64: HASH, key = first 8 bytes (/64).
- * The /128 table is consulted first. */
+/* shaper_subs_v6: HASH, key = full /128; shaper_subs_v6_64: HASH, key = first 8 bytes (/64). */
 struct sub_key_v6 {
 	__u8 addr[16]; /* be: IPv6 address */
 };
@@ -69,9 +83,36 @@ struct sub_key_v6_64 {
 _Static_assert(sizeof(struct sub_key_v6_64) == 8, "abi: sub_key_v6_64");
 
 struct sub_value {
-	__u32 class_id[2]; /* indexed by SHAPER_DIR_*; 0 = no class in that direction */
+	__u32 slot; /* index into shaper_sub_slots */
 };
-_Static_assert(sizeof(struct sub_value) == 8, "abi: sub_value");
+_Static_assert(sizeof(struct sub_value) == 4, "abi: sub_value");
+
+/* One direction of a subscriber. The kernel updates tat (compare-and-swap) and the counters
+ * (atomic adds); userspace writes class_id, and resets tat to 0 (a full bucket) when the
+ * class changes. */
+struct sub_dir {
+	__u32 class_id; /* the subscriber's class (plan) in this direction; 0 = none */
+	__u32 drops;    /* packets of this subscriber not forwarded (dropped or answered by ICMP) */
+	__u64 tat;      /* GCRA theoretical arrival time of the subscriber's own bucket */
+	__u64 pkts;     /* packets classified to the subscriber */
+	__u64 bytes;    /* their L3 bytes */
+};
+_Static_assert(sizeof(struct sub_dir) == 32, "abi: sub_dir");
+
+struct sub_slot {
+	struct sub_dir d[2]; /* indexed by SHAPER_DIR_* */
+};
+_Static_assert(sizeof(struct sub_slot) == 64, "abi: sub_slot");
+
+/* shaper_pools: ARRAY of 2 * SHAPER_MAX_POOLS, index family * SHAPER_MAX_POOLS + i, family 0 =
+ * IPv4 (base = address), 1 = IPv6 /64 prefixes (base = upper 64 bits). Within a family the
+ * first entry with count == 0 ends the list. Written once, before any slot is used. */
+struct sub_pool {
+	__u64 base;  /* host order */
+	__u32 count; /* addresses (or /64s) in the pool */
+	__u32 slot0; /* slot of `base` */
+};
+_Static_assert(sizeof(struct sub_pool) == 16, "abi: sub_pool");
 
 /* ---- classes ----------------------------------------------------------------------------- */
 
@@ -81,7 +122,10 @@ _Static_assert(sizeof(struct sub_value) == 8, "abi: sub_value");
 #define SHAPER_DSCP_KEEP 0xff
 
 /* shaper_classes: ARRAY indexed by class id. Configuration written by userspace; `tat` is the
- * policer state written by the kernel with compare-and-swap. One 64-byte line per class. */
+ * policer state written by the kernel with compare-and-swap. One 64-byte line per class.
+ * A class used by a rule polices all of the rule's traffic with this one bucket (a provider's
+ * allocation); a class used as a subscriber's plan gives the rate and burst, and every
+ * subscriber polices against its own bucket (sub_dir.tat): `tat` here is then unused. */
 struct class_entry {
 	__u64 ns_per_byte_q16; /* policer cost of one byte in ns, fixed point <<16; 0 = no policer */
 	__u64 burst_ns;        /* bucket depth in ns: burst_bytes * ns_per_byte */
@@ -140,12 +184,19 @@ _Static_assert(sizeof(struct global_stats) == 128, "abi: global_stats");
  * the first with flags == 0 ends the list. */
 #define SHAPER_TUPLE_F_VALID 0x01
 #define SHAPER_TUPLE_F_ANY_PROTO 0x02
+/* `ignore`, meaningful in the first tuple of a set only: packet fields no rule of the set
+ * (this family) looks at, so the classification cache leaves them out of its key. */
+#define SHAPER_IGNORE_SRC 0x01
+#define SHAPER_IGNORE_DST 0x02
+#define SHAPER_IGNORE_SPORT 0x04
+#define SHAPER_IGNORE_DPORT 0x08
 struct tuple_v4 {
 	__be32 src_mask; /* be */
 	__be32 dst_mask; /* be */
 	__u32 min_precedence; /* lowest precedence of any rule in this tuple */
 	__u8 flags;
-	__u8 pad[3];
+	__u8 ignore; /* SHAPER_IGNORE_* (first tuple of a set) */
+	__u8 pad[2];
 };
 _Static_assert(sizeof(struct tuple_v4) == 16, "abi: tuple_v4");
 
@@ -154,7 +205,8 @@ struct tuple_v6 {
 	__u8 dst_mask[16]; /* be */
 	__u32 min_precedence;
 	__u8 flags;
-	__u8 pad[3];
+	__u8 ignore; /* SHAPER_IGNORE_* (first tuple of a set) */
+	__u8 pad[2];
 };
 _Static_assert(sizeof(struct tuple_v6) == 40, "abi: tuple_v6");
 
@@ -200,7 +252,7 @@ _Static_assert(sizeof(struct rule_entry) == 24, "abi: rule_entry");
 /* shaper_ctl: ARRAY, one entry: state userspace flips at run time. */
 struct shaper_ctl {
 	__u32 active_set; /* which rule set (0 or 1) the programs use */
-	__u32 epoch;      /* bumped on every rule-set flip */
+	__u32 epoch;      /* bumped on every rule-set flip (invalidates the classification cache) */
 };
 _Static_assert(sizeof(struct shaper_ctl) == 8, "abi: shaper_ctl");
 

@@ -21,28 +21,41 @@ static __always_inline __u16 swap16(__u16 v)
 	return (v >> 8) | (v << 8);
 }
 
-/* GCRA: conforming iff max(tat, now) + cost - now <= burst_ns. Returns 1 = conform. */
-static __always_inline int police(struct class_entry *c, __u64 now, __u32 len,
-				  struct global_stats *gs)
+/* GCRA: conforming iff max(tat, now) + cost - now <= burst_ns. Returns 1 = conform. The
+ * bucket's state is the one word *tat, advanced with compare-and-swap. */
+static __always_inline int gcra(__u64 *tat_p, __u64 npb, __u64 burst, __u64 now, __u32 len,
+				struct global_stats *gs)
 {
-	__u64 npb = c->ns_per_byte_q16;
 	if (!npb)
 		return 1;
 	__u64 cost = ((__u64)len * npb) >> 16;
-	__u64 burst = c->burst_ns;
 	int i;
 	for (i = 0; i < SHAPER_CAS_TRIES; i++) {
-		__u64 tat = *(volatile __u64 *)&c->tat;
+		__u64 tat = *(volatile __u64 *)tat_p;
 		__u64 base = tat > now ? tat : now;
 		__u64 next = base + cost;
 		if (next - now > burst)
 			return 0;
-		if (__sync_val_compare_and_swap(&c->tat, tat, next) == tat)
+		if (__sync_val_compare_and_swap(tat_p, tat, next) == tat)
 			return 1;
 	}
 	if (gs)
 		gs->v[SHAPER_GS_POLICE_CONTENDED]++;
 	return 1;
+}
+
+/* A rule's class: one bucket for all the rule's traffic. */
+static __always_inline int police(struct class_entry *c, __u64 now, __u32 len,
+				  struct global_stats *gs)
+{
+	return gcra(&c->tat, c->ns_per_byte_q16, c->burst_ns, now, len, gs);
+}
+
+/* A subscriber: the plan's rate and burst, the subscriber's own bucket. */
+static __always_inline int police_sub(struct class_entry *plan, struct sub_dir *sd, __u64 now,
+				      __u32 len, struct global_stats *gs)
+{
+	return gcra(&sd->tat, plan->ns_per_byte_q16, plan->burst_ns, now, len, gs);
 }
 
 /* Rewrites the DS field keeping ECN. Returns 1 if the byte changed. */

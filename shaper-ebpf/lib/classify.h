@@ -13,6 +13,7 @@ struct cls {
 	__u32 rule_id; /* winning rule's id, or 0 */
 	struct class_entry *sub;
 	struct class_entry *rule;
+	struct sub_dir *sd; /* the subscriber's own state for this direction (when sub is set) */
 };
 
 static __always_inline struct class_entry *class_get(__u32 id)
@@ -25,26 +26,62 @@ static __always_inline struct class_entry *class_get(__u32 id)
 	return c;
 }
 
-static __always_inline __u32 sub_lookup(const struct pkt *pk, const __u8 *addr, int dir)
+static __always_inline struct sub_slot *slot_get(__u32 idx)
 {
-	struct sub_value *v;
+	return bpf_map_lookup_elem(&shaper_sub_slots, &idx);
+}
+
+/* Finds `key` (host order) in the pools of `family` (0 = IPv4, 1 = IPv6 /64). Returns 1 when
+ * a pool covers it (then *slot is its slot, or NULL if out of the map), 0 when none does. */
+static __always_inline int pool_find(__u32 family, __u64 key, struct sub_slot **slot)
+{
+	int i;
+	for (i = 0; i < SHAPER_MAX_POOLS; i++) {
+		__u32 idx = family * SHAPER_MAX_POOLS + i;
+		struct sub_pool *p = bpf_map_lookup_elem(&shaper_pools, &idx);
+		if (!p || !p->count)
+			return 0;
+		__u64 off = key - p->base;
+		if (key >= p->base && off < p->count) {
+			*slot = slot_get(p->slot0 + (__u32)off);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static __always_inline struct sub_dir *sub_lookup(const struct pkt *pk, const __u8 *addr, int dir)
+{
+	struct sub_slot *s = 0;
+	struct sub_value *v = 0;
 	if (pk->family == 4) {
-		struct sub_key_v4 k;
-		__builtin_memcpy(&k.addr, addr, 4);
-		v = bpf_map_lookup_elem(&shaper_subs_v4, &k);
+		__be32 a;
+		__builtin_memcpy(&a, addr, 4);
+		if (!pool_find(0, bpf_ntohl(a), &s)) {
+			struct sub_key_v4 k = { .addr = a };
+			v = bpf_map_lookup_elem(&shaper_subs_v4, &k);
+		}
 	} else {
 		struct sub_key_v6 k;
 		__builtin_memcpy(k.addr, addr, 16);
 		v = bpf_map_lookup_elem(&shaper_subs_v6, &k);
 		if (!v) {
-			struct sub_key_v6_64 k64;
-			__builtin_memcpy(k64.prefix, addr, 8);
-			v = bpf_map_lookup_elem(&shaper_subs_v6_64, &k64);
+			__u32 hi, lo;
+			__builtin_memcpy(&hi, addr, 4);
+			__builtin_memcpy(&lo, addr + 4, 4);
+			__u64 p64 = ((__u64)bpf_ntohl(hi) << 32) | bpf_ntohl(lo);
+			if (!pool_find(1, p64, &s)) {
+				struct sub_key_v6_64 k64;
+				__builtin_memcpy(k64.prefix, addr, 8);
+				v = bpf_map_lookup_elem(&shaper_subs_v6_64, &k64);
+			}
 		}
 	}
-	if (!v)
+	if (v)
+		s = slot_get(v->slot);
+	if (!s)
 		return 0;
-	return v->class_id[dir & 1];
+	return dir == SHAPER_DIR_UP ? &s->d[0] : &s->d[1];
 }
 
 /* Walks a chain of rule entries (sorted by precedence) for the first whose ports match. */
@@ -136,68 +173,67 @@ struct rule_match {
 };
 int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m);
 
-/* Does the active rule set of this family have more than one tuple? */
-static __always_inline int rules_multi_tuple(__u8 family, __u32 set)
+/* The cache mode of the active rule set of this family: returns 1 when it has rules, with the
+ * fields no rule looks at in *ignore. A hit (one slot read) costs less than even one tuple
+ * probe (a 12- or 36-byte jhash and a bucket walk), so the cache fronts every non-empty set. */
+static __always_inline int rules_cache_mode(__u8 family, __u32 set, __u8 *ignore)
 {
-	__u32 idx = set * SHAPER_MAX_TUPLES + 1;
+	__u32 idx0 = set * SHAPER_MAX_TUPLES;
 	if (family == 4) {
-		struct tuple_v4 *t = bpf_map_lookup_elem(&shaper_tuples_v4, &idx);
-		return t && (t->flags & SHAPER_TUPLE_F_VALID);
+		struct tuple_v4 *t0 = bpf_map_lookup_elem(&shaper_tuples_v4, &idx0);
+		if (!t0 || !(t0->flags & SHAPER_TUPLE_F_VALID))
+			return 0;
+		*ignore = t0->ignore;
+		return 1;
 	}
-	struct tuple_v6 *t = bpf_map_lookup_elem(&shaper_tuples_v6, &idx);
-	return t && (t->flags & SHAPER_TUPLE_F_VALID);
+	struct tuple_v6 *t0 = bpf_map_lookup_elem(&shaper_tuples_v6, &idx0);
+	if (!t0 || !(t0->flags & SHAPER_TUPLE_F_VALID))
+		return 0;
+	*ignore = t0->ignore;
+	return 1;
 }
 
-/* The cache slot for a packet's rule-relevant fields (a multiplicative hash of them). */
-static __always_inline struct rule_cache_slot *rule_cache_slot_of(const struct pkt *pk, int dir)
+/* The packet's rule-relevant fields, the ignored ones zeroed. */
+static __always_inline void rule_cache_key_of(const struct pkt *pk, __u8 ignore,
+					      struct rule_cache_key *k)
 {
-	__u32 a[4], b[4];
-	__builtin_memcpy(a, pk->src, 16);
-	__builtin_memcpy(b, pk->dst, 16);
-	__u32 h = a[0] ^ a[1] ^ a[2] ^ a[3];
-	h = (h * 0x9e3779b1) ^ b[0] ^ b[1] ^ b[2] ^ b[3];
-	h = (h * 0x9e3779b1) ^ (((__u32)pk->sport << 16) | pk->dport);
-	h = (h * 0x9e3779b1) ^ pk->proto ^ ((__u32)dir << 8);
+	if (!(ignore & SHAPER_IGNORE_SRC))
+		__builtin_memcpy(k->src, pk->src, 16);
+	if (!(ignore & SHAPER_IGNORE_DST))
+		__builtin_memcpy(k->dst, pk->dst, 16);
+	k->sport = (ignore & SHAPER_IGNORE_SPORT) ? 0 : pk->sport;
+	k->dport = (ignore & SHAPER_IGNORE_DPORT) ? 0 : pk->dport;
+	k->proto = pk->proto;
+	k->family = pk->family;
+}
+
+static __always_inline struct rule_cache_slot *rule_cache_slot_of(const struct rule_cache_key *k)
+{
+	__u32 h = k->src[0] ^ k->src[1] ^ k->src[2] ^ k->src[3];
+	h = (h * 0x9e3779b1) ^ k->dst[0] ^ k->dst[1] ^ k->dst[2] ^ k->dst[3];
+	h = (h * 0x9e3779b1) ^ (((__u32)k->sport << 16) | k->dport);
+	h = (h * 0x9e3779b1) ^ k->proto ^ ((__u32)k->family << 8);
 	h *= 0x9e3779b1;
 	__u32 idx = (h >> 16) & (SHAPER_RULE_CACHE_SLOTS - 1);
 	return bpf_map_lookup_elem(&shaper_rule_cache, &idx);
 }
 
-static __always_inline int rule_cache_hit(const struct rule_cache_slot *s, const struct pkt *pk,
-					  int dir, __u32 epoch)
+static __always_inline int rule_cache_hit(const struct rule_cache_slot *s,
+					  const struct rule_cache_key *k, __u32 epoch)
 {
-	__u32 a[4], b[4];
-	__builtin_memcpy(a, pk->src, 16);
-	__builtin_memcpy(b, pk->dst, 16);
-	return s->valid && s->epoch == epoch && s->dir == dir && s->family == pk->family &&
-	       s->proto == pk->proto && s->sport == pk->sport && s->dport == pk->dport &&
-	       s->src[0] == a[0] && s->src[1] == a[1] && s->src[2] == a[2] && s->src[3] == a[3] &&
-	       s->dst[0] == b[0] && s->dst[1] == b[1] && s->dst[2] == b[2] && s->dst[3] == b[3];
-}
-
-static __always_inline void rule_cache_fill(struct rule_cache_slot *s, const struct pkt *pk,
-					    int dir, __u32 epoch, __u32 sub_class,
-					    const struct rule_match *m)
-{
-	__builtin_memcpy(s->src, pk->src, 16);
-	__builtin_memcpy(s->dst, pk->dst, 16);
-	s->sport = pk->sport;
-	s->dport = pk->dport;
-	s->proto = pk->proto;
-	s->family = pk->family;
-	s->epoch = epoch;
-	s->class_id = m->class_id;
-	s->rule_id = m->rule_id;
-	s->sub_class = sub_class;
-	s->dir = dir;
-	s->valid = 1;
+	return s->valid && s->epoch == epoch && s->k.family == k->family &&
+	       s->k.proto == k->proto && s->k.sport == k->sport && s->k.dport == k->dport &&
+	       s->k.src[0] == k->src[0] && s->k.src[1] == k->src[1] &&
+	       s->k.src[2] == k->src[2] && s->k.src[3] == k->src[3] &&
+	       s->k.dst[0] == k->dst[0] && s->k.dst[1] == k->dst[1] &&
+	       s->k.dst[2] == k->dst[2] && s->k.dst[3] == k->dst[3];
 }
 
 static __always_inline void classify(const struct pkt *pk, const __u8 *sub_addr, int dir,
 				     struct cls *c)
 {
-	/* The epoch is read before anything it guards, so a decision filled from maps that
-	 * changed meanwhile is filed under the old epoch and never served. */
+	/* The epoch is read before anything it guards, so a decision filled from a rule set
+	 * that flipped meanwhile is filed under the old epoch and never served. */
 	__u32 zero = 0, set = 0, epoch = 0;
 	struct shaper_ctl *ctl = bpf_map_lookup_elem(&shaper_ctl, &zero);
 	if (ctl) {
@@ -205,23 +241,32 @@ static __always_inline void classify(const struct pkt *pk, const __u8 *sub_addr,
 		epoch = ctl->epoch;
 	}
 	struct rule_match m = {};
-	/* With a single match shape the search is one probe: cheaper than a cache miss. */
 	struct rule_cache_slot *slot = 0;
-	if (rules_multi_tuple(pk->family, set))
-		slot = rule_cache_slot_of(pk, dir);
-	if (slot && rule_cache_hit(slot, pk, dir, epoch)) {
-		c->sub_id = slot->sub_class;
+	struct rule_cache_key k = {};
+	__u8 ignore = 0;
+	if (rules_cache_mode(pk->family, set, &ignore)) {
+		rule_cache_key_of(pk, ignore, &k);
+		slot = rule_cache_slot_of(&k);
+	}
+	if (slot && rule_cache_hit(slot, &k, epoch)) {
 		m.class_id = slot->class_id;
 		m.rule_id = slot->rule_id;
 	} else {
-		c->sub_id = sub_lookup(pk, sub_addr, dir);
 		shaper_rules_match((struct pkt *)pk, set, &m);
-		if (slot)
-			rule_cache_fill(slot, pk, dir, epoch, c->sub_id, &m);
+		if (slot) {
+			slot->k = k;
+			slot->epoch = epoch;
+			slot->class_id = m.class_id;
+			slot->rule_id = m.rule_id;
+			slot->valid = 1;
+		}
 	}
+	struct sub_dir *sd = sub_lookup(pk, sub_addr, dir);
+	c->sub_id = sd ? sd->class_id : 0;
 	c->sub = class_get(c->sub_id);
 	if (!c->sub)
 		c->sub_id = 0;
+	c->sd = c->sub ? sd : 0;
 	c->rule_id = m.rule_id;
 	c->rule = class_get(m.class_id);
 	c->rule_id_class = c->rule ? m.class_id : 0;

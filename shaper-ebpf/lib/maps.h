@@ -32,6 +32,20 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SHAPER_MAX_SUBSCRIBERS);
+	__type(key, __u32);
+	__type(value, struct sub_slot);
+} shaper_sub_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * SHAPER_MAX_POOLS);
+	__type(key, __u32);
+	__type(value, struct sub_pool);
+} shaper_pools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SHAPER_MAX_CLASSES);
 	__type(key, __u32);
 	__type(value, struct class_entry);
@@ -110,6 +124,7 @@ struct {
 /* Per-CPU scratch: sampling counter and event rate limit. Not pinned (no state worth keeping). */
 struct cpu_scratch {
 	__u64 sample_ctr;
+	__u64 flow_miss_ctr; /* sampled packets of flows not in the table */
 	__u64 last_event_ns[4];
 };
 struct {
@@ -119,28 +134,32 @@ struct {
 	__type(value, struct cpu_scratch);
 } shaper_scratch SEC(".maps");
 
-/* Per-CPU, direct-mapped cache of classification decisions (subscriber class for the
- * direction, rule class and rule) in front of the subscriber lookup and the tuple-space
- * search: a slot holds one packet's classification fields and the decision, and is valid only
- * for the epoch it was filled in: userspace bumps shaper_ctl.epoch after every rule-set flip
- * and every subscriber change. Class contents are always read fresh. Kernel-private:
- * userspace never reads it. */
+/* Per-CPU, direct-mapped cache of rule decisions (rule class and rule id) in front of the
+ * tuple-space search. The key is the packet's rule-relevant fields: those the active rule set
+ * ignores (SHAPER_IGNORE_*: e.g. the source address when no rule has a source prefix) are
+ * zeroed, so the many subscribers talking to one provider server share one entry. A slot is
+ * valid only for the epoch it was filled in: userspace bumps shaper_ctl.epoch at every
+ * rule-set flip. Subscribers are not cached (their lookup is one access). Class contents are
+ * always read fresh. Kernel-private: userspace never reads it. */
 #ifndef SHAPER_RULE_CACHE_SLOTS
 #define SHAPER_RULE_CACHE_SLOTS 4096 /* power of two */
 #endif
-struct rule_cache_slot {
+struct rule_cache_key {
 	__u32 src[4];
 	__u32 dst[4];
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
 	__u8 family;
-	__u8 valid;
-	__u8 dir;
+	__u8 pad[2];
+};
+_Static_assert(sizeof(struct rule_cache_key) == 40, "rule_cache_key");
+struct rule_cache_slot {
+	struct rule_cache_key k;
 	__u32 epoch;
+	__u32 valid;
 	__u32 class_id;
 	__u32 rule_id;
-	__u32 sub_class;
 };
 _Static_assert(sizeof(struct rule_cache_slot) == 56, "rule_cache_slot");
 struct {

@@ -224,6 +224,10 @@ pub struct DataplaneSection {
     pub fail_closed: bool,
     pub malformed_drop: bool,
     pub flow_sample_shift: u32,
+    /// Subscriber address pools: IPv4 prefixes (/12../32) of subscriber addresses, IPv6
+    /// prefixes (/44../64) of subscriber /64s. Subscribers in a pool are found by arithmetic
+    /// instead of a hash lookup (DATAPLANE.md §2.1).
+    pub subscriber_pools: Vec<String>,
     pub limits: Limits,
 }
 
@@ -234,6 +238,7 @@ impl Default for DataplaneSection {
             fail_closed: false,
             malformed_drop: false,
             flow_sample_shift: 4,
+            subscriber_pools: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -308,6 +313,8 @@ pub struct RuleSection {
 #[derive(Clone, Debug)]
 pub struct Validated {
     pub config: Config,
+    /// `dataplane.subscriber_pools`, parsed and laid out.
+    pub pools: Vec<Prefix>,
     pub classes: Vec<(u32, ClassConfig, Option<HtbSection>)>,
     pub subscribers: Vec<(SubscriberKey, [u32; 2])>,
     pub rules: Vec<Rule>,
@@ -411,6 +418,13 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             "must be 0..=31 (31 = no flow sampling)",
         ));
     }
+    let mut pools = Vec::new();
+    for (i, p) in dp.subscriber_pools.iter().enumerate() {
+        let key = format!("dataplane.subscriber_pools[{i}]");
+        pools.push(parse_prefix(p, 64).map_err(|e| err(key.clone(), e))?);
+    }
+    crate::dataplane::subs::Pools::new(&pools, dp.limits.max_subscribers)
+        .map_err(|e| err("dataplane.subscriber_pools", e.to_string()))?;
     let mut ifaces: HashMap<&str, &InterfaceSection> = HashMap::new();
     for (i, it) in config.interfaces.iter().enumerate() {
         if it.name.is_empty() || it.name.len() > 15 || it.name.contains('/') {
@@ -629,6 +643,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     let controller = validate_controller(&config, &ids, &seen)?;
     Ok(Validated {
         config,
+        pools,
         classes,
         subscribers,
         rules,

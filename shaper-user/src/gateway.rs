@@ -54,6 +54,7 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
         fail_closed: dpc.fail_closed,
         malformed_drop: dpc.malformed_drop,
         flow_sample_shift: dpc.flow_sample_shift,
+        pools: v.pools.clone(),
         ..Default::default()
     })
     .context("loading the data plane")?;

@@ -13,7 +13,7 @@
 //! | `shaper_class_dscp_marked_total`        | counter   | class, owner                         |
 //! | `shaper_class_icmp_sent_total`          | counter   | class, owner                         |
 //! | `shaper_class_rate_bytes_per_second`    | gauge     | class, owner (policed classes only)  |
-//! | `shaper_class_bucket_available_bytes`   | gauge     | class, owner (policed classes only)  |
+//! | `shaper_class_bucket_available_bytes`   | gauge     | class, owner (classes with one bucket) |
 //! | `shaper_dataplane_packets_total`        | counter   | counter (`abi::gs::NAMES`)           |
 //! | `shaper_top_flow_bytes`                 | gauge     | rank, src, dst, proto, sport, dport  |
 //! | `shaper_events`                         | gauge     | source, state                        |
@@ -365,6 +365,7 @@ impl ShaperCollector {
             tracing::warn!(error = %e, "metrics: reading the policer clock");
             errors += 1;
         });
+        let buckets = dp.class_buckets();
         for id in dp.class_ids() {
             let class = id.to_string();
             let owner = owners
@@ -404,12 +405,14 @@ impl ShaperCollector {
             };
             out.push("shaper_class_rate_bytes_per_second", &l, rate as f64 / 8.0);
             let Ok(now_ns) = now_ns else { continue };
-            match dp.class_tat(id) {
-                Ok(tat) if npb > 0 => {
-                    let backlog_ns = u128::from(tat.saturating_sub(now_ns));
-                    let backlog_bytes = (backlog_ns << 16) / u128::from(npb);
-                    let avail = u128::from(cfg.burst_bytes).saturating_sub(backlog_bytes);
-                    out.push("shaper_class_bucket_available_bytes", &l, avail as f64);
+            match &buckets {
+                Ok(b) if npb > 0 => {
+                    if let Some(&tat) = b.get(&id) {
+                        let backlog_ns = u128::from(tat.saturating_sub(now_ns));
+                        let backlog_bytes = (backlog_ns << 16) / u128::from(npb);
+                        let avail = u128::from(cfg.burst_bytes).saturating_sub(backlog_bytes);
+                        out.push("shaper_class_bucket_available_bytes", &l, avail as f64);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {

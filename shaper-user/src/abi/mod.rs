@@ -7,9 +7,11 @@
 pub mod btf;
 
 /// Bump with the C header: pinned maps live under a directory named by it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const MAX_TUPLES: u32 = 16;
+/// Subscriber address pools per family (`SHAPER_MAX_POOLS`).
+pub const MAX_POOLS: u32 = 16;
 pub const MAX_CHAIN: usize = 8;
 pub const RULE_SETS: u32 = 2;
 pub const RULE_END: u32 = 0xffff_ffff;
@@ -23,6 +25,12 @@ pub const DSCP_KEEP: u8 = 0xff;
 
 pub const TUPLE_F_VALID: u8 = 0x01;
 pub const TUPLE_F_ANY_PROTO: u8 = 0x02;
+
+/// `tuple_v4.ignore` / `tuple_v6.ignore` (first tuple of a set): fields no rule looks at.
+pub const IGNORE_SRC: u8 = 0x01;
+pub const IGNORE_DST: u8 = 0x02;
+pub const IGNORE_SPORT: u8 = 0x04;
+pub const IGNORE_DPORT: u8 = 0x08;
 
 /// Indexes of [`GlobalStats::v`].
 pub mod gs {
@@ -115,7 +123,36 @@ pub struct SubKeyV6_64 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubValue {
-    pub class_id: [u32; 2],
+    /// Index into `shaper_sub_slots`.
+    pub slot: u32,
+}
+
+/// One direction of a subscriber's slot: its class and its own policer state and counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubDir {
+    pub class_id: u32,
+    pub drops: u32,
+    pub tat: u64,
+    pub pkts: u64,
+    pub bytes: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubSlot {
+    /// Indexed by `DIR_UP` / `DIR_DOWN`.
+    pub d: [SubDir; 2],
+}
+
+/// A dense range of subscriber addresses whose slots are consecutive.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubPool {
+    /// Host order: the IPv4 address, or the upper 64 bits of an IPv6 /64.
+    pub base: u64,
+    pub count: u32,
+    pub slot0: u32,
 }
 
 #[repr(C)]
@@ -174,7 +211,9 @@ pub struct TupleV4 {
     pub dst_mask: [u8; 4],
     pub min_precedence: u32,
     pub flags: u8,
-    pub pad: [u8; 3],
+    /// `IGNORE_*`, meaningful in the first tuple of a set.
+    pub ignore: u8,
+    pub pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -184,7 +223,9 @@ pub struct TupleV6 {
     pub dst_mask: [u8; 16],
     pub min_precedence: u32,
     pub flags: u8,
-    pub pad: [u8; 3],
+    /// `IGNORE_*`, meaningful in the first tuple of a set.
+    pub ignore: u8,
+    pub pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -284,6 +325,9 @@ pod!(
     SubKeyV6,
     SubKeyV6_64,
     SubValue,
+    SubDir,
+    SubSlot,
+    SubPool,
     ClassEntry,
     ClassStats,
     GlobalStats,

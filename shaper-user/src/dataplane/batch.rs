@@ -23,7 +23,7 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Writes `keys[i] -> values[i]` into a hash map. Returns how many were written before an
+/// Writes `keys[i] -> values[i]` into a hash map or an array (keys `u32` indexes). Returns how many were written before an
 /// error (all of them on success).
 pub fn update<K: aya::Pod, V: aya::Pod>(
     map: &Map,
@@ -31,8 +31,14 @@ pub fn update<K: aya::Pod, V: aya::Pod>(
     values: &[V],
 ) -> Result<(), (usize, std::io::Error)> {
     assert_eq!(keys.len(), values.len());
-    let Map::HashMap(data) = map else {
-        return Err((0, std::io::Error::other("batch update wants a hash map")));
+    let data = match map {
+        Map::HashMap(d) | Map::Array(d) => d,
+        _ => {
+            return Err((
+                0,
+                std::io::Error::other("batch update wants a hash map or an array"),
+            ));
+        }
     };
     let fd = data.fd().as_fd().as_raw_fd();
     let mut done = 0usize;

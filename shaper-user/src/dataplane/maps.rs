@@ -37,6 +37,8 @@ pub fn specs(l: &Limits) -> Vec<MapSpec> {
         m("shaper_subs_v4",      MapType::Hash,          sz::<abi::SubKeyV4>(),    sz::<abi::SubValue>(),    l.max_subscribers),
         m("shaper_subs_v6",      MapType::Hash,          sz::<abi::SubKeyV6>(),    sz::<abi::SubValue>(),    l.max_subscribers),
         m("shaper_subs_v6_64",   MapType::Hash,          sz::<abi::SubKeyV6_64>(), sz::<abi::SubValue>(),    l.max_subscribers),
+        m("shaper_sub_slots",    MapType::Array,         4,                        sz::<abi::SubSlot>(),     l.max_subscribers),
+        m("shaper_pools",        MapType::Array,         4,                        sz::<abi::SubPool>(),     2 * abi::MAX_POOLS),
         m("shaper_classes",      MapType::Array,         4,                        sz::<abi::ClassEntry>(),  l.max_classes),
         m("shaper_class_stats",  MapType::PerCpuArray,   4,                        sz::<abi::ClassStats>(),  l.max_classes),
         m("shaper_global_stats", MapType::PerCpuArray,   4,                        sz::<abi::GlobalStats>(), 1),
@@ -92,8 +94,9 @@ fn on_sub_map<K: aya::Pod>(
     f(&mut m).map_err(map_err(name))
 }
 
-pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Result<()> {
-    let v = abi::SubValue { class_id: classes };
+/// Points the hash entry of `key` at `slot`.
+pub fn sub_hash_write(ebpf: &mut Ebpf, key: &SubscriberKey, slot: u32) -> Result<()> {
+    let v = abi::SubValue { slot };
     match sub_k(key) {
         SubK::V4(k) => on_sub_map(ebpf, "shaper_subs_v4", |m| m.insert(k, v, 0)),
         SubK::V6(k) => on_sub_map(ebpf, "shaper_subs_v6", |m| m.insert(k, v, 0)),
@@ -101,18 +104,36 @@ pub fn sub_write(ebpf: &mut Ebpf, key: &SubscriberKey, classes: [u32; 2]) -> Res
     }
 }
 
-/// Writes subscribers with one batch syscall per table; `on_written` sees every key the kernel
-/// may have written, for rollback.
-pub fn sub_write_batch(
+pub fn sub_hash_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
+    match sub_k(key) {
+        SubK::V4(k) => on_sub_map(ebpf, "shaper_subs_v4", |m| m.remove(&k)),
+        SubK::V6(k) => on_sub_map(ebpf, "shaper_subs_v6", |m| m.remove(&k)),
+        SubK::V64(k) => on_sub_map(ebpf, "shaper_subs_v6_64", |m| m.remove(&k)),
+    }
+}
+
+fn batch_err(name: &'static str, e: std::io::Error) -> super::DataplaneError {
+    super::DataplaneError::Map {
+        name,
+        source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_batch",
+            io_error: e,
+        })),
+    }
+}
+
+/// Writes hash entries `key -> slot` with one batch syscall per table; `on_written` sees
+/// every key the kernel may have written, for rollback.
+pub fn sub_hash_write_batch(
     ebpf: &mut Ebpf,
-    batch: &[(SubscriberKey, [u32; 2])],
+    batch: &[(SubscriberKey, u32)],
     mut on_written: impl FnMut(&SubscriberKey),
 ) -> Result<()> {
     let mut v4 = (Vec::new(), Vec::new(), Vec::new());
     let mut v6 = (Vec::new(), Vec::new(), Vec::new());
     let mut v64 = (Vec::new(), Vec::new(), Vec::new());
-    for (k, c) in batch {
-        let v = abi::SubValue { class_id: *c };
+    for (k, slot) in batch {
+        let v = abi::SubValue { slot: *slot };
         match sub_k(k) {
             SubK::V4(x) => (v4.0.push(x), v4.1.push(v), v4.2.push(*k)),
             SubK::V6(x) => (v6.0.push(x), v6.1.push(v), v6.2.push(*k)),
@@ -137,13 +158,7 @@ pub fn sub_write_batch(
             }
             Err((n, e)) => {
                 subs[..n.min(subs.len())].iter().for_each(&mut *on_written);
-                Err(super::DataplaneError::Map {
-                    name,
-                    source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                        call: "bpf_map_update_batch",
-                        io_error: e,
-                    })),
-                })
+                Err(batch_err(name, e))
             }
         }
     }
@@ -160,12 +175,50 @@ pub fn sub_write_batch(
     Ok(())
 }
 
-pub fn sub_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
-    match sub_k(key) {
-        SubK::V4(k) => on_sub_map(ebpf, "shaper_subs_v4", |m| m.remove(&k)),
-        SubK::V6(k) => on_sub_map(ebpf, "shaper_subs_v6", |m| m.remove(&k)),
-        SubK::V64(k) => on_sub_map(ebpf, "shaper_subs_v6_64", |m| m.remove(&k)),
+pub fn class_tat(ebpf: &Ebpf, id: u32) -> Result<u64> {
+    let name = "shaper_classes";
+    let m: Array<_, abi::ClassEntry> =
+        Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    Ok(m.get(&id, 0).map_err(map_err(name))?.tat)
+}
+
+pub fn slot_read(ebpf: &Ebpf, idx: u32) -> Result<abi::SubSlot> {
+    let name = "shaper_sub_slots";
+    let m: Array<_, abi::SubSlot> = Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    m.get(&idx, 0).map_err(map_err(name))
+}
+
+pub fn slot_write(ebpf: &mut Ebpf, idx: u32, slot: abi::SubSlot) -> Result<()> {
+    let name = "shaper_sub_slots";
+    let mut m: Array<_, abi::SubSlot> = Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+    m.set(idx, slot, 0).map_err(map_err(name))
+}
+
+/// Writes slots with batch syscalls. Returns how many were written on error.
+pub fn slot_write_batch(
+    ebpf: &mut Ebpf,
+    idx: &[u32],
+    slots: &[abi::SubSlot],
+) -> std::result::Result<(), (usize, super::DataplaneError)> {
+    let name = "shaper_sub_slots";
+    super::batch::update(map_ref(ebpf, name), idx, slots).map_err(|(n, e)| (n, batch_err(name, e)))
+}
+
+pub fn pools_write(ebpf: &mut Ebpf, pools: &[(u32, abi::SubPool)]) -> Result<()> {
+    let name = "shaper_pools";
+    let mut m: Array<_, abi::SubPool> = Array::try_from(map(ebpf, name)).map_err(map_err(name))?;
+    for (i, p) in pools {
+        m.set(*i, *p, 0).map_err(map_err(name))?;
     }
+    Ok(())
+}
+
+pub fn pools_read(ebpf: &Ebpf) -> Result<Vec<(u32, abi::SubPool)>> {
+    let name = "shaper_pools";
+    let m: Array<_, abi::SubPool> = Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+    (0..2 * abi::MAX_POOLS)
+        .map(|i| Ok((i, m.get(&i, 0).map_err(map_err(name))?)))
+        .collect()
 }
 
 /// Writes a compiled rule set into set `set` (entries at `set * half ..`).
@@ -318,19 +371,21 @@ pub fn top_flows(ebpf: &Ebpf, n: usize) -> Result<Vec<(abi::FlowKey, abi::FlowVa
     Ok(out)
 }
 
-/// What a previous controller left in the pinned maps.
-pub type PinnedState = (
-    HashMap<u32, ClassConfig>,
-    HashMap<SubscriberKey, [u32; 2]>,
-    abi::ShaperCtl,
-);
+/// What a previous controller left in the pinned maps: classes, hashed subscribers (key ->
+/// slot), the class ids of every slot in use, and the control word.
+pub struct PinnedState {
+    pub classes: HashMap<u32, ClassConfig>,
+    pub hashed: HashMap<SubscriberKey, u32>,
+    pub slots: HashMap<u32, [u32; 2]>,
+    pub ctl: abi::ShaperCtl,
+}
 
 /// Adds every entry of one subscriber table to `out`, `key` turning its ABI key into
 /// (address, prefix length).
 fn read_subs<K: aya::Pod>(
     ebpf: &Ebpf,
     name: &'static str,
-    out: &mut HashMap<SubscriberKey, [u32; 2]>,
+    out: &mut HashMap<SubscriberKey, u32>,
     key: impl Fn(K) -> (IpAddr, u8),
 ) -> Result<()> {
     let m: BpfHashMap<_, K, abi::SubValue> =
@@ -338,7 +393,7 @@ fn read_subs<K: aya::Pod>(
     for item in m.iter() {
         let (k, v) = item.map_err(map_err(name))?;
         let (addr, len) = key(k);
-        out.insert(SubscriberKey { addr, len }, v.class_id);
+        out.insert(SubscriberKey { addr, len }, v.slot);
     }
     Ok(())
 }
@@ -367,28 +422,46 @@ pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
             }
         }
     }
-    let mut subs = HashMap::new();
-    read_subs(ebpf, "shaper_subs_v4", &mut subs, |k: abi::SubKeyV4| {
+    let mut hashed = HashMap::new();
+    read_subs(ebpf, "shaper_subs_v4", &mut hashed, |k: abi::SubKeyV4| {
         (IpAddr::from(k.addr), 32)
     })?;
-    read_subs(ebpf, "shaper_subs_v6", &mut subs, |k: abi::SubKeyV6| {
+    read_subs(ebpf, "shaper_subs_v6", &mut hashed, |k: abi::SubKeyV6| {
         (IpAddr::from(k.addr), 128)
     })?;
     read_subs(
         ebpf,
         "shaper_subs_v6_64",
-        &mut subs,
+        &mut hashed,
         |k: abi::SubKeyV6_64| {
             let mut a = [0u8; 16];
             a[..8].copy_from_slice(&k.prefix);
             (IpAddr::from(a), 64)
         },
     )?;
+    let mut slots = HashMap::new();
+    {
+        let name = "shaper_sub_slots";
+        let m: Array<_, abi::SubSlot> =
+            Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
+        for (i, s) in m.iter().enumerate() {
+            let s = s.map_err(map_err(name))?;
+            let c = [s.d[0].class_id, s.d[1].class_id];
+            if c != [0, 0] {
+                slots.insert(i as u32, c);
+            }
+        }
+    }
     let name = "shaper_ctl";
     let m: Array<_, abi::ShaperCtl> =
         Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
     let ctl = m.get(&0, 0).map_err(map_err(name))?;
-    Ok((classes, subs, ctl))
+    Ok(PinnedState {
+        classes,
+        hashed,
+        slots,
+        ctl,
+    })
 }
 
 /// The hash keys that belong to rule set `set`.

@@ -12,6 +12,7 @@ mod batch;
 pub mod htb;
 mod maps;
 pub mod rules;
+pub mod subs;
 pub mod testrun;
 
 use std::{
@@ -28,7 +29,7 @@ use aya::{
 use tracing::info;
 
 use crate::abi::{self, ABI_VERSION};
-use crate::policy::{ClassConfig, PolicyError, Rule, SubscriberKey};
+use crate::policy::{ClassConfig, PolicyError, Prefix, Rule, SubscriberKey};
 
 use attach::Attached;
 pub use attach::ensure_bpffs;
@@ -112,6 +113,9 @@ pub struct LoadOptions {
     /// Sample one packet in 2^n into the flow table; 31 = off.
     pub flow_sample_shift: u32,
     pub build: Build,
+    /// Subscriber address pools (IPv4 prefixes of /32s, IPv6 prefixes of /64s): addresses in
+    /// them find their slot by arithmetic instead of a hash lookup (`subs`).
+    pub pools: Vec<Prefix>,
 }
 
 impl Default for LoadOptions {
@@ -123,6 +127,7 @@ impl Default for LoadOptions {
             malformed_drop: false,
             flow_sample_shift: 4,
             build: Build::Production,
+            pools: Vec::new(),
         }
     }
 }
@@ -186,6 +191,13 @@ pub enum DataplaneError {
     UnknownSubscriber(String),
     #[error("subscriber key {addr}/{len}: IPv4 takes /32, IPv6 /128 or /64")]
     BadSubscriberKey { addr: IpAddr, len: u8 },
+    #[error(transparent)]
+    Pool(#[from] subs::PoolError),
+    #[error(
+        "the pinned maps hold subscribers laid out for other subscriber pools ({pinned}); \
+         restore the previous pools, or remove {path} to start afresh"
+    )]
+    PoolsChanged { pinned: String, path: PathBuf },
     #[error("this operation needs the {0} build of the programs")]
     WrongBuild(&'static str),
 }
@@ -213,6 +225,10 @@ pub struct Dataplane {
     dir: Option<PathBuf>,
     classes: HashMap<u32, ClassConfig>,
     subs: HashMap<SubscriberKey, [u32; 2]>,
+    pools: subs::Pools,
+    /// Slots of subscribers outside the pools (hash entries).
+    hashed: HashMap<SubscriberKey, u32>,
+    alloc: subs::SlotAlloc,
     rules: Vec<Rule>,
     /// Keys of the active rule set (for deletion after the next flip).
     active_keys: (Vec<abi::RuleKeyV4>, Vec<abi::RuleKeyV6>),
@@ -241,6 +257,7 @@ impl Dataplane {
             Build::BenchSpread { .. } => shaper_ebpf::SHAPER_BENCH_SPREAD,
         };
         let specs = maps::specs(&opts.limits);
+        let pools = subs::Pools::new(&opts.pools, opts.limits.max_subscribers)?;
         let dir = match &opts.pin_root {
             Some(root) => {
                 ensure_bpffs()?;
@@ -308,12 +325,16 @@ impl Dataplane {
                 .map_err(prog_err(name))?;
             p.load().map_err(prog_err(name))?;
         }
+        let opts_max_subs = opts.limits.max_subscribers;
         let mut dp = Self {
             ebpf,
             opts,
             dir,
             classes: HashMap::new(),
             subs: HashMap::new(),
+            alloc: subs::SlotAlloc::new(pools.total(), opts_max_subs, []),
+            pools,
+            hashed: HashMap::new(),
             rules: Vec::new(),
             active_keys: (Vec::new(), Vec::new()),
             active_set: 0,
@@ -424,66 +445,139 @@ impl Dataplane {
     // ---- subscribers ----------------------------------------------------------------------
 
     /// Creates or changes subscribers in one batch: all are validated (keys, classes,
-    /// capacity) before the first is written.
+    /// capacity) before the first is written. A subscriber whose class changes in a direction
+    /// starts that direction with a full bucket; its counters are kept.
     pub fn upsert_subscribers(&mut self, batch: &[(SubscriberKey, [u32; 2])]) -> Result<()> {
-        let mut new = [0u64; 3];
+        let mut new_hashed = 0u64;
+        let mut seen = std::collections::HashSet::new();
         for (key, classes) in batch {
-            let table = sub_table(key)?;
+            sub_table(key)?;
             for c in classes {
                 if *c != 0 && !self.classes.contains_key(c) {
                     return Err(DataplaneError::UnknownClass(*c));
                 }
             }
-            if !self.subs.contains_key(key) {
-                new[table] += 1;
+            if self.pools.slot_of(key).is_none()
+                && !self.hashed.contains_key(key)
+                && seen.insert(*key)
+            {
+                new_hashed += 1;
             }
         }
-        let names = ["shaper_subs_v4", "shaper_subs_v6", "shaper_subs_v6_64"];
-        for t in 0..3 {
-            let have = self
-                .subs
-                .keys()
-                .filter(|k| sub_table(k).ok() == Some(t))
-                .count() as u64;
+        if new_hashed > self.alloc.available() {
             let max = self.opts.limits.max_subscribers;
-            if have + new[t] > u64::from(max) {
-                return Err(DataplaneError::Full {
-                    map: names[t],
-                    max,
-                    needed: have + new[t],
-                });
-            }
+            return Err(DataplaneError::Full {
+                map: "shaper_sub_slots",
+                max,
+                needed: u64::from(max) - self.alloc.available() + new_hashed,
+            });
         }
-        if batch.len() < 64 {
-            for (key, classes) in batch {
-                let res = maps::sub_write(&mut self.ebpf, key, *classes);
-                if res.is_ok() {
-                    self.subs.insert(*key, *classes);
-                }
-                self.bump_epoch()?;
-                res?;
+        // Plan: the slot of every key (allocating for new hashed ones) and its new contents.
+        // A key twice in one batch: the last one wins.
+        let mut plan: Vec<Planned> = Vec::with_capacity(batch.len());
+        let mut planned: HashMap<SubscriberKey, usize> = HashMap::new();
+        for (key, classes) in batch {
+            if let Some(&i) = planned.get(key) {
+                plan[i].new_slot = with_classes(plan[i].old_slot, *classes);
+                plan[i].classes = *classes;
+                continue;
             }
-            return Ok(());
+            let (slot, new) = match self.pools.slot_of(key) {
+                Some(s) => (s, false),
+                None => match self.hashed.get(key) {
+                    Some(&s) => (s, false),
+                    None => (self.alloc.take().expect("capacity checked"), true),
+                },
+            };
+            let old_slot = self.slot_contents(slot, key)?;
+            planned.insert(*key, plan.len());
+            plan.push(Planned {
+                key: *key,
+                slot,
+                new_hash: new,
+                classes: *classes,
+                old_slot,
+                new_slot: with_classes(old_slot, *classes),
+            });
         }
-        // Large loads: one BPF_MAP_UPDATE_BATCH per table. On a failure part-way, what was
-        // written is put back as it was, so the batch is all or nothing.
-        let mut written: Vec<(SubscriberKey, Option<[u32; 2]>)> = Vec::new();
-        let res = maps::sub_write_batch(&mut self.ebpf, batch, |k| written.push((*k, None)));
-        if let Err(e) = res {
-            for (k, _) in &mut written {
-                let old = self.subs.get(k).copied();
-                let _ = match old {
-                    Some(v) => maps::sub_write(&mut self.ebpf, k, v),
-                    None => maps::sub_delete(&mut self.ebpf, k),
-                };
+        if let Err(e) = self.write_plan(&plan) {
+            for p in plan.iter().filter(|p| p.new_hash) {
+                self.alloc.put(p.slot);
             }
-            self.bump_epoch()?;
             return Err(e);
         }
-        for (key, classes) in batch {
-            self.subs.insert(*key, *classes);
+        for p in &plan {
+            if p.new_hash {
+                self.hashed.insert(p.key, p.slot);
+            }
+            self.subs.insert(p.key, p.classes);
         }
-        self.bump_epoch()
+        Ok(())
+    }
+
+    /// The slot's current contents for `key` (empty for a subscriber not yet known: a freed
+    /// slot may still hold an old subscriber's counters).
+    fn slot_contents(&self, slot: u32, key: &SubscriberKey) -> Result<abi::SubSlot> {
+        if !self.subs.contains_key(key) {
+            return Ok(abi::SubSlot::default());
+        }
+        maps::slot_read(&self.ebpf, slot)
+    }
+
+    /// Writes planned slots, then the hash entries of new hashed subscribers (so the kernel
+    /// never follows a hash entry to a stale slot). All or nothing: on an error part-way, what
+    /// was written is put back.
+    fn write_plan(&mut self, plan: &[Planned]) -> Result<()> {
+        let idx: Vec<u32> = plan.iter().map(|p| p.slot).collect();
+        let vals: Vec<abi::SubSlot> = plan.iter().map(|p| p.new_slot).collect();
+        let slot_res = if plan.len() < 64 {
+            let mut r = Ok(());
+            for (i, p) in plan.iter().enumerate() {
+                if let Err(e) = maps::slot_write(&mut self.ebpf, p.slot, p.new_slot) {
+                    r = Err((i, e));
+                    break;
+                }
+            }
+            r
+        } else {
+            maps::slot_write_batch(&mut self.ebpf, &idx, &vals)
+        };
+        let restore_slots = |ebpf: &mut Ebpf, n: usize| {
+            for p in &plan[..n.min(plan.len())] {
+                let _ = maps::slot_write(ebpf, p.slot, p.old_slot);
+            }
+        };
+        if let Err((n, e)) = slot_res {
+            restore_slots(&mut self.ebpf, n + 1);
+            return Err(e);
+        }
+        let hashes: Vec<(SubscriberKey, u32)> = plan
+            .iter()
+            .filter(|p| p.new_hash)
+            .map(|p| (p.key, p.slot))
+            .collect();
+        let mut written: Vec<SubscriberKey> = Vec::new();
+        let res = if hashes.len() < 64 {
+            let mut r = Ok(());
+            for (k, s) in &hashes {
+                written.push(*k);
+                if let Err(e) = maps::sub_hash_write(&mut self.ebpf, k, *s) {
+                    r = Err(e);
+                    break;
+                }
+            }
+            r
+        } else {
+            maps::sub_hash_write_batch(&mut self.ebpf, &hashes, |k| written.push(*k))
+        };
+        if let Err(e) = res {
+            for k in &written {
+                let _ = maps::sub_hash_delete(&mut self.ebpf, k);
+            }
+            restore_slots(&mut self.ebpf, plan.len());
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn upsert_subscriber(&mut self, key: SubscriberKey, classes: [u32; 2]) -> Result<()> {
@@ -497,22 +591,61 @@ impl Dataplane {
                 key.addr, key.len
             )));
         }
-        maps::sub_delete(&mut self.ebpf, key)?;
+        if let Some(slot) = self.pools.slot_of(key) {
+            maps::slot_write(&mut self.ebpf, slot, abi::SubSlot::default())?;
+        } else if let Some(&slot) = self.hashed.get(key) {
+            // The hash entry first: from then on no packet reaches the slot.
+            maps::sub_hash_delete(&mut self.ebpf, key)?;
+            self.hashed.remove(key);
+            maps::slot_write(&mut self.ebpf, slot, abi::SubSlot::default())?;
+            self.alloc.put(slot);
+        }
         self.subs.remove(key);
-        self.bump_epoch()
+        Ok(())
     }
 
-    /// Invalidates every CPU's classification cache (DATAPLANE.md §6): called after each
-    /// subscriber change, once the maps hold the new state.
-    fn bump_epoch(&mut self) -> Result<()> {
-        self.epoch = self.epoch.wrapping_add(1);
-        maps::ctl_write(
-            &mut self.ebpf,
-            abi::ShaperCtl {
-                active_set: self.active_set,
-                epoch: self.epoch,
-            },
-        )
+    /// The policer state (`tat`) behind each policed class that has exactly one bucket: a
+    /// class used by rules polices with its own bucket; a class used by exactly one subscriber
+    /// direction (as the controller gives each modem its own classes) with that subscriber's.
+    /// A plan shared by several subscribers has one bucket each and is left out.
+    pub fn class_buckets(&self) -> Result<HashMap<u32, u64>> {
+        let mut users: HashMap<u32, Vec<(SubscriberKey, usize)>> = HashMap::new();
+        for (k, classes) in &self.subs {
+            for (d, c) in classes.iter().enumerate() {
+                if *c != 0 {
+                    users.entry(*c).or_default().push((*k, d));
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (id, cfg) in &self.classes {
+            if cfg.rate_bps.is_none() {
+                continue;
+            }
+            if self.rules.iter().any(|r| r.class == *id) {
+                out.insert(*id, maps::class_tat(&self.ebpf, *id)?);
+            } else if let Some([(k, d)]) = users.get(id).map(Vec::as_slice) {
+                out.insert(*id, self.subscriber_slot(k)?.d[*d].tat);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A subscriber's own counters and policer state (both directions), read from its slot.
+    pub fn subscriber_slot(&self, key: &SubscriberKey) -> Result<abi::SubSlot> {
+        let slot = self
+            .subs
+            .contains_key(key)
+            .then(|| {
+                self.pools
+                    .slot_of(key)
+                    .or_else(|| self.hashed.get(key).copied())
+            })
+            .flatten()
+            .ok_or_else(|| {
+                DataplaneError::UnknownSubscriber(format!("{}/{}", key.addr, key.len))
+            })?;
+        maps::slot_read(&self.ebpf, slot)
     }
 
     #[must_use]
@@ -638,11 +771,47 @@ impl Dataplane {
     /// that this one reconciles instead of starting blind.
     fn read_back(&mut self) -> Result<()> {
         if self.dir.is_none() {
-            return Ok(());
+            return maps::pools_write(&mut self.ebpf, &self.pools.to_abi());
         }
-        let (classes, subs, ctl) = maps::read_state(&self.ebpf)?;
-        self.classes = classes;
+        let st = maps::read_state(&self.ebpf)?;
+        let want = self.pools.to_abi();
+        let pinned = maps::pools_read(&self.ebpf)?;
+        if pinned != want {
+            if !st.hashed.is_empty() || !st.slots.is_empty() {
+                let list: Vec<String> = pinned
+                    .iter()
+                    .filter(|(_, p)| p.count != 0)
+                    .map(|(i, p)| format!("#{i}: base {:#x}, {} addresses", p.base, p.count))
+                    .collect();
+                return Err(DataplaneError::PoolsChanged {
+                    pinned: if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    },
+                    path: self.dir.clone().unwrap_or_default(),
+                });
+            }
+            maps::pools_write(&mut self.ebpf, &want)?;
+        }
+        self.classes = st.classes;
+        let mut subs = HashMap::new();
+        for (key, slot) in &st.hashed {
+            subs.insert(*key, st.slots.get(slot).copied().unwrap_or([0, 0]));
+        }
+        for (slot, classes) in &st.slots {
+            if let Some(key) = self.pools.key_of_slot(*slot) {
+                subs.insert(key, *classes);
+            }
+        }
         self.subs = subs;
+        self.alloc = subs::SlotAlloc::new(
+            self.pools.total(),
+            self.opts.limits.max_subscribers,
+            st.hashed.values().copied(),
+        );
+        self.hashed = st.hashed;
+        let ctl = st.ctl;
         self.active_set = ctl.active_set & 1;
         self.epoch = ctl.epoch;
         let (k4, k6) = maps::rule_keys_of_set(&self.ebpf, self.active_set)?;
@@ -683,6 +852,17 @@ pub fn class_entry(cfg: &ClassConfig, tat: u64) -> abi::ClassEntry {
         burst_bytes: cfg.burst_bytes,
         ..Default::default()
     }
+}
+
+/// `old` with the classes `classes`: a direction whose class changes gets a full bucket.
+fn with_classes(mut old: abi::SubSlot, classes: [u32; 2]) -> abi::SubSlot {
+    for (d, c) in old.d.iter_mut().zip(classes) {
+        if d.class_id != c {
+            d.class_id = c;
+            d.tat = 0;
+        }
+    }
+    old
 }
 
 /// 0 = v4 /32, 1 = v6 /128, 2 = v6 /64.
@@ -740,4 +920,15 @@ impl MapSpec {
         }
         Ok(())
     }
+}
+
+/// One subscriber of an upsert batch, planned before anything is written.
+struct Planned {
+    key: SubscriberKey,
+    slot: u32,
+    /// A hashed subscriber new to the data plane: its hash entry is written after its slot.
+    new_hash: bool,
+    classes: [u32; 2],
+    old_slot: abi::SubSlot,
+    new_slot: abi::SubSlot,
 }

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use crate::abi::{
-    MAX_CHAIN, MAX_TUPLES, RULE_END, RuleEntry, RuleKeyV4, RuleKeyV6, TUPLE_F_ANY_PROTO,
-    TUPLE_F_VALID, TupleV4, TupleV6,
+    IGNORE_DPORT, IGNORE_DST, IGNORE_SPORT, IGNORE_SRC, MAX_CHAIN, MAX_TUPLES, RULE_END, RuleEntry,
+    RuleKeyV4, RuleKeyV6, TUPLE_F_ANY_PROTO, TUPLE_F_VALID, TupleV4, TupleV6,
 };
 use crate::policy::{Prefix, Rule, mask_bytes};
 
@@ -133,6 +133,16 @@ pub fn compile(rules: &[Rule], set: u32, entry_base: u32) -> Result<Compiled, Co
                 groups.entry(key).or_default().push(r);
             }
         }
+        // Fields no rule of this family looks at: the classification cache leaves them out of
+        // its key (shaper_abi.h SHAPER_IGNORE_*), stored in the set's first tuple.
+        let ignore = ignore_flags(&fam);
+        if family == 4 {
+            if let Some(t) = out.tuples_v4.first_mut() {
+                t.ignore = ignore;
+            }
+        } else if let Some(t) = out.tuples_v6.first_mut() {
+            t.ignore = ignore;
+        }
         for ((tuple, proto, src, dst), mut chain) in groups {
             if chain.len() > MAX_CHAIN {
                 let mut ids: Vec<u32> = chain.iter().map(|r| r.id).collect();
@@ -186,6 +196,31 @@ pub fn compile(rules: &[Rule], set: u32, entry_base: u32) -> Result<Compiled, Co
     Ok(out)
 }
 
+/// `IGNORE_*` for a family's rules: a field is ignored when no rule restricts it.
+#[must_use]
+pub fn ignore_flags(rules: &[&Rule]) -> u8 {
+    let mut f = 0;
+    if rules.iter().all(|r| r.src.len == 0) {
+        f |= IGNORE_SRC;
+    }
+    if rules.iter().all(|r| r.dst.len == 0) {
+        f |= IGNORE_DST;
+    }
+    if rules
+        .iter()
+        .all(|r| r.sport.lo == 0 && r.sport.hi == u16::MAX)
+    {
+        f |= IGNORE_SPORT;
+    }
+    if rules
+        .iter()
+        .all(|r| r.dport.lo == 0 && r.dport.hi == u16::MAX)
+    {
+        f |= IGNORE_DPORT;
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +243,25 @@ mod tests {
             precedence: prec,
             class: id + 100,
         }
+    }
+
+    #[test]
+    fn the_first_tuple_names_the_fields_no_rule_looks_at() {
+        // Destination prefix and port only: source and source port are ignored.
+        let c = compile(&[rule(1, "198.19.0.0", 24, (443, 443), 20)], 0, 0).unwrap();
+        assert_eq!(c.tuples_v4[0].ignore, IGNORE_SRC | IGNORE_SPORT);
+        // One rule on the source port makes it part of the key.
+        let mut r = rule(2, "198.19.1.0", 24, (0, 65535), 10);
+        r.sport = PortRange { lo: 1, hi: 1023 };
+        let c = compile(&[rule(1, "198.19.0.0", 24, (443, 443), 20), r], 0, 0).unwrap();
+        assert_eq!(c.tuples_v4[0].ignore, IGNORE_SRC);
+        // Any-to-any on all ports: only protocol and family remain.
+        let c = compile(&[rule(3, "0.0.0.0", 0, (0, 65535), 1)], 0, 0).unwrap();
+        assert_eq!(
+            c.tuples_v4[0].ignore,
+            IGNORE_SRC | IGNORE_DST | IGNORE_SPORT | IGNORE_DPORT
+        );
+        assert!(c.tuples_v6.is_empty());
     }
 
     #[test]

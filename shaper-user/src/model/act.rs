@@ -203,21 +203,32 @@ impl Model {
             }
             // IPv4 without DF: not acted on here; the stack may fragment.
         }
-        // 6. police R then S.
-        for (id, reason) in [(r, DROP_POLICE_RULE), (s, DROP_POLICE_SUB)] {
-            let Some(cl) = self.classes.get_mut(&id).filter(|_| id != 0) else {
-                continue;
-            };
+        // 6. police R (the rule class's one bucket), then S (the plan's rate and burst, the
+        // subscriber's own bucket).
+        if let Some(cl) = self.classes.get_mut(&r).filter(|_| r != 0) {
             let q16 = cl.cfg.ns_per_byte_q16();
-            if q16 == 0 {
-                continue;
+            if q16 != 0 {
+                match police(cl.tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
+                    Some(t) => cl.tat = t,
+                    None => {
+                        o.verdict = Verdict::Drop;
+                        o.drop_reason = DROP_POLICE_RULE;
+                        return o;
+                    }
+                }
             }
-            match police(cl.tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
-                Some(t) => cl.tat = t,
-                None => {
-                    o.verdict = Verdict::Drop;
-                    o.drop_reason = reason;
-                    return o;
+        }
+        if let (Some(cl), Some(sub)) = (sc, c.sub) {
+            let q16 = cl.cfg.ns_per_byte_q16();
+            if q16 != 0 {
+                let tat = &mut self.sub_tat.entry(sub).or_default()[dir as usize];
+                match police(*tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
+                    Some(t) => *tat = t,
+                    None => {
+                        o.verdict = Verdict::Drop;
+                        o.drop_reason = DROP_POLICE_SUB;
+                        return o;
+                    }
                 }
             }
         }

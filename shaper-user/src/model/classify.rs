@@ -12,26 +12,42 @@ pub struct Classification {
     pub rule_class: u32,
     /// Id of the winning rule, 0 when no rule matched (set even when its class is invalid).
     pub rule_id: u32,
+    /// The subscriber entry the packet belongs to (its own bucket), when `sub_class` is set.
+    pub sub: Option<SubRef>,
+}
+
+/// Which subscriber entry a packet found: the entry owns the subscriber's policer state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubRef {
+    V4(std::net::Ipv4Addr),
+    V6(std::net::Ipv6Addr),
+    V6_64([u8; 8]),
 }
 
 impl Model {
     /// The subscriber's raw class id for `dir` (before the validity check), 0 = none.
     #[must_use]
     pub fn sub_class_raw(&self, dir: Dir, p: &Parsed) -> u32 {
+        self.sub_entry(dir, p).map_or(0, |(_, c)| c)
+    }
+
+    /// The subscriber entry of the packet for `dir` and its raw class id.
+    #[must_use]
+    pub fn sub_entry(&self, dir: Dir, p: &Parsed) -> Option<(SubRef, u32)> {
         let addr = match dir {
             Dir::Up => p.src,
             Dir::Down => p.dst,
         };
         let d = dir as usize;
         match addr {
-            IpAddr::V4(a) => self.subs_v4.get(&a).map_or(0, |v| v[d]),
+            IpAddr::V4(a) => self.subs_v4.get(&a).map(|v| (SubRef::V4(a), v[d])),
             IpAddr::V6(a) => {
                 if let Some(v) = self.subs_v6.get(&a) {
-                    return v[d];
+                    return Some((SubRef::V6(a), v[d]));
                 }
                 let mut k = [0u8; 8];
                 k.copy_from_slice(&a.octets()[..8]);
-                self.subs_v6_64.get(&k).map_or(0, |v| v[d])
+                self.subs_v6_64.get(&k).map(|v| (SubRef::V6_64(k), v[d]))
             }
         }
     }
@@ -58,7 +74,9 @@ impl Model {
     /// §2 for an *ok* packet.
     #[must_use]
     pub fn classify(&self, dir: Dir, p: &Parsed) -> Classification {
-        let sub_class = self.valid(self.sub_class_raw(dir, p));
+        let entry = self.sub_entry(dir, p);
+        let sub_class = self.valid(entry.map_or(0, |(_, c)| c));
+        let sub = entry.filter(|_| sub_class != 0).map(|(r, _)| r);
         let (rule_class, rule_id) = match self.winning_rule(p) {
             Some(r) => (self.valid(r.class), r.id),
             None => (0, 0),
@@ -67,6 +85,7 @@ impl Model {
             sub_class,
             rule_class,
             rule_id,
+            sub,
         }
     }
 }

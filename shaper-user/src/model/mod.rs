@@ -25,7 +25,7 @@ pub mod parse;
 mod tests;
 
 pub use act::TcOutcome;
-pub use classify::Classification;
+pub use classify::{Classification, SubRef};
 pub use r#gen::{GenConfig, Generator, Policy};
 pub use parse::{ParseResult, Parsed};
 
@@ -70,7 +70,8 @@ pub enum ParseKind {
     Unsupported = 3,
 }
 
-/// One class: its configuration and the policer state (`tat`, ns).
+/// One class: its configuration and the policer state (`tat`, ns) of a rule class (a
+/// subscriber class's bucket is per subscriber: [`Model::sub_tat`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelClass {
     pub cfg: ClassConfig,
@@ -98,6 +99,9 @@ pub struct Model {
     pub rules: Vec<Rule>,
     pub fail_closed: bool,
     pub malformed_drop: bool,
+    /// Each subscriber's own policer state (`tat`, ns) per direction; absent = 0 (a full
+    /// bucket). A subscriber's class gives the rate and burst, the subscriber its bucket.
+    pub sub_tat: HashMap<SubRef, [u64; 2]>,
 }
 
 impl Model {
@@ -116,6 +120,7 @@ impl Model {
             rules: policy.rules.clone(),
             fail_closed,
             malformed_drop,
+            sub_tat: HashMap::new(),
         }
     }
 }

@@ -56,8 +56,14 @@ mod tests {
 
     #[test]
     fn md5_rfc1321_vectors() {
-        assert_eq!(md5(&[b""]).to_vec(), hex("d41d8cd98f00b204e9800998ecf8427e"));
-        assert_eq!(md5(&[b"abc"]).to_vec(), hex("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(
+            md5(&[b""]).to_vec(),
+            hex("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        assert_eq!(
+            md5(&[b"abc"]).to_vec(),
+            hex("900150983cd24fb0d6963f7d28e17f72")
+        );
         // Split input gives the same digest as the whole.
         assert_eq!(md5(&[b"a", b"bc"]), md5(&[b"abc"]));
     }
