@@ -100,6 +100,7 @@ fn policed(dscp: Option<u8>, v: Variant) -> ClassConfig {
         mtu: Some(1500),
         skb_priority: 0x0001_0010,
         block: false,
+        shared_bucket: false,
     };
     ClassConfig {
         rate_bps: if v.no_police { None } else { c.rate_bps },

@@ -1222,6 +1222,30 @@ fn each_subscriber_has_its_own_bucket_and_counters_pool_or_hash() {
     // A re-added hashed subscriber starts with fresh counters.
     dp.upsert_subscriber(sub(hashed, 32), [1, 0]).unwrap();
     assert_eq!(dp.subscriber_slot(&sub(hashed, 32)).unwrap().d[0].pkts, 0);
+    // A shared-bucket class (a modem's addresses): its subscribers draw from one bucket.
+    class(
+        &mut dp,
+        3,
+        ClassConfig {
+            rate_bps: Some(8_000_000),
+            burst_bytes: 2000,
+            shared_bucket: true,
+            ..plain()
+        },
+    );
+    dp.upsert_subscribers(&[
+        (sub("198.18.0.7", 32), [3, 0]),
+        (sub("2001:db8:0:104::", 64), [3, 0]),
+    ])
+    .unwrap();
+    let once = |dp: &Dataplane, f: &[u8]| dp.run_xdp(Role::Subscriber, f, 1).unwrap().action;
+    let f4 = pkt::udp4("198.18.0.7", NET4, 1, 2, 972);
+    let f6 = pkt::udp6("2001:db8:0:104::1", NET6, 1, 2, 952);
+    assert_eq!(
+        [once(&dp, &f4), once(&dp, &f6), once(&dp, &f4)],
+        [XDP_PASS, XDP_PASS, XDP_DROP],
+        "one 2000-byte bucket for both addresses"
+    );
     // Bad pools are refused at load with the reason.
     let e = Dataplane::load(LoadOptions {
         build: Build::Test,

@@ -118,6 +118,9 @@ _Static_assert(sizeof(struct sub_pool) == 16, "abi: sub_pool");
 
 #define SHAPER_CLASS_F_VALID 0x01 /* entry in use */
 #define SHAPER_CLASS_F_BLOCK 0x02 /* drop everything (e.g. DOCSIS network access off) */
+/* Subscribers on this class share its one bucket (`tat` here), e.g. the addresses of one
+ * modem; without it every subscriber on the class (a plan) has a bucket of its own. */
+#define SHAPER_CLASS_F_SHARED 0x04
 
 #define SHAPER_DSCP_KEEP 0xff
 

@@ -51,10 +51,13 @@ static __always_inline int police(struct class_entry *c, __u64 now, __u32 len,
 	return gcra(&c->tat, c->ns_per_byte_q16, c->burst_ns, now, len, gs);
 }
 
-/* A subscriber: the plan's rate and burst, the subscriber's own bucket. */
+/* A subscriber: the plan's rate and burst, the subscriber's own bucket (or the class's one
+ * bucket when the class is F_SHARED). */
 static __always_inline int police_sub(struct class_entry *plan, struct sub_dir *sd, __u64 now,
 				      __u32 len, struct global_stats *gs)
 {
+	if (plan->flags & SHAPER_CLASS_F_SHARED)
+		return police(plan, now, len, gs);
 	return gcra(&sd->tat, plan->ns_per_byte_q16, plan->burst_ns, now, len, gs);
 }
 

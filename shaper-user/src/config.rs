@@ -280,6 +280,10 @@ pub struct ClassSection {
     pub mtu: Option<u16>,
     #[serde(default)]
     pub block: bool,
+    /// Every subscriber on the class shares one bucket (default: one bucket per subscriber,
+    /// the class being their plan).
+    #[serde(default)]
+    pub shared_bucket: bool,
     pub htb: Option<HtbSection>,
 }
 
@@ -507,6 +511,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             mtu: c.mtu,
             skb_priority,
             block: c.block,
+            shared_bucket: c.shared_bucket,
         };
         cfg.validate(c.id).map_err(|e| {
             let field = match e {

@@ -25,6 +25,9 @@ pub struct ClassConfig {
     pub skb_priority: u32,
     /// Drop all traffic of the class (DOCSIS network access off).
     pub block: bool,
+    /// Subscribers on the class share one bucket (a modem's addresses). Without it the class
+    /// is a plan: each subscriber on it has a bucket of its own. Rules always share theirs.
+    pub shared_bucket: bool,
 }
 
 /// Errors in a policy object, each naming the field and the value that was wrong.

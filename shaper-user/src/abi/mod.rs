@@ -21,6 +21,7 @@ pub const DIR_DOWN: usize = 1;
 
 pub const CLASS_F_VALID: u8 = 0x01;
 pub const CLASS_F_BLOCK: u8 = 0x02;
+pub const CLASS_F_SHARED: u8 = 0x04;
 pub const DSCP_KEEP: u8 = 0xff;
 
 pub const TUPLE_F_VALID: u8 = 0x01;

@@ -210,6 +210,8 @@ pub fn class_config(qos: &QosLevel, dir: Direction, skb_priority: u32) -> ClassC
         mtu: qos.mtu,
         skb_priority,
         block: false,
+        // One bucket for all of the modem's addresses (IPv4 and IPv6 alike).
+        shared_bucket: true,
     }
 }
 

@@ -417,6 +417,7 @@ pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
                         mtu: (e.mtu != 0).then_some(e.mtu),
                         skb_priority: e.skb_priority,
                         block: e.flags & abi::CLASS_F_BLOCK != 0,
+                        shared_bucket: e.flags & abi::CLASS_F_SHARED != 0,
                     },
                 );
             }

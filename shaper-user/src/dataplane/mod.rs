@@ -605,7 +605,7 @@ impl Dataplane {
     }
 
     /// The policer state (`tat`) behind each policed class that has exactly one bucket: a
-    /// class used by rules polices with its own bucket; a class used by exactly one subscriber
+    /// class used by rules, or a shared-bucket class, polices with its own bucket; a class used by exactly one subscriber
     /// direction (as the controller gives each modem its own classes) with that subscriber's.
     /// A plan shared by several subscribers has one bucket each and is left out.
     pub fn class_buckets(&self) -> Result<HashMap<u32, u64>> {
@@ -622,7 +622,7 @@ impl Dataplane {
             if cfg.rate_bps.is_none() {
                 continue;
             }
-            if self.rules.iter().any(|r| r.class == *id) {
+            if cfg.shared_bucket || self.rules.iter().any(|r| r.class == *id) {
                 out.insert(*id, maps::class_tat(&self.ebpf, *id)?);
             } else if let Some([(k, d)]) = users.get(id).map(Vec::as_slice) {
                 out.insert(*id, self.subscriber_slot(k)?.d[*d].tat);
@@ -847,7 +847,13 @@ pub fn class_entry(cfg: &ClassConfig, tat: u64) -> abi::ClassEntry {
         skb_priority: cfg.skb_priority,
         mtu: cfg.mtu.unwrap_or(0),
         dscp: cfg.dscp.unwrap_or(abi::DSCP_KEEP),
-        flags: abi::CLASS_F_VALID | if cfg.block { abi::CLASS_F_BLOCK } else { 0 },
+        flags: abi::CLASS_F_VALID
+            | if cfg.block { abi::CLASS_F_BLOCK } else { 0 }
+            | if cfg.shared_bucket {
+                abi::CLASS_F_SHARED
+            } else {
+                0
+            },
         rate_bps: cfg.rate_bps.unwrap_or(0),
         burst_bytes: cfg.burst_bytes,
         ..Default::default()

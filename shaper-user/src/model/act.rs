@@ -221,7 +221,11 @@ impl Model {
         if let (Some(cl), Some(sub)) = (sc, c.sub) {
             let q16 = cl.cfg.ns_per_byte_q16();
             if q16 != 0 {
-                let tat = &mut self.sub_tat.entry(sub).or_default()[dir as usize];
+                let tat = if cl.cfg.shared_bucket {
+                    &mut self.classes.get_mut(&s).expect("valid class").tat
+                } else {
+                    &mut self.sub_tat.entry(sub).or_default()[dir as usize]
+                };
                 match police(*tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
                     Some(t) => *tat = t,
                     None => {

@@ -215,6 +215,7 @@ impl Generator {
             0
         };
         let block = self.chance(0.05);
+        let shared_bucket = self.chance(0.3);
         ClassConfig {
             rate_bps,
             burst_bytes,
@@ -222,6 +223,7 @@ impl Generator {
             mtu,
             skb_priority,
             block,
+            shared_bucket,
         }
     }
 
