@@ -16,6 +16,7 @@
 //! | `shaper_class_bucket_available_bytes`   | gauge     | class, owner (classes with one bucket) |
 //! | `shaper_dataplane_packets_total`        | counter   | counter (`abi::gs::NAMES`)           |
 //! | `shaper_top_flow_bytes`                 | gauge     | rank, src, dst, proto, sport, dport  |
+//! | `shaper_modem_service_target`           | gauge     | modem, target                        |
 //! | `shaper_events`                         | gauge     | source, state                        |
 //! | `shaper_scheduler_lag_seconds`          | gauge     |                                      |
 //! | `shaper_enforcements_total`             | counter   | result (ok/failed)                   |
@@ -25,6 +26,12 @@
 //! Label cardinality is bounded: `owner` is `modem:<id>` for a class the controller bound to a
 //! modem and `class:<id>` otherwise, so it adds nothing to the class count; the top flows are
 //! the [`TOP_FLOWS`] largest sampled flows, one series per rank, rebuilt on every scrape.
+//! Service targets are stored with each QoS level and carried into the modem's configuration
+//! file; `shaper_modem_service_target` reports them beside what the data plane measures, e.g.
+//! loss under congestion as
+//! `rate(shaper_class_drops_total{owner="modem:M",reason="police"}[5m]) /
+//! rate(shaper_class_packets_total{owner="modem:M"}[5m]) * 1e6` against
+//! `shaper_modem_service_target{modem="M",target="loss_ppm"}`.
 //! The flow table is sampled (one packet in `2^flow_sample_shift`), so flow bytes are sampled
 //! bytes, useful for ranking, not billing.
 
@@ -49,7 +56,7 @@ pub const TOP_FLOWS: usize = 10;
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Name, help, type and label names of every family the collector produces.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 15] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 16] = [
     (
         "shaper_class_packets_total",
         "Packets the data plane classified into the class (kernel counter, all CPUs).",
@@ -109,6 +116,12 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 15] = [
         "Sampled bytes of the largest sampled flows, one series per rank (1 = largest).",
         MetricType::GAUGE,
         &["rank", "src", "dst", "proto", "sport", "dport"],
+    ),
+    (
+        "shaper_modem_service_target",
+        "A service target of the modem's effective QoS (availability, error rate and loss in ppm; setup and repair time in ms), to compare with what the class metrics measure.",
+        MetricType::GAUGE,
+        &["modem", "target"],
     ),
     (
         "shaper_events",
@@ -211,6 +224,8 @@ struct ControllerView {
     events: BTreeMap<(&'static str, &'static str), u64>,
     stats: EnforceStats,
     next_due_ms: Option<u64>,
+    /// (modem, target name, value) of every service target set in an effective QoS.
+    targets: Vec<(String, &'static str, u32)>,
 }
 
 /// Samples by family name.
@@ -280,10 +295,25 @@ impl ShaperCollector {
         let ctl = self.controller.as_ref()?;
         let ctl = ctl.lock().unwrap_or_else(PoisonError::into_inner);
         let mut owners = HashMap::new();
+        let mut targets = Vec::new();
         for b in ctl.bindings() {
             let owner = format!("modem:{}", b.modem);
             owners.insert(b.up_class, owner.clone());
             owners.insert(b.down_class, owner);
+            if let Some(q) = ctl.effective(&b.modem) {
+                let t = q.targets;
+                for (name, v) in [
+                    ("availability_ppm", t.availability_ppm),
+                    ("error_rate_ppm", t.error_rate_ppm),
+                    ("loss_ppm", t.loss_ppm),
+                    ("setup_time_ms", t.setup_time_ms),
+                    ("repair_time_ms", t.repair_time_ms),
+                ] {
+                    if let Some(v) = v {
+                        targets.push((b.modem.clone(), name, v));
+                    }
+                }
+            }
         }
         let mut events = BTreeMap::new();
         for source in ["csr", "subscriber", "automation"] {
@@ -306,6 +336,7 @@ impl ShaperCollector {
             events,
             stats: *ctl.stats(),
             next_due_ms: ctl.next_due(),
+            targets,
         })
     }
 
@@ -314,6 +345,13 @@ impl ShaperCollector {
         view: &ControllerView,
         out: &mut Samples,
     ) -> Option<proto::Metric> {
+        for (modem, target, v) in &view.targets {
+            out.push(
+                "shaper_modem_service_target",
+                &[("modem", modem.as_str()), ("target", target)],
+                f64::from(*v),
+            );
+        }
         for ((source, state), n) in &view.events {
             out.push(
                 "shaper_events",

@@ -62,7 +62,16 @@ fn rig() -> Rig {
     };
     let binding = ctl.propose_binding("cm1", vec![key]).unwrap();
     let (up_class, down_class) = (binding.up_class, binding.down_class);
-    ctl.add_modem(binding, QosLevel::default(), T0).unwrap();
+    // The base plan carries service targets.
+    let base = QosLevel {
+        targets: crate::provision::ServiceTargets {
+            loss_ppm: Some(1_000),
+            availability_ppm: Some(999_900),
+            ..Default::default()
+        },
+        ..QosLevel::default()
+    };
+    ctl.add_modem(binding, base, T0).unwrap();
     ctl.submit(
         EventRequest {
             modem: "cm1".into(),
@@ -138,6 +147,16 @@ fn exposition_from_a_test_build_dataplane() {
     assert_eq!(up("shaper_class_rate_bytes_per_second", ""), 1_000_000.0);
     let avail = up("shaper_class_bucket_available_bytes", "");
     assert!(avail < 3000.0, "bucket after a burst: {avail}");
+    // Service targets of the effective QoS, beside what the classes measure.
+    assert_eq!(
+        s["shaper_modem_service_target{modem=\"cm1\",target=\"loss_ppm\"}"],
+        1000.0
+    );
+    assert_eq!(
+        s["shaper_modem_service_target{modem=\"cm1\",target=\"availability_ppm\"}"],
+        999_900.0
+    );
+    assert!(!s.contains_key("shaper_modem_service_target{modem=\"cm1\",target=\"setup_time_ms\"}"));
     // A class nobody owns, with no policer: counters but no bucket.
     assert_eq!(
         s["shaper_class_packets_total{class=\"7\",owner=\"class:7\"}"],
