@@ -341,8 +341,14 @@ fn classify(request: Code, response: Code, outcome: CoaOutcome) -> Result<CoaOut
 async fn receive(socket: Arc<UdpSocket>, pending: Pending) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let Ok((n, src)) = socket.recv_from(&mut buf).await else {
-            continue;
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "coa client recv");
+                // Do not spin on a persistent socket error.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         if n < 2 {
             continue;
@@ -356,5 +362,178 @@ async fn receive(socket: Arc<UdpSocket>, pending: Pending) {
             Some(w) => debug!(%src, expected = %w.nas, id, "response from the wrong address"),
             None => debug!(%src, id, "response to no pending request"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "nas-secret";
+
+    fn nas(addr: SocketAddr) -> NasTarget {
+        NasTarget {
+            addr,
+            secret: SECRET.into(),
+            profile: RateProfile::Plain,
+            message_authenticator: true,
+            require_response_message_authenticator: true,
+        }
+    }
+
+    fn answer(req: &[u8], code: Code, cause: Option<ErrorCause>, secret: &str) -> Vec<u8> {
+        let p = Packet::decode(req).unwrap();
+        let mut r = Packet::new(code, p.identifier);
+        r.add_message_authenticator();
+        if let Some(c) = cause {
+            r.push_integer(dict::ERROR_CAUSE, c.code());
+        }
+        encode_response(&r, &p.authenticator, secret.as_bytes()).unwrap()
+    }
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            initial_timeout: Duration::from_millis(150),
+            max_timeout: Duration::from_millis(300),
+            attempts: 3,
+        }
+    }
+
+    use crate::proto::radius::{encode_response, verify_request};
+
+    /// A fake NAS that drops the first transmission, answers the retransmission first from
+    /// another socket (wrong source), then with a wrong secret, then correctly with a NAK.
+    #[tokio::test]
+    async fn retransmits_and_accepts_only_a_verified_answer_from_the_nas() {
+        let nas_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = nas(nas_sock.local_addr().unwrap());
+        let fake = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let (n1, _) = nas_sock.recv_from(&mut buf).await.unwrap();
+            let first = buf[..n1].to_vec();
+            verify_request(&first, SECRET.as_bytes(), true).unwrap();
+            let (n2, from) = nas_sock.recv_from(&mut buf).await.unwrap();
+            assert_eq!(
+                &buf[..n2],
+                first.as_slice(),
+                "a retransmission is the same datagram"
+            );
+            let good = answer(
+                &first,
+                Code::CoaNak,
+                Some(ErrorCause::ResourcesUnavailable),
+                SECRET,
+            );
+            other.send_to(&good, from).await.unwrap();
+            let forged = answer(&first, Code::CoaAck, None, "not-the-secret");
+            nas_sock.send_to(&forged, from).await.unwrap();
+            nas_sock.send_to(&good, from).await.unwrap();
+            first
+        });
+        let client = CoaClient::bind("127.0.0.1:0".parse().unwrap(), quick())
+            .await
+            .unwrap();
+        let qos = QosLevel {
+            max_down_bps: Some(20_000_000),
+            max_up_bps: Some(2_000_000),
+            ..QosLevel::default()
+        };
+        let err = client
+            .coa(&target, &SessionSelector::by_session_id("s1"), &qos)
+            .await
+            .unwrap_err();
+        let sent = fake.await.unwrap();
+        match err {
+            CoaError::Nak { code, outcome } => {
+                assert_eq!(code, Code::CoaNak);
+                assert_eq!(outcome.attempts, 2);
+                assert_eq!(outcome.error_cause, Some(ErrorCause::ResourcesUnavailable));
+                assert_eq!(outcome.invalid_responses, 1, "the forged ACK was discarded");
+            }
+            other => panic!("expected a NAK, got {other}"),
+        }
+        let p = Packet::decode(&sent).unwrap();
+        assert_eq!(p.text(dict::FILTER_ID).unwrap(), Some("20000/2000"));
+        assert_eq!(p.text(dict::ACCT_SESSION_ID).unwrap(), Some("s1"));
+        assert!(p.integer(dict::EVENT_TIMESTAMP).unwrap().is_some());
+        assert!(client.pending.lock().unwrap().is_empty());
+    }
+
+    /// Concurrent requests get distinct identifiers; each is answered in reverse order and
+    /// matched to its own request.
+    #[tokio::test]
+    async fn concurrent_requests_get_distinct_identifiers() {
+        let nas_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = nas(nas_sock.local_addr().unwrap());
+        let fake = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            for _ in 0..8 {
+                let (n, from) = nas_sock.recv_from(&mut buf).await.unwrap();
+                got.push((buf[..n].to_vec(), from));
+            }
+            let ids: std::collections::BTreeSet<u8> = got.iter().map(|(b, _)| b[1]).collect();
+            assert_eq!(ids.len(), 8);
+            for (req, from) in got.iter().rev() {
+                nas_sock
+                    .send_to(&answer(req, Code::DisconnectAck, None, SECRET), from)
+                    .await
+                    .unwrap();
+            }
+        });
+        let client = Arc::new(
+            CoaClient::bind("127.0.0.1:0".parse().unwrap(), quick())
+                .await
+                .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (c, t) = (client.clone(), target.clone());
+            tasks.push(tokio::spawn(async move {
+                c.disconnect(&t, &SessionSelector::by_session_id(format!("s{i}")))
+                    .await
+            }));
+        }
+        for t in tasks {
+            let o = t.await.unwrap().unwrap();
+            assert_eq!((o.code, o.attempts), (Some(Code::DisconnectAck), 1));
+        }
+        fake.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout_after_every_attempt() {
+        let nas_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = CoaClient::bind("127.0.0.1:0".parse().unwrap(), quick())
+            .await
+            .unwrap();
+        let qos = QosLevel {
+            max_down_bps: Some(1_000_000),
+            ..QosLevel::default()
+        };
+        let err = client
+            .coa(
+                &nas(nas_sock.local_addr().unwrap()),
+                &SessionSelector::by_session_id("s"),
+                &qos,
+            )
+            .await
+            .unwrap_err();
+        let outcome = *err.outcome().unwrap();
+        assert!(matches!(err, CoaError::Timeout { .. }));
+        assert_eq!((outcome.attempts, outcome.code), (3, None));
+        // 150 + 300 + 300 ms of waiting.
+        assert!(outcome.latency >= Duration::from_millis(700), "{outcome:?}");
+        assert!(matches!(
+            client
+                .coa(
+                    &nas(nas_sock.local_addr().unwrap()),
+                    &SessionSelector::by_session_id("s"),
+                    &QosLevel::default()
+                )
+                .await,
+            Err(CoaError::Rate(RateError::NoRate))
+        ));
     }
 }

@@ -668,7 +668,7 @@ impl RadiusServer {
 
 // ---- tokio shell ----------------------------------------------------------------------------
 
-/// The running server: its bound addresses and tasks.
+/// The running server: its bound addresses and tasks. Dropping it stops the listeners too.
 #[derive(Debug)]
 pub struct RadiusServerHandle {
     pub coa_addr: SocketAddr,
@@ -735,15 +735,24 @@ async fn serve(
 ) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let (n, src) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(?listener, error = %e, "radius recv");
-                    continue;
+        let received = tokio::select! {
+            r = sock.recv_from(&mut buf) => r,
+            r = stop.changed() => {
+                // Shutdown, or the handle was dropped.
+                if r.is_err() || *stop.borrow() {
+                    return;
                 }
-            },
-            _ = stop.wait_for(|s| *s) => return,
+                continue;
+            }
+        };
+        let (n, src) = match received {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(?listener, error = %e, "radius recv");
+                // Do not spin on a persistent socket error.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let datagram = buf[..n].to_vec();
         let (core, sock, clock) = (core.clone(), sock.clone(), clock.clone());

@@ -160,3 +160,109 @@ impl CoaSink for ControllerSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{ControllerConfig, Disabled};
+    use crate::provision::EventState;
+    use crate::sessions::{Session, SessionTable};
+    use crate::store::{SqliteStore, TempDir};
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn session(id: &str, user: &str) -> Session {
+        Session {
+            acct_session_id: id.into(),
+            subscriber: Some(user.into()),
+            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            framed_ipv6_prefix: None,
+            delegated_ipv6_prefix: None,
+            calling_station_id: None,
+            nas_ip: None,
+            nas_identifier: Some("bras1".into()),
+            gateway: None,
+            since_ms: T0,
+            updated_ms: T0,
+        }
+    }
+
+    fn rate(down: u64, up: u64) -> QosLevel {
+        QosLevel {
+            max_down_bps: Some(down),
+            max_up_bps: Some(up),
+            ..QosLevel::default()
+        }
+    }
+
+    #[test]
+    fn coa_grants_replace_each_other_and_disconnect_reverts() {
+        let dir = TempDir::new("coa-sink");
+        let store = SqliteStore::open(dir.path().join("shaper.db")).unwrap();
+        let (mut c, _) = Controller::open(
+            ControllerConfig::default(),
+            Box::new(store),
+            Box::new(Disabled),
+            Box::new(Disabled),
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        let b = c.propose_binding("cm1", Vec::new()).unwrap();
+        c.add_modem(b, rate(10_000_000, 2_000_000), T0).unwrap();
+        let ctl = Arc::new(Mutex::new(c));
+        let table = Arc::new(SessionTable::new());
+        table.start(session("s1", "cm1")).unwrap();
+        table.start(session("s9", "ghost")).unwrap();
+        let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 10));
+
+        let by_ip = SessionSelector {
+            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            ..SessionSelector::default()
+        };
+        // The address index points at the latest session that reported it (s9); by id instead.
+        sink.coa(
+            SessionSelector::by_session_id("s1"),
+            rate(50_000_000, 5_000_000),
+        )
+        .unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(50_000_000)
+        );
+        sink.coa(
+            SessionSelector::by_session_id("s1"),
+            rate(80_000_000, 8_000_000),
+        )
+        .unwrap();
+        {
+            let c = ctl.lock().unwrap();
+            assert_eq!(c.effective("cm1").unwrap().max_down_bps, Some(80_000_000));
+            let states: Vec<EventState> = c.engine().events().map(|e| e.state).collect();
+            assert_eq!(states, vec![EventState::Cancelled, EventState::Active]);
+        }
+        // A session whose User-Name is no modem, and no session at all: 503.
+        assert_eq!(
+            sink.coa(by_ip, rate(1_000_000, 1_000_000)),
+            Err(CoaRefusal::SessionNotFound)
+        );
+        assert_eq!(
+            sink.coa(
+                SessionSelector::by_session_id("nope"),
+                rate(1_000_000, 1_000_000)
+            ),
+            Err(CoaRefusal::SessionNotFound)
+        );
+        sink.disconnect(SessionSelector::by_session_id("s1"))
+            .unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(10_000_000)
+        );
+        assert_eq!(table.all().unwrap().len(), 1);
+        assert_eq!(
+            sink.disconnect(SessionSelector::by_session_id("s1")),
+            Err(CoaRefusal::SessionNotFound)
+        );
+    }
+}
