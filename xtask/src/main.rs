@@ -51,6 +51,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/bin/pgrep"),
     ("prometheus", "/usr/bin/promtool"),
+    ("freeradius-utils", "/usr/bin/radclient"),
+    ("freeradius", "/usr/sbin/freeradius"),
+    ("tshark", "/usr/bin/tshark"),
 ];
 
 fn deps() -> anyhow::Result<()> {

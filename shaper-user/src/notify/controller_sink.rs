@@ -1,0 +1,268 @@
+//! [`CoaSink`] for the controller: a CoA becomes a provisioning event (DESIGN §1.1, "an
+//! automated trigger asks for a QoS level").
+//!
+//! - The request's identification attributes are resolved to sessions through the
+//!   [`SessionStore`] (filled by accounting); each session's User-Name is the modem id the
+//!   controller provisions. No session, or sessions without a User-Name: Session-Context-Not-
+//!   Found (503).
+//! - CoA: the previous CoA grant of that modem (if this sink made one) is cancelled and an
+//!   immediate grant with the new level is submitted, then the controller ticks so the level is
+//!   enforced before the ACK (RFC 5176 §3: an ACK means the change was made). CoA grants thus
+//!   replace each other instead of piling up layers; grants from other sources are untouched.
+//! - Disconnect: the modem's CoA grant is cancelled (back to its plan) and the sessions are
+//!   removed from the table.
+//!
+//! Error mapping: unknown modem → 503; a grant the engine refuses → 407
+//! Invalid-Attribute-Value; store or poisoned controller → 506 Resources-Unavailable.
+//!
+//! Which CoA grant belongs to which modem is kept in memory: after a restart the next CoA for a
+//! modem layers over the old grant rather than replacing it (the effective level is the same).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use super::coa_server::{CoaRefusal, CoaSink};
+use crate::api::Clock;
+use crate::controller::{Controller, ControllerError};
+use crate::provision::{EventRequest, ProvisionError, QosLevel, Source};
+use crate::sessions::{SessionSelector, SessionStore};
+
+/// The `Source::Automation` trigger of events this sink submits.
+pub const TRIGGER: &str = "radius-coa";
+
+/// See the module documentation.
+pub struct ControllerSink {
+    controller: Arc<Mutex<Controller>>,
+    sessions: Arc<dyn SessionStore>,
+    clock: Clock,
+    /// modem → event id of its current CoA grant.
+    grants: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for ControllerSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerSink").finish_non_exhaustive()
+    }
+}
+
+fn refusal(e: &ControllerError) -> CoaRefusal {
+    match e {
+        ControllerError::Provision(ProvisionError::UnknownModem(_))
+        | ControllerError::UnknownModem(_) => CoaRefusal::SessionNotFound,
+        ControllerError::Provision(ProvisionError::Invalid(e)) => {
+            CoaRefusal::InvalidAttributeValue(e.to_string())
+        }
+        other => CoaRefusal::ResourcesUnavailable(other.to_string()),
+    }
+}
+
+impl ControllerSink {
+    #[must_use]
+    pub fn new(
+        controller: Arc<Mutex<Controller>>,
+        sessions: Arc<dyn SessionStore>,
+        clock: Clock,
+    ) -> ControllerSink {
+        ControllerSink {
+            controller,
+            sessions,
+            clock,
+            grants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn modems(&self, target: &SessionSelector) -> Result<BTreeSet<String>, CoaRefusal> {
+        let found = self
+            .sessions
+            .find(target)
+            .map_err(|e| CoaRefusal::ResourcesUnavailable(e.to_string()))?;
+        let modems: BTreeSet<String> = found.into_iter().filter_map(|s| s.subscriber).collect();
+        if modems.is_empty() {
+            return Err(CoaRefusal::SessionNotFound);
+        }
+        Ok(modems)
+    }
+
+    fn controller(&self) -> Result<std::sync::MutexGuard<'_, Controller>, CoaRefusal> {
+        self.controller
+            .lock()
+            .map_err(|_| CoaRefusal::ResourcesUnavailable("controller lock poisoned".into()))
+    }
+
+    /// Cancels the modem's CoA grant, if any. An event that already ended is not an error.
+    fn cancel_grant(&self, c: &mut Controller, modem: &str, now: u64) -> Result<(), CoaRefusal> {
+        let prev = self
+            .grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(modem);
+        if let Some(id) = prev {
+            match c.cancel(id, now) {
+                Ok(_)
+                | Err(ControllerError::Provision(
+                    ProvisionError::Finished { .. } | ProvisionError::UnknownEvent(_),
+                )) => {}
+                Err(e) => return Err(refusal(&e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CoaSink for ControllerSink {
+    fn coa(&self, target: SessionSelector, qos: QosLevel) -> Result<(), CoaRefusal> {
+        let modems = self.modems(&target)?;
+        let now = (self.clock)();
+        let mut c = self.controller()?;
+        for modem in modems {
+            if c.effective(&modem).is_none() {
+                return Err(CoaRefusal::SessionNotFound);
+            }
+            self.cancel_grant(&mut c, &modem, now)?;
+            let req = EventRequest {
+                modem: modem.clone(),
+                source: Source::Automation {
+                    trigger: TRIGGER.into(),
+                },
+                qos,
+                start_ms: None,
+                stop_ms: None,
+                idempotency_key: None,
+            };
+            let submitted = c.submit(req, now).map_err(|e| refusal(&e))?;
+            self.grants
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(modem, submitted.id);
+        }
+        c.tick(now).map_err(|e| refusal(&e))?;
+        Ok(())
+    }
+
+    fn disconnect(&self, target: SessionSelector) -> Result<(), CoaRefusal> {
+        let sessions = self
+            .sessions
+            .find(&target)
+            .map_err(|e| CoaRefusal::ResourcesUnavailable(e.to_string()))?;
+        if sessions.is_empty() {
+            return Err(CoaRefusal::SessionNotFound);
+        }
+        let now = (self.clock)();
+        let mut c = self.controller()?;
+        for s in &sessions {
+            if let Some(m) = &s.subscriber {
+                self.cancel_grant(&mut c, m, now)?;
+            }
+            self.sessions
+                .stop(&s.acct_session_id)
+                .map_err(|e| CoaRefusal::ResourcesUnavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{ControllerConfig, Disabled};
+    use crate::provision::EventState;
+    use crate::sessions::{Session, SessionTable};
+    use crate::store::{SqliteStore, TempDir};
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn session(id: &str, user: &str) -> Session {
+        Session {
+            acct_session_id: id.into(),
+            subscriber: Some(user.into()),
+            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            framed_ipv6_prefix: None,
+            delegated_ipv6_prefix: None,
+            calling_station_id: None,
+            nas_ip: None,
+            nas_identifier: Some("bras1".into()),
+            gateway: None,
+            since_ms: T0,
+            updated_ms: T0,
+        }
+    }
+
+    fn rate(down: u64, up: u64) -> QosLevel {
+        QosLevel {
+            max_down_bps: Some(down),
+            max_up_bps: Some(up),
+            ..QosLevel::default()
+        }
+    }
+
+    #[test]
+    fn coa_grants_replace_each_other_and_disconnect_reverts() {
+        let dir = TempDir::new("coa-sink");
+        let store = SqliteStore::open(dir.path().join("shaper.db")).unwrap();
+        let (mut c, _) = Controller::open(
+            ControllerConfig::default(),
+            Box::new(store),
+            Box::new(Disabled),
+            Box::new(Disabled),
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        let b = c.propose_binding("cm1", Vec::new()).unwrap();
+        c.add_modem(b, rate(10_000_000, 2_000_000), T0).unwrap();
+        let ctl = Arc::new(Mutex::new(c));
+        let table = Arc::new(SessionTable::new());
+        table.start(session("s1", "cm1")).unwrap();
+        table.start(session("s9", "ghost")).unwrap();
+        let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 10));
+
+        let by_ip = SessionSelector {
+            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            ..SessionSelector::default()
+        };
+        // The address index points at the latest session that reported it (s9); by id instead.
+        sink.coa(
+            SessionSelector::by_session_id("s1"),
+            rate(50_000_000, 5_000_000),
+        )
+        .unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(50_000_000)
+        );
+        sink.coa(
+            SessionSelector::by_session_id("s1"),
+            rate(80_000_000, 8_000_000),
+        )
+        .unwrap();
+        {
+            let c = ctl.lock().unwrap();
+            assert_eq!(c.effective("cm1").unwrap().max_down_bps, Some(80_000_000));
+            let states: Vec<EventState> = c.engine().events().map(|e| e.state).collect();
+            assert_eq!(states, vec![EventState::Cancelled, EventState::Active]);
+        }
+        // A session whose User-Name is no modem, and no session at all: 503.
+        assert_eq!(
+            sink.coa(by_ip, rate(1_000_000, 1_000_000)),
+            Err(CoaRefusal::SessionNotFound)
+        );
+        assert_eq!(
+            sink.coa(
+                SessionSelector::by_session_id("nope"),
+                rate(1_000_000, 1_000_000)
+            ),
+            Err(CoaRefusal::SessionNotFound)
+        );
+        sink.disconnect(SessionSelector::by_session_id("s1"))
+            .unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(10_000_000)
+        );
+        assert_eq!(table.all().unwrap().len(), 1);
+        assert_eq!(
+            sink.disconnect(SessionSelector::by_session_id("s1")),
+            Err(CoaRefusal::SessionNotFound)
+        );
+    }
+}
