@@ -1,0 +1,35 @@
+//! The network service manager (issue 5; DESIGN.md §1.6; 3GPP PCRF, PROTOCOLS.md §6).
+//!
+//! Service providers ask for a QoS level for their application's traffic to a subscriber
+//! (`POST /v1/providers/{id}/allocations`). The manager identifies the provider and the
+//! application, binds the request to the subscriber's online session(s) (which BRAS, which
+//! gateway), checks the provider is entitled to the traffic, checks capacity on every link the
+//! traffic crosses, and allocates — or refuses with the constraint that failed, what was asked
+//! and what is left. An allocation is enforced in the data plane (its own class and rules:
+//! [`enforce`]) and notified to the BRAS, the gateways and the provider ([`notify`]).
+//!
+//! - [`model`]: providers, applications, links, sessions, allocations.
+//! - [`core`]: the pure decision core with in-memory indexes ([`NsmCore`]).
+//! - [`service`]: the shell: store, enforcement, notification jobs ([`NsmService`]).
+//! - [`enforce`]: allocations → data-plane classes and rules ([`AllocationEnforcer`]).
+//! - [`notify`]: [`Notifier`] per target kind, provider webhooks, remote gateways.
+//! - [`http`]: the small HTTP client the notifiers use.
+
+pub mod core;
+pub mod enforce;
+pub mod http;
+pub mod model;
+pub mod notify;
+pub mod service;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{CatalogError, Decision, NsmCore, Refusal};
+pub use enforce::{
+    AllocEnforceError, AllocationEnforcer, AllocationTarget, EnforcePlan, NoDataplane,
+};
+pub use notify::{
+    AllocationNotice, BoxFuture, GatewayNotifier, GatewayState, HttpGateway, Job, Notifier,
+    Notifiers, NotifyError, RemoteGateway, RetryPolicy, Target, WebhookNotifier,
+};
+pub use service::{LinkUsage, NsmConfig, NsmError, NsmService};
