@@ -14,12 +14,15 @@
 //! - [`enforce`]: allocations → data-plane classes and rules ([`AllocationEnforcer`]).
 //! - [`notify`]: [`Notifier`] per target kind, provider webhooks, remote gateways.
 //! - [`http`]: the small HTTP client the notifiers use.
+//! - [`config`]: `[nsm]` in `shaper.toml`.
 
+pub mod config;
 pub mod core;
 pub mod enforce;
 pub mod http;
 pub mod model;
 pub mod notify;
+pub mod run;
 pub mod service;
 #[cfg(test)]
 mod tests;
