@@ -346,9 +346,12 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Model {
     held: HashMap<(String, Dir), u64>,
-    allocs: Vec<(u64, Vec<(String, Dir, u64)>)>,
-    provisioned: HashMap<usize, Vec<(String, Dir, u64)>>,
+    allocs: Vec<(u64, Vec<Held>)>,
+    provisioned: HashMap<usize, Vec<Held>>,
 }
+
+/// One charge in the model: link, direction, bit/s.
+type Held = (String, Dir, u64);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
