@@ -2,7 +2,9 @@
 //! gateway namespace runs the network service manager on its data plane. An admin registers a
 //! provider (server prefix 198.19.0.0/24), its application (UDP from the provider's port
 //! `APP_PORT` down to the subscriber), the subscriber's session behind gateway `gw1` (30 Mbit/s
-//! down) through the API; the provider asks for 20 Mbit/s at priority 6 for the subscriber.
+//! down) through the API; the provider asks for 20 Mbit/s at priority 6 for the subscriber. The
+//! allocation gets its own policer class (DSCP EF) and, on the subscriber side's HTB tree, its
+//! own HTB class (rate = ceil = 20 Mbit/s, prio 1).
 //!
 //! Then, with two UDP flows from `net` to the subscriber at the same time — the application's
 //! (source port `APP_PORT`) and another (source port `OTHER_PORT`), 40 Mbit/s offered each —
@@ -158,6 +160,7 @@ max_flows = 64
 [[interface]]
 name = "sub0"
 role = "subscriber"
+htb_link_rate = "100M"
 [[interface]]
 name = "up0"
 role = "upstream"
@@ -170,6 +173,8 @@ class_last = 255
 [nsm]
 class_first = 16
 class_last = 127
+htb_minor_first = 0x10
+htb_minor_last = 0x1f
 local_gateway = "gw1"
 [[nsm.link]]
 id = "gw1"
@@ -227,6 +232,17 @@ capacity_down = {CAPACITY_DOWN}
     assert_eq!(s, 201, "{alloc}");
     assert_eq!(alloc["dscp"], 46, "{alloc}");
     let alloc_id = alloc["id"].as_u64().unwrap();
+    // Downstream, it has an HTB class on the subscriber side: rate = ceil = 20 Mbit/s,
+    // prio 7 − 6 = 1.
+    let classes = topo.gw.run(["tc", "class", "show", "dev", "sub0"]).unwrap();
+    let line = classes
+        .lines()
+        .find(|l| l.starts_with("class htb 1:10 "))
+        .unwrap_or_else(|| panic!("no HTB class 1:10 for the allocation: {classes}"));
+    assert!(
+        line.contains("prio 1 ") && line.contains("rate 20Mbit ceil 20Mbit"),
+        "{line}"
+    );
 
     // A second request beyond what gw1 has left: 409 naming the link and what is left.
     let (s, p) = call(
@@ -278,6 +294,11 @@ capacity_down = {CAPACITY_DOWN}
     assert_eq!((s, r["state"].as_str()), (200, Some("released")), "{r}");
     let (_, links) = call(&gw, ADMIN, "GET", "/v1/links", None);
     assert_eq!(links[0]["committed_down_bps"], 0, "{links}");
+    let classes = topo.gw.run(["tc", "class", "show", "dev", "sub0"]).unwrap();
+    assert!(
+        !classes.contains("class htb 1:10 "),
+        "the HTB class outlived the release: {classes}"
+    );
     let (app_srv, app_cli) = flow(&topo, sub, APP_PORT);
     let released = steady_rate(app_srv, app_cli, "application flow after the release");
     assert!(

@@ -640,6 +640,18 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             &classes.iter().map(|c| c.0).collect::<Vec<_>>(),
             &rules.iter().map(|r| r.id).collect::<Vec<_>>(),
             Some(&ctl.config.classes),
+            &config
+                .classes
+                .iter()
+                .filter_map(|c| c.htb.as_ref().map(|h| h.minor))
+                .chain(
+                    config
+                        .interfaces
+                        .iter()
+                        .filter(|i| i.htb_link_rate.is_some())
+                        .map(|i| i.htb_default_minor.unwrap_or(htb::MAX_MINOR)),
+                )
+                .collect::<Vec<_>>(),
         )?),
     };
     Ok(Validated {

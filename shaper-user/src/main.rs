@@ -391,7 +391,27 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let gw = gateway::apply(v)?;
+        let mut gw = gateway::apply(v)?;
+        // The HTB trees go to the network service manager when it gives allocations classes.
+        let trees = match v.nsm.as_ref().filter(|n| n.htb_minors.is_some()) {
+            Some(_) => std::mem::take(&mut gw.trees)
+                .into_iter()
+                .filter_map(|t| {
+                    let role = v
+                        .config
+                        .interfaces
+                        .iter()
+                        .find(|i| i.name == t.ifname())?
+                        .role;
+                    let dir = match role {
+                        shaper::dataplane::Role::Subscriber => shaper::nsm::model::Dir::Down,
+                        shaper::dataplane::Role::Upstream => shaper::nsm::model::Dir::Up,
+                    };
+                    Some((dir, t))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(rb) = gw.lock().take_events() {
             tokio::spawn(async move {
                 if let Err(e) = gateway::log_events(rb).await {
@@ -402,7 +422,7 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = match &v.controller {
-            Some(plan) => Some(start_controller(plan, v.nsm.as_ref(), &gw, stop_rx).await?),
+            Some(plan) => Some(start_controller(plan, v.nsm.as_ref(), &gw, trees, stop_rx).await?),
             None => None,
         };
         let server_failed = async {
@@ -458,6 +478,7 @@ async fn start_controller(
     plan: &config::ControllerPlan,
     nsm_plan: Option<&shaper::nsm::config::NsmPlan>,
     gw: &gateway::Gateway,
+    trees: Vec<(shaper::nsm::model::Dir, shaper::dataplane::htb::HtbTree)>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ControllerTasks> {
     let path = &plan.tokens_file;
@@ -484,7 +505,7 @@ async fn start_controller(
         api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
     let nsm = match nsm_plan {
         Some(np) => {
-            let nsm = shaper::nsm::run::open(np, plan, gw, Arc::new(api::system_now_ms))?;
+            let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
             {
                 let c = ctl
                     .lock()

@@ -6,6 +6,8 @@
 //! dataplane = true             # enforce allocations in this gateway's data plane
 //! class_first = 512            # data-plane classes for allocations (one per direction)
 //! class_last = 1023
+//! htb_minor_first = 0x100      # HTB classes for allocations on the interfaces' trees
+//! htb_minor_last = 0x1ff       #   (rate = committed, ceil, prio = 7 − priority)
 //! local_gateway = "gw1"        # sessions behind this gateway are enforced here
 //! webhooks = true              # POST signed notices to providers' webhook URLs
 //! bras = false                 # RADIUS CoA to the BRAS (needs the CoA client)
@@ -100,6 +102,10 @@ pub struct NsmSection {
     pub class_last: Option<u32>,
     pub rule_first: Option<u32>,
     pub rule_last: Option<u32>,
+    /// HTB minors for allocations on the trees of interfaces with `htb_link_rate` (subscriber
+    /// side: downstream, upstream side: upstream); absent = policer only.
+    pub htb_minor_first: Option<u16>,
+    pub htb_minor_last: Option<u16>,
     pub local_gateway: Option<String>,
     #[serde(default = "yes")]
     pub webhooks: bool,
@@ -121,6 +127,7 @@ pub struct NsmPlan {
     pub dataplane: bool,
     pub classes: RangeInclusive<u32>,
     pub rule_ids: RangeInclusive<u32>,
+    pub htb_minors: Option<RangeInclusive<u16>>,
     pub local_gateway: Option<String>,
     pub webhooks: bool,
     pub bras: bool,
@@ -149,6 +156,7 @@ pub fn validate(
     config_classes: &[u32],
     config_rules: &[u32],
     controller_classes: Option<&RangeInclusive<u32>>,
+    reserved_minors: &[u16],
 ) -> Result<NsmPlan, ConfigError> {
     if !(s.overbooking.is_finite() && s.overbooking > 0.0 && s.overbooking <= 100.0) {
         return Err(err("nsm.overbooking", "must be above 0 and at most 100"));
@@ -198,6 +206,35 @@ pub fn validate(
             format!("rule {r} of the configuration lies in nsm's rule ids {rule_ids:?}"),
         ));
     }
+    let htb_minors = match (s.htb_minor_first, s.htb_minor_last) {
+        (None, None) => None,
+        (Some(a), Some(b)) => {
+            if a < crate::dataplane::htb::MIN_MINOR || b > crate::dataplane::htb::MAX_MINOR || a > b
+            {
+                return Err(err(
+                    "nsm.htb_minor_first",
+                    format!(
+                        "{a:#x}..={b:#x} is not a range within {:#x}..={:#x}",
+                        crate::dataplane::htb::MIN_MINOR,
+                        crate::dataplane::htb::MAX_MINOR
+                    ),
+                ));
+            }
+            if let Some(m) = reserved_minors.iter().find(|m| (a..=b).contains(*m)) {
+                return Err(err(
+                    "nsm.htb_minor_first",
+                    format!("HTB minor {m:#x} of the configuration lies in {a:#x}..={b:#x}"),
+                ));
+            }
+            Some(a..=b)
+        }
+        _ => {
+            return Err(err(
+                "nsm.htb_minor_last",
+                "give both htb_minor_first and htb_minor_last, or neither",
+            ));
+        }
+    };
     if s.bras {
         return Err(err(
             "nsm.bras",
@@ -257,6 +294,7 @@ pub fn validate(
         dataplane: s.dataplane,
         classes,
         rule_ids,
+        htb_minors,
         local_gateway: s.local_gateway.clone(),
         webhooks: s.webhooks,
         bras: s.bras,
@@ -272,7 +310,14 @@ mod tests {
 
     fn parse(text: &str) -> Result<NsmPlan, ConfigError> {
         let s: NsmSection = toml::from_str(text).unwrap();
-        validate(&s, 65_536, &[1, 600], &[10], Some(&(1024..=65_535)))
+        validate(
+            &s,
+            65_536,
+            &[1, 600],
+            &[10],
+            Some(&(1024..=65_535)),
+            &[0x20, 0xfffe],
+        )
     }
 
     #[test]

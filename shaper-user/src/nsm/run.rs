@@ -21,11 +21,14 @@ use crate::gateway::Gateway;
 use crate::store::{NsmStore, SqliteNsmStore};
 
 /// Opens the manager of `plan` (store: `nsm.store`, else the controller's) on the gateway's
-/// data plane at `now_ms`, registers the configured links, and builds the notifiers.
+/// data plane, registers the configured links, and builds the notifiers. `trees` are the HTB
+/// trees allocations get classes on (with `nsm.htb_minor_*`): the subscriber-facing
+/// interface's shapes downstream, the upstream-facing one's upstream.
 pub fn open(
     plan: &NsmPlan,
     controller: &ControllerPlan,
     gw: &Gateway,
+    trees: Vec<(super::model::Dir, crate::dataplane::htb::HtbTree)>,
     clock: crate::api::Clock,
 ) -> anyhow::Result<NsmState> {
     let path = plan
@@ -35,11 +38,18 @@ pub fn open(
     let store = SqliteNsmStore::open(&path)
         .with_context(|| format!("nsm.store: opening {}", path.display()))?;
     let target: Box<dyn AllocationTarget> = if plan.dataplane {
-        Box::new(AllocationEnforcer::new(
+        let mut e = AllocationEnforcer::new(
             gw.dataplane.clone(),
             plan.classes.clone(),
             plan.rule_ids.clone(),
-        ))
+        );
+        if let Some(minors) = &plan.htb_minors {
+            for (dir, tree) in trees {
+                info!(interface = tree.ifname(), %dir, "allocations get HTB classes");
+                e = e.with_htb(dir, tree, minors.clone());
+            }
+        }
+        Box::new(e)
     } else {
         Box::new(NoDataplane)
     };
