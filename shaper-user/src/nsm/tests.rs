@@ -700,3 +700,93 @@ async fn webhooks_are_signed_retried_and_logged() {
     assert_eq!(h.seen.lock().unwrap().len(), 4);
     server.abort();
 }
+
+// ---- remote gateways ----------------------------------------------------------------------
+
+async fn gateway_sink(
+    axum::extract::State(seen): axum::extract::State<Arc<Mutex<Vec<serde_json::Value>>>>,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    seen.lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap());
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_gateways_get_their_desired_state_and_the_local_one_nothing() {
+    use super::http::HttpUrl;
+    use super::notify::{GatewayNotifier, HttpGateway, RemoteGateway};
+
+    let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/allocations", axum::routing::post(gateway_sink))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = TempDir::new("nsm-gateways");
+    let mut svc = seeded_service(&dir.path().join("nsm.db"), Recorder::default());
+    svc.put_link(link("gw2", 100_000_000, 100_000_000)).unwrap();
+    svc.upsert_session(&session("s2", "cm2", "198.18.0.11", "gw2"))
+        .unwrap();
+    svc.upsert_session(&session("s3", "cm3", "198.18.0.12", "gw3"))
+        .unwrap();
+    svc.put_link(link("gw3", 100_000_000, 100_000_000)).unwrap();
+    svc.allocate("p1", request("tv", "cm2", 1_000_000), 5).unwrap();
+    svc.allocate("p1", request("tv", "cm2", 2_000_000), 6).unwrap();
+    svc.allocate("p1", request("tv", "cm1", 3_000_000), 7).unwrap();
+    svc.allocate("p1", request("tv", "cm3", 4_000_000), 8).unwrap();
+    let retry = RetryPolicy {
+        attempts: 2,
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(10),
+        timeout: Duration::from_secs(5),
+    };
+    let remote: Arc<dyn RemoteGateway> = Arc::new(HttpGateway {
+        id: "gw2".into(),
+        url: HttpUrl::parse(&format!("http://{addr}/v1/allocations")).unwrap(),
+        retry,
+    });
+    let notifier = GatewayNotifier {
+        local: Some("gw1".into()),
+        remote: [("gw2".to_owned(), remote)].into_iter().collect(),
+    };
+    let jobs: Vec<Job> = svc
+        .take_jobs()
+        .into_iter()
+        .filter(|j| matches!(j.target, Target::Gateway(_)))
+        .collect();
+    assert_eq!(jobs.len(), 4);
+    let mut results = Vec::new();
+    for job in &jobs {
+        results.push((job.target.clone(), notifier.notify(job).await));
+    }
+    for (target, r) in &results {
+        match target {
+            // Local: enforced already; remote: pushed; gw3: configured nowhere.
+            Target::Gateway(g) if g == "gw3" => assert!(
+                matches!(r, Err(super::notify::NotifyError::UnknownGateway(x)) if x == "gw3"),
+                "{r:?}"
+            ),
+            _ => assert!(r.is_ok(), "{target:?}: {r:?}"),
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "two changes on gw2, one push each");
+    // Each push is the gateway's whole desired state at that change.
+    let ids = |v: &serde_json::Value| -> Vec<u64> {
+        v["allocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seen[0]["gateway"], "gw2");
+    assert_eq!(ids(&seen[0]), [1]);
+    assert_eq!(ids(&seen[1]), [1, 2]);
+    assert_eq!(seen[1]["change"]["event"], "allocated");
+    server.abort();
+}
