@@ -58,6 +58,25 @@ pub struct NsmState {
     pub notifiers: Notifiers,
 }
 
+impl NsmState {
+    /// Session intake for session sources outside the API (RADIUS accounting): runs `f` on
+    /// the manager's [`SessionStore`] under its lock, then dispatches the notifications of the
+    /// allocations a session change released. Blocking (SQLite): call it from a blocking task;
+    /// the dispatch needs a tokio runtime.
+    pub fn session_intake<T>(&self, f: impl FnOnce(&mut dyn SessionStore) -> T) -> T {
+        let (value, jobs) = {
+            let mut svc = self
+                .service
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let value = f(&mut *svc);
+            (value, svc.take_jobs())
+        };
+        self.notifiers.dispatch(jobs);
+        value
+    }
+}
+
 /// Is `path` one of this module's routes? (Their authorization matrix is tested apart.)
 #[must_use]
 pub fn is_nsm_path(path: &str) -> bool {

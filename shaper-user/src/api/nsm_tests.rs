@@ -391,3 +391,32 @@ async fn ending_a_session_releases_its_allocations() {
     let (_, links) = rig.call("GET", "/v1/links", Some("t-admin"), None).await;
     assert_eq!(links[0]["committed_down_bps"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_intake_outside_the_api_releases_and_is_visible() {
+    let rig = Rig::new("intake");
+    rig.seed().await;
+    let (_, a) = rig.allocate("t-p1", "p1", 5_000_000).await;
+    let nsm = rig.state.nsm.clone().unwrap();
+    // What a RADIUS Accounting-Stop handler does (here without its packet parsing).
+    let ended = tokio::task::spawn_blocking(move || {
+        nsm.session_intake(|s| s.end_session("s1", T0 + 5).unwrap())
+    })
+    .await
+    .unwrap()
+    .expect("s1 was active");
+    assert_eq!(ended.ended_ms, Some(T0 + 5));
+    let (_, v) = rig
+        .call(
+            "GET",
+            &format!("/v1/providers/p1/allocations/{}", a["id"]),
+            Some("t-p1"),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "released");
+    let (s, _) = rig
+        .call("GET", "/v1/sessions/s1", Some("t-auto"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
