@@ -18,115 +18,18 @@
 //! would take any of them over its limit; release gives the charge back exactly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
+use super::error::invalid;
+pub use super::error::{CatalogError, Refusal};
 use super::model::{
     Allocation, AllocationRequest, AllocationState, Application, Charge, CompiledClassifier, Dir,
     Link, Provider, Session, dscp_for_priority, parse_prefix,
 };
+use super::sessions::{SessionIndex, host};
 use crate::policy::{MAX_RATE_BPS, MIN_MTU, Prefix};
 
-/// Why an allocation was refused, naming the constraint, what was asked and what is left. The
-/// 3GPP Rx result code of each variant is [`Refusal::result_code`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("unknown provider {0}")]
-    UnknownProvider(String),
-    #[error("provider {provider} has no application {application}")]
-    UnknownApplication {
-        provider: String,
-        application: String,
-    },
-    #[error(
-        "application {application}: classifier {index} reaches {prefix}, outside provider \
-         {provider}'s declared prefixes [{declared}]"
-    )]
-    NotEntitled {
-        provider: String,
-        application: String,
-        index: usize,
-        prefix: String,
-        declared: String,
-    },
-    #[error("{field}: {detail}")]
-    Invalid { field: String, detail: String },
-    #[error("{field}: {detail}")]
-    SessionNotAvailable { field: &'static str, detail: String },
-    #[error("session {session}: its {role} {link} has no registered capacity")]
-    NoLink {
-        session: String,
-        role: &'static str,
-        link: String,
-    },
-    #[error(
-        "link {link} {dir}: requested {requested_bps} bit/s, but only {available_bps} bit/s \
-         of {limit_bps} bit/s (capacity {capacity_bps} × overbooking) is left \
-         ({committed_bps} bit/s committed)"
-    )]
-    CapacityExceeded {
-        link: String,
-        dir: Dir,
-        requested_bps: u64,
-        available_bps: u64,
-        committed_bps: u64,
-        limit_bps: u64,
-        capacity_bps: u64,
-    },
-}
-
-impl Refusal {
-    /// The Diameter Rx Experimental-Result-Code (3GPP TS 29.214 §5.5, PROTOCOLS.md §6) the
-    /// refusal corresponds to: 5065 IP-CAN_SESSION_NOT_AVAILABLE, 5063
-    /// REQUESTED_SERVICE_NOT_AUTHORIZED, 5061 INVALID_SERVICE_INFORMATION, and 5006
-    /// DIAMETER_RESOURCES_EXCEEDED (RFC 6733) for capacity.
-    #[must_use]
-    pub fn result_code(&self) -> u32 {
-        match self {
-            Refusal::SessionNotAvailable { .. } => 5065,
-            Refusal::NotEntitled { .. } | Refusal::UnknownProvider(_) => 5063,
-            Refusal::UnknownApplication { .. } | Refusal::Invalid { .. } => 5061,
-            Refusal::NoLink { .. } | Refusal::CapacityExceeded { .. } => 5006,
-        }
-    }
-
-    /// A short machine-readable reason.
-    #[must_use]
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::UnknownProvider(_) => "unknown_provider",
-            Refusal::UnknownApplication { .. } => "unknown_application",
-            Refusal::NotEntitled { .. } => "service_not_authorized",
-            Refusal::Invalid { .. } => "invalid_service_information",
-            Refusal::SessionNotAvailable { .. } => "session_not_available",
-            Refusal::NoLink { .. } => "link_not_registered",
-            Refusal::CapacityExceeded { .. } => "capacity_exceeded",
-        }
-    }
-}
-
-/// Why a session, link, provider or application change was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CatalogError {
-    #[error("{field}: {detail}")]
-    Invalid { field: String, detail: String },
-    #[error("{what} {id} is unknown")]
-    Unknown { what: &'static str, id: String },
-    #[error("address {prefix} is already held by active session {other}")]
-    AddressTaken { prefix: String, other: String },
-    #[error("{what} {id} is still used by {users}")]
-    InUse {
-        what: &'static str,
-        id: String,
-        users: String,
-    },
-}
-
-fn invalid(field: impl Into<String>, detail: impl Into<String>) -> CatalogError {
-    CatalogError::Invalid {
-        field: field.into(),
-        detail: detail.into(),
-    }
-}
+pub use super::sessions::session_prefix;
 
 /// What an admitted request will hold and where it is enforced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,12 +42,6 @@ pub struct Decision {
     pub dscp: u8,
 }
 
-#[derive(Clone, Debug)]
-struct SessionEntry {
-    session: Session,
-    prefix: Prefix,
-}
-
 /// See the module documentation.
 #[derive(Clone, Debug)]
 pub struct NsmCore {
@@ -152,11 +49,7 @@ pub struct NsmCore {
     providers: HashMap<String, (Provider, Vec<Prefix>)>,
     apps: HashMap<(String, String), (Application, Vec<CompiledClassifier>)>,
     links: BTreeMap<String, Link>,
-    sessions: HashMap<String, SessionEntry>,
-    by_v4: HashMap<Ipv4Addr, String>,
-    by_v6: HashMap<Ipv6Addr, String>,
-    by_v6_64: HashMap<u64, String>,
-    by_subscriber: HashMap<String, BTreeSet<String>>,
+    sessions: SessionIndex,
     allocations: BTreeMap<u64, Allocation>,
     by_session: HashMap<String, BTreeSet<u64>>,
     usage: HashMap<(String, Dir), u64>,
@@ -168,32 +61,6 @@ fn within(inner: &Prefix, outer: &Prefix) -> bool {
     inner.is_v4() == outer.is_v4() && outer.len <= inner.len && outer.contains(inner.addr)
 }
 
-fn v6_64(a: Ipv6Addr) -> u64 {
-    (u128::from(a) >> 64) as u64
-}
-
-/// Checks a session's address: IPv4 /32, IPv6 /128 or /64 (what the data plane keys on).
-pub fn session_prefix(text: &str) -> Result<Prefix, CatalogError> {
-    let p = parse_prefix(text).map_err(|d| invalid("prefix", d))?;
-    match (p.addr, p.len) {
-        (IpAddr::V4(_), 32) | (IpAddr::V6(_), 128 | 64) => Ok(Prefix {
-            addr: p.masked_addr(),
-            len: p.len,
-        }),
-        _ => Err(invalid(
-            "prefix",
-            format!("{text}: a session holds an IPv4 /32, an IPv6 /128 or an IPv6 /64"),
-        )),
-    }
-}
-
-fn host(addr: IpAddr) -> Prefix {
-    Prefix {
-        addr,
-        len: if addr.is_ipv4() { 32 } else { 128 },
-    }
-}
-
 impl NsmCore {
     /// An empty core; committed rates may reach `capacity × overbooking_permille / 1000`.
     #[must_use]
@@ -203,11 +70,7 @@ impl NsmCore {
             providers: HashMap::new(),
             apps: HashMap::new(),
             links: BTreeMap::new(),
-            sessions: HashMap::new(),
-            by_v4: HashMap::new(),
-            by_v6: HashMap::new(),
-            by_v6_64: HashMap::new(),
-            by_subscriber: HashMap::new(),
+            sessions: SessionIndex::default(),
             allocations: BTreeMap::new(),
             by_session: HashMap::new(),
             usage: HashMap::new(),
@@ -458,11 +321,7 @@ impl NsmCore {
     /// The active session holding `addr` (exact IPv4, IPv6 /128, else its /64).
     #[must_use]
     pub fn session_by_ip(&self, addr: IpAddr) -> Option<&Session> {
-        let id = match addr {
-            IpAddr::V4(a) => self.by_v4.get(&a),
-            IpAddr::V6(a) => self.by_v6.get(&a).or_else(|| self.by_v6_64.get(&v6_64(a))),
-        }?;
-        self.sessions.get(id).map(|e| &e.session)
+        self.sessions.by_ip(addr).map(|e| &e.session)
     }
 
     #[must_use]
@@ -473,29 +332,19 @@ impl NsmCore {
     /// The active sessions of a subscriber, by id.
     #[must_use]
     pub fn sessions_of(&self, subscriber: &str) -> Vec<&Session> {
-        self.by_subscriber
-            .get(subscriber)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.session(id))
+        self.sessions
+            .of_subscriber(subscriber)
+            .map(|e| &e.session)
             .collect()
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values().map(|e| &e.session)
+        self.sessions.iter().map(|e| &e.session)
     }
 
     #[must_use]
     pub fn session_count(&self) -> usize {
         self.sessions.len()
-    }
-
-    fn holder(&self, p: &Prefix) -> Option<&String> {
-        match (p.addr, p.len) {
-            (IpAddr::V4(a), _) => self.by_v4.get(&a),
-            (IpAddr::V6(a), 128) => self.by_v6.get(&a),
-            (IpAddr::V6(a), _) => self.by_v6_64.get(&v6_64(a)),
-        }
     }
 
     /// Checks a session start or change, and returns the active allocations it ends: a
@@ -519,7 +368,7 @@ impl NsmCore {
             ));
         }
         let prefix = session_prefix(&s.prefix)?;
-        if let Some(other) = self.holder(&prefix).filter(|o| **o != s.id) {
+        if let Some(other) = self.sessions.holder(&prefix).filter(|o| **o != s.id) {
             return Err(CatalogError::AddressTaken {
                 prefix: s.prefix.clone(),
                 other: other.clone(),
@@ -551,39 +400,12 @@ impl NsmCore {
     /// Makes a checked session current (after [`Self::session_effects`] and the release of
     /// what it ended).
     pub fn put_session(&mut self, s: Session, prefix: Prefix) {
-        self.remove_session_index(&s.id);
-        match (prefix.addr, prefix.len) {
-            (IpAddr::V4(a), _) => self.by_v4.insert(a, s.id.clone()),
-            (IpAddr::V6(a), 128) => self.by_v6.insert(a, s.id.clone()),
-            (IpAddr::V6(a), _) => self.by_v6_64.insert(v6_64(a), s.id.clone()),
-        };
-        self.by_subscriber
-            .entry(s.subscriber.clone())
-            .or_default()
-            .insert(s.id.clone());
-        self.sessions
-            .insert(s.id.clone(), SessionEntry { session: s, prefix });
-    }
-
-    fn remove_session_index(&mut self, id: &str) -> Option<SessionEntry> {
-        let old = self.sessions.remove(id)?;
-        match (old.prefix.addr, old.prefix.len) {
-            (IpAddr::V4(a), _) => self.by_v4.remove(&a),
-            (IpAddr::V6(a), 128) => self.by_v6.remove(&a),
-            (IpAddr::V6(a), _) => self.by_v6_64.remove(&v6_64(a)),
-        };
-        if let Some(set) = self.by_subscriber.get_mut(&old.session.subscriber) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_subscriber.remove(&old.session.subscriber);
-            }
-        }
-        Some(old)
+        self.sessions.insert(s, prefix);
     }
 
     /// Forgets an ended session (after its allocations were released).
     pub fn end_session(&mut self, id: &str) -> Option<Session> {
-        self.remove_session_index(id).map(|e| e.session)
+        self.sessions.remove(id).map(|e| e.session)
     }
 
     // ---- provisioning feed ---------------------------------------------------------------
@@ -771,11 +593,8 @@ impl NsmCore {
             }
             (Some(sub), None) => {
                 let v: Vec<(&Session, Prefix)> = self
-                    .by_subscriber
-                    .get(sub)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|id| self.sessions.get(id))
+                    .sessions
+                    .of_subscriber(sub)
                     .map(|e| (&e.session, e.prefix))
                     .collect();
                 if v.is_empty() {

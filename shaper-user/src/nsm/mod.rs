@@ -9,7 +9,8 @@
 //! [`enforce`]) and notified to the BRAS, the gateways and the provider ([`notify`]).
 //!
 //! - [`model`]: providers, applications, links, sessions, allocations.
-//! - [`core`]: the pure decision core with in-memory indexes ([`NsmCore`]).
+//! - [`core`]: the pure decision core with in-memory indexes ([`NsmCore`]); its session
+//!   index is [`sessions`].
 //! - [`service`]: the shell: store, enforcement, notification jobs ([`NsmService`]).
 //! - [`enforce`]: allocations → data-plane classes and rules ([`AllocationEnforcer`]).
 //! - [`notify`]: [`Notifier`] per target kind, provider webhooks, remote gateways.
@@ -19,11 +20,13 @@
 pub mod config;
 pub mod core;
 pub mod enforce;
+pub mod error;
 pub mod http;
 pub mod model;
 pub mod notify;
 pub mod run;
 pub mod service;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 

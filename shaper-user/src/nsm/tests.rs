@@ -734,10 +734,14 @@ async fn remote_gateways_get_their_desired_state_and_the_local_one_nothing() {
     svc.upsert_session(&session("s3", "cm3", "198.18.0.12", "gw3"))
         .unwrap();
     svc.put_link(link("gw3", 100_000_000, 100_000_000)).unwrap();
-    svc.allocate("p1", request("tv", "cm2", 1_000_000), 5).unwrap();
-    svc.allocate("p1", request("tv", "cm2", 2_000_000), 6).unwrap();
-    svc.allocate("p1", request("tv", "cm1", 3_000_000), 7).unwrap();
-    svc.allocate("p1", request("tv", "cm3", 4_000_000), 8).unwrap();
+    svc.allocate("p1", request("tv", "cm2", 1_000_000), 5)
+        .unwrap();
+    svc.allocate("p1", request("tv", "cm2", 2_000_000), 6)
+        .unwrap();
+    svc.allocate("p1", request("tv", "cm1", 3_000_000), 7)
+        .unwrap();
+    svc.allocate("p1", request("tv", "cm3", 4_000_000), 8)
+        .unwrap();
     let retry = RetryPolicy {
         attempts: 2,
         base: Duration::from_millis(10),
