@@ -15,7 +15,21 @@
 //! - [`enforce`]: allocations → data-plane classes and rules ([`AllocationEnforcer`]).
 //! - [`notify`]: [`Notifier`] per target kind, provider webhooks, remote gateways.
 //! - [`http`]: the small HTTP client the notifiers use.
-//! - [`config`]: `[nsm]` in `shaper.toml`.
+//! - [`config`]: `[nsm]` in `shaper.toml`; [`run`]: its wiring into `shaper run`.
+//!
+//! # Integration points for session sources and the BRAS
+//!
+//! - **Sessions** (RADIUS accounting Start/Interim/Stop, DHCP leases): call the
+//!   [`crate::store::SessionStore`] implementation of [`NsmService`] — from outside the API
+//!   through [`crate::api::nsm::NsmState::session_intake`], which also dispatches the
+//!   notifications of allocations a session change or end released. `upsert_session` for
+//!   Start and Interim (idempotent; a changed address, BRAS or gateway releases the
+//!   allocations admitted on the old one), `end_session` for Stop; lookups by id, address and
+//!   subscriber read the in-memory indexes.
+//! - **BRAS notification** (RADIUS CoA, RFC 5176): implement [`Notifier`] for jobs whose
+//!   target is [`Target::Bras`] (the BRAS id is the sessions' `bras`; the job's notice carries
+//!   the allocation, its sessions and addresses) and put it in [`Notifiers::bras`] in
+//!   [`run::open`]; `nsm.bras = true` is refused by [`config::validate`] until then.
 
 pub mod config;
 pub mod core;
