@@ -53,7 +53,9 @@ pub struct NsmCore {
     allocations: BTreeMap<u64, Allocation>,
     by_session: HashMap<String, BTreeSet<u64>>,
     usage: HashMap<(String, Dir), u64>,
-    provisioned: HashMap<String, Vec<Charge>>,
+    /// Committed rates of provisioning grants per subscriber (up, down), and what they are
+    /// charged on now (recomputed when the subscriber's sessions or the links change).
+    provisioned: HashMap<String, (u64, u64, Vec<Charge>)>,
 }
 
 /// Is `inner` inside `outer`?
@@ -292,7 +294,14 @@ impl NsmCore {
     /// committed; it only refuses new allocations until enough is released.
     pub fn put_link(&mut self, link: Link) -> Result<(), CatalogError> {
         Self::check_link(&link)?;
-        self.links.insert(link.id.clone(), link);
+        let new = self.links.insert(link.id.clone(), link).is_none();
+        if new {
+            // Provisioning grants behind a newly registered link now count on it.
+            let subs: Vec<String> = self.provisioned.keys().cloned().collect();
+            for sub in subs {
+                self.recharge_provisioned(&sub);
+            }
+        }
         Ok(())
     }
 
@@ -400,27 +409,57 @@ impl NsmCore {
     /// Makes a checked session current (after [`Self::session_effects`] and the release of
     /// what it ended).
     pub fn put_session(&mut self, s: Session, prefix: Prefix) {
+        let old = self
+            .sessions
+            .get(&s.id)
+            .map(|e| e.session.subscriber.clone());
+        let sub = s.subscriber.clone();
         self.sessions.insert(s, prefix);
+        if let Some(old) = old.filter(|o| *o != sub) {
+            self.recharge_provisioned(&old);
+        }
+        self.recharge_provisioned(&sub);
     }
 
     /// Forgets an ended session (after its allocations were released).
     pub fn end_session(&mut self, id: &str) -> Option<Session> {
-        self.sessions.remove(id).map(|e| e.session)
+        let ended = self.sessions.remove(id).map(|e| e.session)?;
+        self.recharge_provisioned(&ended.subscriber);
+        Some(ended)
     }
 
     // ---- provisioning feed ---------------------------------------------------------------
 
     /// The committed rates a provisioning grant holds for `subscriber` (from the controller's
-    /// effective QoS), charged on the links of the subscriber's sessions now. Replaces what was
-    /// fed before for the subscriber; zero rates remove it. These charges are not refused (the
-    /// grant is already in force): they only leave less for allocations.
+    /// effective QoS), charged on the registered links of the subscriber's sessions — now, and
+    /// again whenever its sessions or the links change. Replaces what was fed before for the
+    /// subscriber; zero rates remove it. These charges are not refused (the grant is already in
+    /// force): they only leave less for allocations.
     pub fn set_provisioned(&mut self, subscriber: &str, up_bps: u64, down_bps: u64) {
-        if let Some(old) = self.provisioned.remove(subscriber) {
+        if let Some((_, _, old)) = self.provisioned.remove(subscriber) {
             self.uncharge(&old);
         }
-        let links = self
-            .links_of(&self.sessions_of(subscriber))
-            .unwrap_or_default();
+        if up_bps > 0 || down_bps > 0 {
+            self.provisioned
+                .insert(subscriber.to_owned(), (up_bps, down_bps, Vec::new()));
+            self.recharge_provisioned(subscriber);
+        }
+    }
+
+    /// Charges a subscriber's provisioned rates on the links of its sessions as they are now.
+    fn recharge_provisioned(&mut self, subscriber: &str) {
+        let Some((up_bps, down_bps, old)) = self.provisioned.get(subscriber).cloned() else {
+            return;
+        };
+        self.uncharge(&old);
+        let mut links = BTreeSet::new();
+        for s in self.sessions.of_subscriber(subscriber) {
+            for l in [&s.session.gateway, &s.session.bras] {
+                if self.links.contains_key(l) {
+                    links.insert(l.clone());
+                }
+            }
+        }
         let charges: Vec<Charge> = links
             .into_iter()
             .flat_map(|link| {
@@ -434,10 +473,9 @@ impl NsmCore {
                     })
             })
             .collect();
-        if !charges.is_empty() {
-            self.charge(&charges);
-            self.provisioned.insert(subscriber.to_owned(), charges);
-        }
+        self.charge(&charges);
+        self.provisioned
+            .insert(subscriber.to_owned(), (up_bps, down_bps, charges));
     }
 
     // ---- admission -----------------------------------------------------------------------

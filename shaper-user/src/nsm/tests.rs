@@ -169,6 +169,34 @@ fn capacity_refusal_names_link_request_and_what_is_left() {
 }
 
 #[test]
+fn provisioning_charges_follow_sessions_and_links() {
+    let mut c = core_with(&[], &[link("gw1", 100_000_000, 100_000_000)]);
+    // Fed before the subscriber is online: nothing to charge yet.
+    c.set_provisioned("cm1", 1_000_000, 10_000_000);
+    assert_eq!(c.committed("gw1", Dir::Down), 0);
+    let s = session("s1", "cm1", "198.18.0.10", "gw1");
+    let (p, _) = c.session_effects(&s).unwrap();
+    c.put_session(s, p);
+    assert_eq!(c.committed("gw1", Dir::Down), 10_000_000);
+    assert_eq!(c.committed("gw1", Dir::Up), 1_000_000);
+    // Moving behind another gateway moves the charge; registering that gateway later counts.
+    let s = session("s1", "cm1", "198.18.0.10", "gw2");
+    let (p, _) = c.session_effects(&s).unwrap();
+    c.put_session(s, p);
+    assert_eq!(c.committed("gw1", Dir::Down), 0);
+    c.put_link(link("gw2", 100_000_000, 100_000_000)).unwrap();
+    assert_eq!(c.committed("gw2", Dir::Down), 10_000_000);
+    // Offline: no charge; a zero grant is forgotten.
+    c.end_session("s1");
+    assert_eq!(c.committed("gw2", Dir::Down), 0);
+    c.set_provisioned("cm1", 0, 0);
+    let s = session("s1", "cm1", "198.18.0.10", "gw2");
+    let (p, _) = c.session_effects(&s).unwrap();
+    c.put_session(s, p);
+    assert_eq!(c.committed("gw2", Dir::Down), 0);
+}
+
+#[test]
 fn overbooking_scales_the_limit() {
     let mut c = NsmCore::new(1500);
     c.put_link(link("gw1", 10, 100)).unwrap();
