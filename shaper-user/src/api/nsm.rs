@@ -166,23 +166,25 @@ where
         detail: "this process runs no network service manager ([nsm] in the configuration)".into(),
     })?;
     let clock = state.clock.clone();
-    let (value, jobs) = tokio::task::spawn_blocking(move || {
-        let mut svc = nsm.service.lock().map_err(|_| ApiError::Unavailable {
-            detail: "the network service manager lock is poisoned by an earlier panic".into(),
-        })?;
+    let notifiers = nsm.notifiers.clone();
+    let (res, jobs) = tokio::task::spawn_blocking(move || {
+        let Ok(mut svc) = nsm.service.lock() else {
+            let e = ApiError::Unavailable {
+                detail: "the network service manager lock is poisoned by an earlier panic".into(),
+            };
+            return (Err(e), Vec::new());
+        };
         let res = f(&mut svc, clock());
-        // Notifications of whatever changed, even if the call failed part-way.
-        let jobs = svc.take_jobs();
-        res.map(|v| (v, jobs))
+        // Notifications of whatever changed, even if the call failed part-way (a session
+        // change that released allocations before its own write failed).
+        (res, svc.take_jobs())
     })
     .await
     .map_err(|e| ApiError::Internal {
         detail: format!("network service manager task failed: {e}"),
-    })??;
-    if let Some(nsm) = &state.nsm {
-        nsm.notifiers.dispatch(jobs);
-    }
-    Ok(value)
+    })?;
+    notifiers.dispatch(jobs);
+    res
 }
 
 fn one_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
