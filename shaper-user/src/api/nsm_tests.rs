@@ -420,3 +420,50 @@ async fn session_intake_outside_the_api_releases_and_is_visible() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// A BRAS notifier standing in for the RADIUS CoA client: forwards every job to a channel.
+struct ChannelNotifier(tokio::sync::mpsc::UnboundedSender<crate::nsm::Job>);
+
+impl crate::nsm::Notifier for ChannelNotifier {
+    fn notify<'a>(
+        &'a self,
+        job: &'a crate::nsm::Job,
+    ) -> crate::nsm::BoxFuture<'a, Result<(), crate::nsm::NotifyError>> {
+        let _ = self.0.send(job.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bras_is_notified_through_the_notifier_trait() {
+    let mut rig = Rig::new("bras");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let nsm = rig.state.nsm.take().unwrap();
+    rig.state.nsm = Some(NsmState {
+        notifiers: Notifiers {
+            bras: Some(Arc::new(ChannelNotifier(tx))),
+            ..nsm.notifiers.clone()
+        },
+        ..nsm
+    });
+    rig.seed().await;
+    let (s, a) = rig.allocate("t-p1", "p1", 5_000_000).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let job = rx.recv().await.unwrap();
+    assert_eq!(job.target, crate::nsm::Target::Bras("bras1".into()));
+    assert_eq!(job.notice.event, crate::nsm::notify::NoticeEvent::Allocated);
+    assert_eq!(job.notice.allocation.id, a["id"].as_u64().unwrap());
+    assert_eq!(job.notice.sessions[0].prefix, "198.18.0.10");
+    // A session ending outside the API (blocking context) notifies the release too.
+    let nsm = rig.state.nsm.clone().unwrap();
+    tokio::task::spawn_blocking(move || nsm.session_intake(|s| s.end_session("s1", T0 + 9)))
+        .await
+        .unwrap()
+        .unwrap();
+    let job = rx.recv().await.unwrap();
+    assert_eq!(job.notice.event, crate::nsm::notify::NoticeEvent::Released);
+    assert_eq!(
+        job.notice.allocation.release_reason.as_deref(),
+        Some("session s1 ended")
+    );
+}
