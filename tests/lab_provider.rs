@@ -11,6 +11,8 @@
 //! the application's receive rate is near 20 Mbit/s while the other flow gets what it offers.
 //! A second provider request that would take gw1 over its capacity is refused with 409 naming
 //! the link and what is left. After the release, the application's flow is no longer capped.
+//! The provider's webhook (a receiver in the gateway namespace) gets both changes, signed, and
+//! the delivery log shows them.
 //!
 //! Needs root, iproute2 and iperf3. Namespaces, pins and files are removed on exit, also on
 //! panic.
@@ -22,6 +24,7 @@ mod common;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,76 @@ const ALLOCATED: u64 = 20_000_000;
 const OFFERED: u64 = 40_000_000;
 const CAPACITY_DOWN: u64 = 30_000_000;
 const SECS: u32 = 6;
+const WEBHOOK_SECRET: &str = "lab-provider-webhook-secret";
+
+/// What the provider's webhook received: (signature valid, event, allocation id).
+type Seen = Arc<Mutex<Vec<(bool, String, u64)>>>;
+
+async fn webhook(
+    axum::extract::State(seen): axum::extract::State<Seen>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let sig = headers
+        .get("x-shaper-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ok = shaper::nsm::notify::verify_signature(WEBHOOK_SECRET.as_bytes(), &body, sig);
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    seen.lock().unwrap().push((
+        ok,
+        v["event"].as_str().unwrap_or("").to_owned(),
+        v["allocation"]["id"].as_u64().unwrap_or(0),
+    ));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// The provider's webhook receiver, listening on the gateway namespace's loopback (where
+/// `shaper run` posts from); stops when the sender is dropped.
+fn start_webhook(ns: &str) -> (u16, Seen, tokio::sync::oneshot::Sender<()>) {
+    let listener = shaper::lab::in_netns(ns, || std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = axum::Router::new()
+                .route("/hook", axum::routing::post(webhook))
+                .with_state(state);
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+    });
+    (port, seen, stop_tx)
+}
+
+/// Waits until the webhook has received `n` notices (the delivery runs after the answer).
+fn wait_webhook(seen: &Seen, n: usize) -> Vec<(bool, String, u64)> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(15) {
+        let v = seen.lock().unwrap().clone();
+        if v.len() >= n {
+            return v;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the webhook received {:?}, expected {n} notices",
+        seen.lock().unwrap()
+    );
+}
 
 fn call(ns: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
@@ -193,12 +266,15 @@ capacity_down = {CAPACITY_DOWN}
     wait_ready(child, &gw, &log);
 
     // Catalogue and session, as an admin (the session would come from RADIUS accounting).
+    let (hook_port, seen, _stop_hook) = start_webhook(&gw);
     ok(
         &gw,
         ADMIN,
         "PUT",
         "/v1/providers/p1",
-        json!({ "kind": "asp", "name": "Video One", "prefixes": ["198.19.0.0/24"] }),
+        json!({ "kind": "asp", "name": "Video One", "prefixes": ["198.19.0.0/24"],
+                "webhook_url": format!("http://127.0.0.1:{hook_port}/hook"),
+                "webhook_secret": WEBHOOK_SECRET }),
     );
     ok(
         &gw,
@@ -232,6 +308,16 @@ capacity_down = {CAPACITY_DOWN}
     assert_eq!(s, 201, "{alloc}");
     assert_eq!(alloc["dscp"], 46, "{alloc}");
     let alloc_id = alloc["id"].as_u64().unwrap();
+    // The provider is told, with a valid signature, and the delivery is logged.
+    let got = wait_webhook(&seen, 1);
+    assert_eq!(got[0], (true, "allocated".to_owned(), alloc_id));
+    let (s, log) = call(&gw, PROVIDER, "GET", "/v1/providers/p1/deliveries", None);
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(
+        (&log[0]["status"], &log[0]["attempts"], &log[0]["last_code"]),
+        (&json!("delivered"), &json!(1), &json!(204)),
+        "{log}"
+    );
     // Downstream, it has an HTB class on the subscriber side: rate = ceil = 20 Mbit/s,
     // prio 7 − 6 = 1.
     let classes = topo.gw.run(["tc", "class", "show", "dev", "sub0"]).unwrap();
@@ -292,6 +378,8 @@ capacity_down = {CAPACITY_DOWN}
         None,
     );
     assert_eq!((s, r["state"].as_str()), (200, Some("released")), "{r}");
+    let got = wait_webhook(&seen, 2);
+    assert_eq!(got[1], (true, "released".to_owned(), alloc_id));
     let (_, links) = call(&gw, ADMIN, "GET", "/v1/links", None);
     assert_eq!(links[0]["committed_down_bps"], 0, "{links}");
     let classes = topo.gw.run(["tc", "class", "show", "dev", "sub0"]).unwrap();
