@@ -321,6 +321,28 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_validates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/shaper.toml"
+        ))
+        .unwrap();
+        // The commented [controller] example and the [nsm] example after it, uncommented.
+        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v = crate::config::parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
+        let nsm = v.nsm.expect("the example has [nsm]");
+        assert_eq!(nsm.overbooking_permille, 1200);
+        assert_eq!(nsm.classes, 512..=1023);
+        assert_eq!(nsm.links[0].capacity_down_bps, 10_000_000_000);
+    }
+
+    #[test]
     fn defaults_and_errors_name_the_key() {
         let p = parse("class_first = 700\n[[link]]\nid = \"gw1\"\nkind = \"gateway\"\ncapacity_up = \"1G\"\ncapacity_down = \"10G\"\n").unwrap();
         assert_eq!(p.overbooking_permille, 1000);
