@@ -766,8 +766,7 @@ impl NsmCore {
         self.allocations.values()
     }
 
-    /// The sessions' subscriber-side prefixes and the gateway and BRAS of each, for an
-    /// allocation's sessions (enforcement and notices).
+    /// The address (prefix) of an active session.
     #[must_use]
     pub fn session_prefix_of(&self, id: &str) -> Option<Prefix> {
         self.sessions.get(id).map(|e| e.prefix)

@@ -26,6 +26,16 @@
 //! a rule pointing at a missing class: HTB classes, policer classes, then the rule set in one
 //! atomic flip ([`Dataplane::set_rules`]). A failure part-way removes what this call wrote.
 //! Removal runs in the reverse order.
+//!
+//! # Cost and limits
+//!
+//! The data plane's rule sets are double-buffered wholes, so every allocation change rewrites
+//! the whole rule set: O(rules) map writes per change. Allocation rules are scoped to one
+//! subscriber address each, so each is its own (protocol, source, destination) key:
+//! `dataplane.limits.max_rule_keys` and `max_rule_entries` bound the allocation rules a
+//! gateway holds, and the classes in `nsm.class_first..=class_last` bound the allocations
+//! (one class per direction each). Incremental rule updates are the next step if gateways
+//! need tens of thousands of concurrent allocations.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;

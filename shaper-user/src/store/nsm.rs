@@ -141,8 +141,8 @@ pub trait NsmStore: SessionStore {
     fn put_application(&mut self, a: &Application) -> Result<(), StoreError>;
     fn delete_application(&mut self, provider: &str, id: &str) -> Result<(), StoreError>;
     fn put_link(&mut self, l: &Link) -> Result<(), StoreError>;
-    /// Stores a new allocation or its new state; `released` allocations released with it in
-    /// the same transaction (a session change that ends allocations).
+    /// Stores new allocations or their new state, all in one transaction (a session change
+    /// that ends several allocations releases them together).
     fn put_allocations(&mut self, allocs: &[&Allocation]) -> Result<(), StoreError>;
     /// Any allocation (active or released) by id.
     fn allocation(&self, id: u64) -> Result<Option<Allocation>, StoreError>;
