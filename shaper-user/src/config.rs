@@ -90,6 +90,8 @@ pub struct Config {
     /// Modems the controller provisions (needs `[controller]`).
     #[serde(default, rename = "modem")]
     pub modems: Vec<ModemSection>,
+    /// The network service manager (needs `[controller]`): [`crate::nsm::config`].
+    pub nsm: Option<crate::nsm::config::NsmSection>,
 }
 
 /// `[controller]`: the provisioning controller, its store and its HTTP API.
@@ -324,6 +326,8 @@ pub struct Validated {
     pub rules: Vec<Rule>,
     /// The controller, when `[controller]` is present.
     pub controller: Option<ControllerPlan>,
+    /// The network service manager, when `[nsm]` is present.
+    pub nsm: Option<crate::nsm::config::NsmPlan>,
 }
 
 /// Parses and validates TOML text.
@@ -646,6 +650,29 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     validate_rules(&rules).map_err(|e| err("rule", e.to_string()))?;
     crate::dataplane::rules::compile(&rules, 0, 0).map_err(|e| err("rule", e.to_string()))?;
     let controller = validate_controller(&config, &ids, &seen)?;
+    let nsm = match (&config.nsm, &controller) {
+        (None, _) => None,
+        (Some(_), None) => return Err(err("nsm", "needs [controller] (its API and store)")),
+        (Some(n), Some(ctl)) => Some(crate::nsm::config::validate(
+            n,
+            config.dataplane.limits.max_classes,
+            &classes.iter().map(|c| c.0).collect::<Vec<_>>(),
+            &rules.iter().map(|r| r.id).collect::<Vec<_>>(),
+            Some(&ctl.config.classes),
+            &config
+                .classes
+                .iter()
+                .filter_map(|c| c.htb.as_ref().map(|h| h.minor))
+                .chain(
+                    config
+                        .interfaces
+                        .iter()
+                        .filter(|i| i.htb_link_rate.is_some())
+                        .map(|i| i.htb_default_minor.unwrap_or(htb::MAX_MINOR)),
+                )
+                .collect::<Vec<_>>(),
+        )?),
+    };
     Ok(Validated {
         config,
         pools,
@@ -653,6 +680,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         subscribers,
         rules,
         controller,
+        nsm,
     })
 }
 

@@ -391,7 +391,27 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let gw = gateway::apply(v)?;
+        let mut gw = gateway::apply(v)?;
+        // The HTB trees go to the network service manager when it gives allocations classes.
+        let trees = match v.nsm.as_ref().filter(|n| n.htb_minors.is_some()) {
+            Some(_) => std::mem::take(&mut gw.trees)
+                .into_iter()
+                .filter_map(|t| {
+                    let role = v
+                        .config
+                        .interfaces
+                        .iter()
+                        .find(|i| i.name == t.ifname())?
+                        .role;
+                    let dir = match role {
+                        shaper::dataplane::Role::Subscriber => shaper::nsm::model::Dir::Down,
+                        shaper::dataplane::Role::Upstream => shaper::nsm::model::Dir::Up,
+                    };
+                    Some((dir, t))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(rb) = gw.lock().take_events() {
             tokio::spawn(async move {
                 if let Err(e) = gateway::log_events(rb).await {
@@ -402,7 +422,7 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = match &v.controller {
-            Some(plan) => Some(start_controller(plan, &gw, stop_rx).await?),
+            Some(plan) => Some(start_controller(plan, v.nsm.as_ref(), &gw, trees, stop_rx).await?),
             None => None,
         };
         let server_failed = async {
@@ -456,7 +476,9 @@ struct ControllerTasks {
 /// fires its timed events until `stop` turns true.
 async fn start_controller(
     plan: &config::ControllerPlan,
+    nsm_plan: Option<&shaper::nsm::config::NsmPlan>,
     gw: &gateway::Gateway,
+    trees: Vec<(shaper::nsm::model::Dir, shaper::dataplane::htb::HtbTree)>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ControllerTasks> {
     let path = &plan.tokens_file;
@@ -479,9 +501,27 @@ async fn start_controller(
         Arc::new(api::system_now_ms),
     )
     .context("metrics registry")?;
-    let app = api::router(
-        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics)),
-    );
+    let mut state =
+        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
+    let nsm = match nsm_plan {
+        Some(np) => {
+            let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
+            {
+                let c = ctl
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?;
+                let mut s = nsm
+                    .service
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
+                shaper::nsm::run::feed_provisioned(&c, &mut s, None);
+            }
+            state = state.with_nsm(nsm.clone());
+            Some(nsm)
+        }
+        None => None,
+    };
+    let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -491,13 +531,17 @@ async fn start_controller(
             .await
             .map_err(anyhow::Error::from)
     });
-    let ticker = tokio::spawn(tick_loop(ctl, stop));
+    let ticker = tokio::spawn(tick_loop(ctl, nsm, stop));
     Ok(ControllerTasks { server, ticker })
 }
 
 /// Calls [`Controller::tick`] when the next start or stop is due, and at least every
 /// [`MAX_TICK_WAIT_MS`] (immediate events, retries of failed enforcements).
-async fn tick_loop(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>) {
+async fn tick_loop(
+    ctl: Arc<Mutex<Controller>>,
+    nsm: Option<api::nsm::NsmState>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last_error: Option<String> = None;
     loop {
         let next = match ctl.lock() {
@@ -516,11 +560,22 @@ async fn tick_loop(ctl: Arc<Mutex<Controller>>, mut stop: watch::Receiver<bool>)
             _ = stop.wait_for(|s| *s) => return,
         }
         let c = ctl.clone();
+        let n = nsm.clone();
         let res = tokio::task::spawn_blocking(move || {
             let mut c = c
                 .lock()
                 .map_err(|_| "the controller lock is poisoned".to_string())?;
-            c.tick(api::system_now_ms()).map_err(|e| e.to_string())
+            let changes = c.tick(api::system_now_ms()).map_err(|e| e.to_string())?;
+            // Provisioning grants hold committed capacity the manager must not hand out again.
+            if let Some(n) = n.filter(|_| !changes.is_empty()) {
+                let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
+                let mut s = n
+                    .service
+                    .lock()
+                    .map_err(|_| "the nsm lock is poisoned".to_string())?;
+                shaper::nsm::run::feed_provisioned(&c, &mut s, Some(&modems));
+            }
+            Ok::<_, String>(changes)
         })
         .await;
         match res {

@@ -49,6 +49,17 @@ pub enum ApiError {
     /// A failure of the controller's own (500). The detail is logged, not sent.
     #[error("{detail}")]
     Internal { detail: String },
+    /// An allocation or session change refused by the network service manager: 409 when it
+    /// clashes with the network's state (capacity, sessions), 422 when the request itself is
+    /// invalid or not entitled. `reason` and the 3GPP `result_code` go into the problem body.
+    #[error("{detail}")]
+    Refused {
+        conflict: bool,
+        field: Option<String>,
+        reason: &'static str,
+        result_code: Option<u32>,
+        detail: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -60,6 +71,10 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_code: Option<u32>,
 }
 
 impl ApiError {
@@ -75,6 +90,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused { conflict: true, .. } => StatusCode::CONFLICT,
+            ApiError::Refused {
+                conflict: false, ..
+            } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -96,6 +115,7 @@ impl ApiError {
             }
             ApiError::Unavailable { .. } => ("urn:shaper:problem:unavailable", "Unavailable"),
             ApiError::Internal { .. } => ("urn:shaper:problem:internal", "Internal error"),
+            ApiError::Refused { .. } => ("urn:shaper:problem:refused", "Request refused"),
         }
     }
 
@@ -104,6 +124,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { field, .. } => field.as_deref(),
             ApiError::Unprocessable { field, .. } => Some(field),
+            ApiError::Refused { field, .. } => field.as_deref(),
             _ => None,
         }
     }
@@ -117,7 +138,8 @@ impl ApiError {
             | ApiError::Conflict { detail }
             | ApiError::Unprocessable { detail, .. }
             | ApiError::PayloadTooLarge { detail }
-            | ApiError::Unavailable { detail } => detail,
+            | ApiError::Unavailable { detail }
+            | ApiError::Refused { detail, .. } => detail,
             ApiError::Internal { .. } => "the controller failed; see its log",
         }
     }
@@ -128,6 +150,7 @@ fn problem_response(
     kind: (&'static str, &'static str),
     detail: &str,
     field: Option<&str>,
+    refusal: Option<(&str, Option<u32>)>,
 ) -> Response {
     let body = serde_json::to_vec(&Problem {
         kind: kind.0,
@@ -135,6 +158,8 @@ fn problem_response(
         status: status.as_u16(),
         detail,
         field,
+        reason: refusal.map(|r| r.0),
+        result_code: refusal.and_then(|r| r.1),
     })
     .expect("a problem serializes");
     let mut resp = (status, body).into_response();
@@ -148,7 +173,21 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal { detail } = &self {
             tracing::error!(%detail, "API request failed");
         }
-        let mut resp = problem_response(self.status(), self.kind(), self.detail(), self.field());
+        let refusal = match &self {
+            ApiError::Refused {
+                reason,
+                result_code,
+                ..
+            } => Some((*reason, *result_code)),
+            _ => None,
+        };
+        let mut resp = problem_response(
+            self.status(),
+            self.kind(),
+            self.detail(),
+            self.field(),
+            refusal,
+        );
         if let ApiError::Unauthenticated { invalid_token, .. } = self {
             let challenge = if invalid_token {
                 "Bearer realm=\"shaper\", error=\"invalid_token\""
@@ -179,7 +218,8 @@ pub async fn problem_bodies(resp: Response) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => "the route does not take this method (see Allow)",
         _ => title,
     };
-    let (fresh, body) = problem_response(status, ("about:blank", title), detail, None).into_parts();
+    let (fresh, body) =
+        problem_response(status, ("about:blank", title), detail, None, None).into_parts();
     parts.headers.remove(CONTENT_LENGTH);
     parts
         .headers
@@ -253,6 +293,95 @@ impl From<ControllerError> for ApiError {
             | ControllerError::AlreadyBound(_)
             | ControllerError::Enforce(_)
             | ControllerError::PipelineUnavailable => ApiError::Internal {
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::nsm::Refusal> for ApiError {
+    fn from(r: crate::nsm::Refusal) -> Self {
+        use crate::nsm::Refusal;
+        let (conflict, field) = match &r {
+            Refusal::UnknownProvider(_) => {
+                return ApiError::NotFound {
+                    detail: r.to_string(),
+                };
+            }
+            Refusal::UnknownApplication { .. } | Refusal::NotEntitled { .. } => {
+                (false, Some("application".to_owned()))
+            }
+            Refusal::Invalid { field, .. } => (false, Some(field.clone())),
+            Refusal::SessionNotAvailable { field, .. } => (true, Some((*field).to_owned())),
+            Refusal::NoLink { .. } | Refusal::CapacityExceeded { .. } => (true, None),
+        };
+        ApiError::Refused {
+            conflict,
+            field,
+            reason: r.reason(),
+            result_code: Some(r.result_code()),
+            detail: r.to_string(),
+        }
+    }
+}
+
+impl From<crate::nsm::CatalogError> for ApiError {
+    fn from(e: crate::nsm::CatalogError) -> Self {
+        use crate::nsm::CatalogError;
+        match &e {
+            CatalogError::Invalid { field, .. } => ApiError::Unprocessable {
+                field: field.clone(),
+                detail: e.to_string(),
+            },
+            CatalogError::Unknown { .. } => ApiError::NotFound {
+                detail: e.to_string(),
+            },
+            CatalogError::AddressTaken { .. } => ApiError::Refused {
+                conflict: true,
+                field: Some("prefix".into()),
+                reason: "address_taken",
+                result_code: None,
+                detail: e.to_string(),
+            },
+            CatalogError::InUse { .. } => ApiError::Conflict {
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::nsm::NsmError> for ApiError {
+    fn from(e: crate::nsm::NsmError) -> Self {
+        use crate::nsm::{AllocEnforceError, NsmError};
+        match e {
+            NsmError::Refused(r) => r.into(),
+            NsmError::Catalog(c) => c.into(),
+            NsmError::UnknownAllocation { .. } => ApiError::NotFound {
+                detail: e.to_string(),
+            },
+            NsmError::AlreadyReleased { .. } => ApiError::Conflict {
+                detail: e.to_string(),
+            },
+            NsmError::Enforce(AllocEnforceError::Exhausted { .. }) => ApiError::Refused {
+                conflict: true,
+                field: None,
+                reason: "dataplane_exhausted",
+                result_code: Some(5006),
+                detail: e.to_string(),
+            },
+            NsmError::Enforce(_) | NsmError::Store(_) => ApiError::Internal {
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::store::SessionStoreError> for ApiError {
+    fn from(e: crate::store::SessionStoreError) -> Self {
+        use crate::store::SessionStoreError;
+        match e {
+            SessionStoreError::Refused(c) => c.into(),
+            SessionStoreError::Store(_) | SessionStoreError::Enforce { .. } => ApiError::Internal {
                 detail: e.to_string(),
             },
         }

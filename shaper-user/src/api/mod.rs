@@ -25,7 +25,8 @@
 //! in the scrape config). It answers 404 when the process serves no metrics.
 //!
 //! Provider tokens get 403 on every modem and event route: providers reach only their own
-//! applications, whose routes come with issue 5.
+//! provider's routes (applications, allocations, webhook log): see [`nsm`] for the network
+//! service manager's routes and their roles.
 //!
 //! Starts and stops are fired by whoever calls [`Controller::tick`] (the daemon's timer), not
 //! by the API: an immediate event is `pending` in the 201 answer and active after the next
@@ -33,6 +34,9 @@
 
 pub mod auth;
 pub mod error;
+pub mod nsm;
+#[cfg(test)]
+mod nsm_tests;
 pub mod openapi;
 pub mod routes;
 #[cfg(test)]
@@ -61,6 +65,8 @@ pub struct AppState {
     pub clock: Clock,
     /// What `GET /metrics` serves; `None` = 404.
     pub metrics: Option<Arc<Metrics>>,
+    /// The network service manager (issue 5); `None` = its routes answer 404.
+    pub nsm: Option<nsm::NsmState>,
 }
 
 impl AppState {
@@ -71,6 +77,16 @@ impl AppState {
             tokens,
             clock: Arc::new(system_now_ms),
             metrics: None,
+            nsm: None,
+        }
+    }
+
+    /// The same state, serving the network service manager's routes ([`nsm`]).
+    #[must_use]
+    pub fn with_nsm(self, nsm: nsm::NsmState) -> AppState {
+        AppState {
+            nsm: Some(nsm),
+            ..self
         }
     }
 
@@ -100,7 +116,7 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 8] = [
+pub const ROUTES: [Route; 26] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
@@ -133,6 +149,78 @@ pub const ROUTES: [Route; 8] = [
         method: "GET",
         path: "/metrics",
     },
+    Route {
+        method: "GET",
+        path: "/v1/providers",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/providers/{id}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/providers/{id}",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/providers/{id}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/providers/{id}/applications",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/providers/{id}/applications/{app}",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/providers/{id}/applications/{app}",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/providers/{id}/allocations",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/providers/{id}/allocations",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/providers/{id}/allocations/{alloc}",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/providers/{id}/allocations/{alloc}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/providers/{id}/deliveries",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/links",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/links/{id}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/sessions",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/sessions/{id}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/sessions/{id}",
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/sessions/{id}",
+    },
 ];
 
 fn handler(route: Route) -> MethodRouter<AppState> {
@@ -149,6 +237,24 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         ("DELETE", "/v1/events/{id}") => on(filter, routes::delete_event),
         ("GET", "/openapi.json") => on(filter, routes::openapi_json),
         ("GET", "/metrics") => on(filter, routes::metrics),
+        ("GET", "/v1/providers") => on(filter, nsm::list_providers),
+        ("PUT", "/v1/providers/{id}") => on(filter, nsm::put_provider),
+        ("GET", "/v1/providers/{id}") => on(filter, nsm::get_provider),
+        ("DELETE", "/v1/providers/{id}") => on(filter, nsm::delete_provider),
+        ("GET", "/v1/providers/{id}/applications") => on(filter, nsm::list_applications),
+        ("PUT", "/v1/providers/{id}/applications/{app}") => on(filter, nsm::put_application),
+        ("DELETE", "/v1/providers/{id}/applications/{app}") => on(filter, nsm::delete_application),
+        ("POST", "/v1/providers/{id}/allocations") => on(filter, nsm::create_allocation),
+        ("GET", "/v1/providers/{id}/allocations") => on(filter, nsm::list_allocations),
+        ("GET", "/v1/providers/{id}/allocations/{alloc}") => on(filter, nsm::get_allocation),
+        ("DELETE", "/v1/providers/{id}/allocations/{alloc}") => on(filter, nsm::delete_allocation),
+        ("GET", "/v1/providers/{id}/deliveries") => on(filter, nsm::list_deliveries),
+        ("GET", "/v1/links") => on(filter, nsm::list_links),
+        ("PUT", "/v1/links/{id}") => on(filter, nsm::put_link),
+        ("GET", "/v1/sessions") => on(filter, nsm::list_sessions),
+        ("PUT", "/v1/sessions/{id}") => on(filter, nsm::put_session),
+        ("GET", "/v1/sessions/{id}") => on(filter, nsm::get_session),
+        ("DELETE", "/v1/sessions/{id}") => on(filter, nsm::delete_session),
         (method, path) => unreachable!("no handler for {method} {path}"),
     }
 }

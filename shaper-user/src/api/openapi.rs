@@ -96,7 +96,9 @@ fn components() -> Value {
                     "title": { "type": "string" },
                     "status": { "type": "integer" },
                     "detail": { "type": "string" },
-                    "field": { "type": "string", "description": "The offending field (JSON path in the body, path or query parameter, or header name), for 400 and 422." }
+                    "field": { "type": "string", "description": "The offending field (JSON path in the body, path or query parameter, or header name), for 400 and 422." },
+                    "reason": { "type": "string", "description": "Why the network service manager refused (capacity_exceeded, session_not_available, ...)." },
+                    "result_code": { "type": "integer", "description": "The 3GPP Rx / Diameter result code of the refusal (5006, 5061, 5063, 5065)." }
                 }
             },
             "ServiceTargets": {
@@ -183,7 +185,7 @@ fn components() -> Value {
 pub fn document() -> Value {
     let event_id = id_param("Event id.", json!({ "type": "integer", "minimum": 0 }));
     let json_body = |name: &str| json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "shaper",
@@ -311,5 +313,277 @@ pub fn document() -> Value {
             }
         },
         "components": components()
-    })
+    });
+    let (paths, schemas) = nsm_document();
+    doc["paths"]
+        .as_object_mut()
+        .expect("paths is an object")
+        .extend(paths);
+    doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("schemas is an object")
+        .extend(schemas);
+    doc
+}
+
+/// The network service manager's paths and schemas (issue 5; roles in [`super::nsm`]).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one JSON literal per route, kept together"
+)]
+fn nsm_document() -> (
+    serde_json::Map<String, Value>,
+    serde_json::Map<String, Value>,
+) {
+    let json_body = |name: &str| json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } });
+    let pid = id_param("Provider id.", json!({ "type": "string" }));
+    let app_param = json!({ "name": "app", "in": "path", "required": true, "description": "Application id.", "schema": { "type": "string" } });
+    let alloc_param = json!({ "name": "alloc", "in": "path", "required": true, "description": "Allocation id.", "schema": { "type": "integer", "minimum": 0 } });
+    let list = |name: &str| json!({ "type": "array", "items": schema_ref(name) });
+    let refused = "Refused by the network service manager: `reason` (capacity_exceeded, link_not_registered, session_not_available, dataplane_exhausted) and the 3GPP Rx `result_code` (5006, 5065) are in the problem; the detail names the link or session, what was requested and what is left.";
+    let invalid = "Invalid or not entitled (`reason` invalid_service_information 5061, service_not_authorized 5063, unknown_application 5061); `field` names the offending field.";
+    let paths = json!({
+        "/v1/providers": {
+            "get": {
+                "operationId": "listProviders", "summary": "Registered providers (webhook secrets are never shown). Roles: admin, csr.",
+                "responses": responses(&[("200", ok("The providers.", list("Provider")))], auth_errors(&[("404", "No network service manager runs.")]))
+            }
+        },
+        "/v1/providers/{id}": {
+            "put": {
+                "operationId": "putProvider", "summary": "Register or change a provider. Role: admin.",
+                "parameters": [ pid.clone() ], "requestBody": json_body("ProviderBody"),
+                "responses": responses(&[("200", ok("The provider.", schema_ref("Provider")))], auth_errors(&[("400", "Malformed body; `field` names it."), ("404", "No network service manager runs."), ("422", "Invalid field (prefix, webhook URL or secret), or the new prefixes would leave an application outside them.")]))
+            },
+            "get": {
+                "operationId": "getProvider", "summary": "One provider. Roles: admin, csr; provider: own.",
+                "parameters": [ pid.clone() ],
+                "responses": responses(&[("200", ok("The provider.", schema_ref("Provider")))], auth_errors(&[("404", "Unknown provider.")]))
+            },
+            "delete": {
+                "operationId": "deleteProvider", "summary": "Remove a provider without applications. Role: admin.",
+                "parameters": [ pid.clone() ],
+                "responses": responses(&[("204", json!({ "description": "Removed." }))], auth_errors(&[("404", "Unknown provider."), ("409", "The provider still has applications.")]))
+            }
+        },
+        "/v1/providers/{id}/applications": {
+            "get": {
+                "operationId": "listApplications", "summary": "A provider's applications. Roles: admin, csr; provider: own.",
+                "parameters": [ pid.clone() ],
+                "responses": responses(&[("200", ok("The applications.", list("Application")))], auth_errors(&[("404", "Unknown provider.")]))
+            }
+        },
+        "/v1/providers/{id}/applications/{app}": {
+            "put": {
+                "operationId": "putApplication", "summary": "Register or change an application (its traffic classifiers). Role: admin.",
+                "parameters": [ pid.clone(), app_param.clone() ], "requestBody": json_body("ApplicationBody"),
+                "responses": responses(&[("200", ok("The application.", schema_ref("Application")))], auth_errors(&[("400", "Malformed body."), ("404", "Unknown provider."), ("409", "Active allocations use the application."), ("422", "A classifier is malformed or reaches outside the provider's prefixes; `field` names it (classifiers[i].provider_prefix).")]))
+            },
+            "delete": {
+                "operationId": "deleteApplication", "summary": "Remove an application no active allocation uses. Role: admin.",
+                "parameters": [ pid.clone(), app_param ],
+                "responses": responses(&[("204", json!({ "description": "Removed." }))], auth_errors(&[("404", "Unknown application."), ("409", "Active allocations use it.")]))
+            }
+        },
+        "/v1/providers/{id}/allocations": {
+            "post": {
+                "operationId": "createAllocation", "summary": "Ask for a QoS level for an application's traffic to a subscriber (3GPP Rx AAR). Roles: admin, csr; provider: own.",
+                "description": "Validated against the session store (subscriber or address online, behind which BRAS and gateway), the provider's entitlement (its declared prefixes) and the capacity left on every link the sessions sit behind (committed rates ≤ capacity × overbooking). Admitted allocations are enforced in the data plane and stored before the 201; the BRAS, gateways and provider webhook are notified after.",
+                "parameters": [ pid.clone() ], "requestBody": json_body("AllocationRequest"),
+                "responses": responses(&[("201", ok("Admitted; Location names it.", schema_ref("Allocation")))], auth_errors(&[("400", "Malformed body; `field` names it."), ("404", "Unknown provider."), ("409", refused), ("422", invalid)]))
+            },
+            "get": {
+                "operationId": "listAllocations", "summary": "A provider's allocations, active and released. Roles: admin, csr; provider: own.",
+                "parameters": [ pid.clone(), { "name": "state", "in": "query", "required": false, "schema": { "type": "string", "enum": ["active", "released"] } } ],
+                "responses": responses(&[("200", ok("The allocations.", list("Allocation")))], auth_errors(&[("400", "Unknown query parameter."), ("404", "Unknown provider.")]))
+            }
+        },
+        "/v1/providers/{id}/allocations/{alloc}": {
+            "get": {
+                "operationId": "getAllocation", "summary": "One allocation of the provider. Roles: admin, csr; provider: own.",
+                "parameters": [ pid.clone(), alloc_param.clone() ],
+                "responses": responses(&[("200", ok("The allocation.", schema_ref("Allocation")))], auth_errors(&[("400", "The id is not an integer."), ("404", "The provider has no such allocation.")]))
+            },
+            "delete": {
+                "operationId": "releaseAllocation", "summary": "Release an allocation: capacity is freed, enforcement removed, targets notified (3GPP STR). Roles: admin, csr; provider: own.",
+                "parameters": [ pid.clone(), alloc_param ],
+                "responses": responses(&[("200", ok("The released allocation.", schema_ref("Allocation")))], auth_errors(&[("400", "The id is not an integer."), ("404", "The provider has no such allocation."), ("409", "Already released.")]))
+            }
+        },
+        "/v1/providers/{id}/deliveries": {
+            "get": {
+                "operationId": "listDeliveries", "summary": "The provider's webhook delivery log (attempts, status, last HTTP status and error). Roles: admin; provider: own.",
+                "parameters": [ pid ],
+                "responses": responses(&[("200", ok("The deliveries.", list("Delivery")))], auth_errors(&[("404", "Unknown provider.")]))
+            }
+        },
+        "/v1/links": {
+            "get": {
+                "operationId": "listLinks", "summary": "Links and gateways with capacity, committed rates and limits. Roles: admin, csr, automation.",
+                "responses": responses(&[("200", ok("The links.", list("LinkUsage")))], auth_errors(&[("404", "No network service manager runs.")]))
+            }
+        },
+        "/v1/links/{id}": {
+            "put": {
+                "operationId": "putLink", "summary": "Register a link or gateway or change its capacity. Role: admin.",
+                "parameters": [ id_param("Link id (a session's gateway or bras names it).", json!({ "type": "string" })) ], "requestBody": json_body("LinkBody"),
+                "responses": responses(&[("200", ok("The link.", schema_ref("Link")))], auth_errors(&[("400", "Malformed body."), ("422", "A capacity is 0 or above 400 Gbit/s; `field` names it.")]))
+            }
+        },
+        "/v1/sessions": {
+            "get": {
+                "operationId": "listSessions", "summary": "Active sessions, optionally by subscriber or address. Roles: admin, automation.",
+                "parameters": [
+                    { "name": "subscriber", "in": "query", "required": false, "schema": { "type": "string" } },
+                    { "name": "ip", "in": "query", "required": false, "schema": { "type": "string" } }
+                ],
+                "responses": responses(&[("200", ok("The sessions.", list("Session")))], auth_errors(&[("400", "Unknown query parameter or bad address.")]))
+            }
+        },
+        "/v1/sessions/{id}": {
+            "put": {
+                "operationId": "putSession", "summary": "Start or change a subscriber session. A change of address, subscriber, BRAS or gateway releases the allocations admitted on it. Roles: admin, automation.",
+                "parameters": [ id_param("Session id (e.g. RADIUS Acct-Session-Id).", json!({ "type": "string" })) ], "requestBody": json_body("SessionBody"),
+                "responses": responses(&[("200", ok("The session.", schema_ref("Session")))], auth_errors(&[("400", "Malformed body."), ("409", "Another active session holds the address."), ("422", "Invalid field (prefix: IPv4 /32, IPv6 /128 or /64).")]))
+            },
+            "get": {
+                "operationId": "getSession", "summary": "One active session. Roles: admin, automation.",
+                "parameters": [ id_param("Session id.", json!({ "type": "string" })) ],
+                "responses": responses(&[("200", ok("The session.", schema_ref("Session")))], auth_errors(&[("404", "No active session with this id.")]))
+            },
+            "delete": {
+                "operationId": "endSession", "summary": "End a session; its allocations are released. Roles: admin, automation.",
+                "parameters": [ id_param("Session id.", json!({ "type": "string" })) ],
+                "responses": responses(&[("200", ok("The ended session.", schema_ref("Session")))], auth_errors(&[("404", "No active session with this id.")]))
+            }
+        }
+    });
+    let classifier = json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["direction", "provider_prefix"],
+        "description": "Literal packet fields of one direction: down = to the subscriber (provider side is the source), up = from the subscriber. The subscriber side is scoped by each allocation.",
+        "properties": {
+            "direction": { "type": "string", "enum": ["up", "down"] },
+            "proto": opt("integer", "IP protocol number (6, 17, 132 carry ports); null = any."),
+            "provider_prefix": { "type": "string", "description": "Provider-side prefix; must lie in the provider's prefixes." },
+            "provider_ports": opt("string", "\"443\" or \"5000-5100\"; null = any."),
+            "subscriber_ports": opt("string", "Subscriber-side port range; null = any.")
+        }
+    });
+    let schemas = json!({
+        "ProviderBody": {
+            "type": "object", "additionalProperties": false, "required": ["kind", "name"],
+            "properties": {
+                "kind": { "type": "string", "enum": ["asp", "nsp"] },
+                "name": { "type": "string" },
+                "prefixes": { "type": "array", "items": { "type": "string" }, "description": "The provider's server prefixes (entitlement)." },
+                "webhook_url": opt("string", "http:// URL allocation notices are POSTed to."),
+                "webhook_secret": opt("string", "HMAC-SHA256 key (≥ 16 characters) of X-Shaper-Signature: sha256=<hex>. Write-only.")
+            }
+        },
+        "Provider": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string" }, "kind": { "type": "string", "enum": ["asp", "nsp"] }, "name": { "type": "string" },
+                "prefixes": { "type": "array", "items": { "type": "string" } },
+                "webhook_url": opt("string", "Webhook URL."),
+                "webhook_secret_set": { "type": "boolean" }
+            }
+        },
+        "Classifier": classifier,
+        "ApplicationBody": {
+            "type": "object", "additionalProperties": false, "required": ["name", "classifiers"],
+            "properties": { "name": { "type": "string" }, "classifiers": { "type": "array", "minItems": 1, "items": schema_ref("Classifier") } }
+        },
+        "Application": {
+            "type": "object",
+            "properties": { "provider": { "type": "string" }, "id": { "type": "string" }, "name": { "type": "string" }, "classifiers": { "type": "array", "items": schema_ref("Classifier") } }
+        },
+        "AllocationRequest": {
+            "type": "object", "additionalProperties": false, "required": ["application", "scope"],
+            "properties": {
+                "application": { "type": "string" },
+                "scope": {
+                    "type": "object", "additionalProperties": false,
+                    "description": "A subscriber (all its sessions), an address (its session), or both (the address must be the subscriber's).",
+                    "properties": { "subscriber": opt("string", "Subscriber id."), "ip": opt("string", "IPv4 or IPv6 address.") }
+                },
+                "down_bps": opt("integer", "Committed rate to the subscriber, bit/s (charged against capacity)."),
+                "up_bps": opt("integer", "Committed rate from the subscriber, bit/s."),
+                "ceil_down_bps": opt("integer", "Shaping ceiling (≥ the rate); the policer polices at it."),
+                "ceil_up_bps": opt("integer", "Shaping ceiling upstream."),
+                "burst_bytes": opt("integer", "Token-bucket depth (≥ one frame); default 250 ms of the ceiling."),
+                "priority": { "type": "integer", "minimum": 0, "maximum": 7, "description": "Higher is better: DSCP (RFC 4594 classes) and HTB prio 7 − priority." },
+                "dscp": opt("integer", "DSCP 0..=63 instead of the priority's."),
+                "max_delay_ms": opt("integer", "Delay target, carried to BRAS and provider."),
+                "max_loss_ppm": opt("integer", "Loss target, carried to BRAS and provider."),
+                "mtu": opt("integer", "L3 MTU policy (≥ 1280): MSS clamp and ICMP too-big.")
+            }
+        },
+        "Allocation": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer" }, "provider": { "type": "string" }, "request": schema_ref("AllocationRequest"),
+                "sessions": { "type": "array", "items": { "type": "string" } },
+                "charges": { "type": "array", "items": { "type": "object", "properties": { "link": { "type": "string" }, "dir": { "type": "string", "enum": ["up", "down"] }, "bps": { "type": "integer" } } } },
+                "dscp": { "type": "integer" },
+                "state": { "type": "string", "enum": ["active", "released"] },
+                "created_ms": { "type": "integer" },
+                "released_ms": opt("integer", "When released."),
+                "release_reason": opt("string", "Why released.")
+            }
+        },
+        "Delivery": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer" }, "provider": { "type": "string" }, "allocation": { "type": "integer" },
+                "event": { "type": "string", "enum": ["allocated", "released"] }, "url": { "type": "string" },
+                "attempts": { "type": "integer" }, "status": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+                "last_code": opt("integer", "Last HTTP status."), "last_error": opt("string", "Last error."),
+                "created_ms": { "type": "integer" }, "updated_ms": { "type": "integer" }
+            }
+        },
+        "LinkBody": {
+            "type": "object", "additionalProperties": false, "required": ["kind", "capacity_up_bps", "capacity_down_bps"],
+            "properties": {
+                "kind": { "type": "string", "enum": ["gateway", "bras", "link"] },
+                "capacity_up_bps": { "type": "integer", "minimum": 1 },
+                "capacity_down_bps": { "type": "integer", "minimum": 1 }
+            }
+        },
+        "Link": {
+            "type": "object",
+            "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "capacity_up_bps": { "type": "integer" }, "capacity_down_bps": { "type": "integer" } }
+        },
+        "LinkUsage": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string" }, "kind": { "type": "string" },
+                "capacity_up_bps": { "type": "integer" }, "capacity_down_bps": { "type": "integer" },
+                "committed_up_bps": { "type": "integer" }, "committed_down_bps": { "type": "integer" },
+                "limit_up_bps": { "type": "integer", "description": "capacity × overbooking" }, "limit_down_bps": { "type": "integer" }
+            }
+        },
+        "SessionBody": {
+            "type": "object", "additionalProperties": false, "required": ["subscriber", "prefix", "bras", "gateway"],
+            "properties": {
+                "subscriber": { "type": "string" },
+                "prefix": { "type": "string", "description": "IPv4 address, IPv6 address (/128) or IPv6 /64." },
+                "bras": { "type": "string" }, "gateway": { "type": "string" },
+                "since_ms": opt("integer", "Start; default now.")
+            }
+        },
+        "Session": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string" }, "subscriber": { "type": "string" }, "prefix": { "type": "string" },
+                "bras": { "type": "string" }, "gateway": { "type": "string" }, "since_ms": { "type": "integer" },
+                "ended_ms": opt("integer", "When it ended.")
+            }
+        }
+    });
+    (
+        paths.as_object().expect("object").clone(),
+        schemas.as_object().expect("object").clone(),
+    )
 }

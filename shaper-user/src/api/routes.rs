@@ -220,7 +220,7 @@ where
 
 /// A JSON body: `Content-Type` must be JSON, and the body must deserialize into `T`; the
 /// error names the offending field.
-fn json_body<T: DeserializeOwned>(
+pub(crate) fn json_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {

@@ -25,10 +25,15 @@
 //! that never reached the store was never acknowledged, and a start or stop whose new state
 //! never reached the store is still pending there and fires again on restore.
 
+pub mod nsm;
 mod sqlite;
 
 use crate::provision::{AuditEntry, Event, EventState, QosLevel, Snapshot};
 
+pub use nsm::{
+    Delivery, NSM_SCHEMA_VERSION, NsmSnapshot, NsmStore, SessionStore, SessionStoreError,
+    SqliteNsmStore,
+};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// Why a store operation failed. The operation changed nothing (each one is a single
