@@ -324,6 +324,8 @@ impl AllocationTarget for AllocationEnforcer {
                 mtu: plan.mtu,
                 skb_priority,
                 block: false,
+                // Used by rules only: a rule class always polices with its one bucket.
+                shared_bucket: false,
             };
             let class_err = |source: DataplaneError| AllocEnforceError::Class { id, class, source };
             cfg.validate(class).map_err(|e| class_err(e.into()))?;
