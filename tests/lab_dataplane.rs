@@ -860,3 +860,53 @@ fn restart_keeps_enforcement_without_gap() {
         );
     }
 }
+
+/// An upgrade across ABI versions: links pinned under an older version's directory (here the
+/// current pins moved to `v<ABI-1>`, as an older shaper would have left them) are adopted by
+/// the new controller: its programs are swapped into the same links (no second attach, which
+/// the kernel would refuse), the pins move to this version's directory, and the old
+/// version's maps are unpinned once no link uses them.
+#[test]
+fn upgrade_adopts_links_pinned_by_an_older_abi() {
+    require_root();
+    let topo = Topology::sub_gw_net("dpu").expect("topology");
+    let root = PinRoot(PathBuf::from(format!(
+        "/sys/fs/bpf/shaper-upgrade-{}",
+        std::process::id()
+    )));
+    let _ = std::fs::remove_dir_all(&root.0);
+    let a = gw_dataplane(&topo.gw, opts(Some(root.0.clone())));
+    let ids_a = xdp_prog_id(&topo.gw, GW_SUB_IF);
+    assert!(ids_a.is_some(), "A attached no XDP");
+    drop(a);
+    let cur = root.0.join(format!("v{}", abi::ABI_VERSION));
+    let old = root.0.join(format!("v{}", abi::ABI_VERSION - 1));
+    std::fs::rename(&cur, &old).expect("rename the pin directory (bpffs)");
+    assert_eq!(
+        xdp_prog_id(&topo.gw, GW_SUB_IF),
+        ids_a,
+        "the old link still enforces"
+    );
+
+    let mut b = gw_dataplane(&topo.gw, opts(Some(root.0.clone())));
+    let ids_b = xdp_prog_id(&topo.gw, GW_SUB_IF);
+    assert!(
+        ids_b.is_some() && ids_b != ids_a,
+        "B's program did not replace A's in the adopted link: {ids_a:?} -> {ids_b:?}"
+    );
+    for l in ["xdp-", "tc-"] {
+        for ifname in [GW_SUB_IF, GW_UP_IF] {
+            assert!(
+                cur.join("links").join(format!("{l}{ifname}")).exists(),
+                "{l}{ifname} not pinned under {}",
+                cur.display()
+            );
+        }
+    }
+    assert!(
+        !old.exists(),
+        "the old version's directory (maps) was not removed"
+    );
+    b.detach_all().unwrap();
+    assert_eq!(xdp_prog_id(&topo.gw, GW_SUB_IF), None);
+}

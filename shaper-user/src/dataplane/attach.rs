@@ -13,6 +13,7 @@ use aya::programs::{
 use tracing::{info, warn};
 
 use super::{Dataplane, DataplaneError, Result, Role, prog_err};
+use crate::abi::ABI_VERSION;
 
 /// An attachment made by this process.
 #[derive(Debug)]
@@ -76,6 +77,7 @@ impl Dataplane {
             .dir
             .as_ref()
             .map(|d| d.join("links").join(format!("xdp-{ifname}")));
+        self.adopt_older_link(link_path.as_deref())?;
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
@@ -160,6 +162,7 @@ impl Dataplane {
             .dir
             .as_ref()
             .map(|d| d.join("links").join(format!("tc-{ifname}")));
+        self.adopt_older_link(link_path.as_deref())?;
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(name)
@@ -209,6 +212,44 @@ impl Dataplane {
             ifname: ifname.into(),
             link: Some(fd),
         });
+        Ok(())
+    }
+
+    /// An upgrade across ABI versions: the interface's link may be pinned under an older
+    /// version's directory (`<pin_root>/v<N>/links/`), attached with the old programs. Moving
+    /// the pin to this version's path lets the caller swap the new program into the same link
+    /// (no gap, and no EBUSY from a second XDP attach). Once an old version has no links
+    /// left, its maps are unpinned: no program uses them any more.
+    fn adopt_older_link(&self, link_path: Option<&Path>) -> Result<()> {
+        let (Some(path), Some(dir)) = (link_path, self.dir.as_ref()) else {
+            return Ok(());
+        };
+        if path.exists() {
+            return Ok(());
+        }
+        let (Some(root), Some(file)) = (dir.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        for v in (1..ABI_VERSION).rev() {
+            let old_dir = root.join(format!("v{v}"));
+            let old = old_dir.join("links").join(file);
+            if !old.exists() {
+                continue;
+            }
+            std::fs::rename(&old, path).map_err(|source| DataplaneError::Bpffs {
+                path: old.clone(),
+                source,
+            })?;
+            info!(from = %old.display(), to = %path.display(), "adopted a link pinned by ABI v{v}");
+            let links_left = std::fs::read_dir(old_dir.join("links"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            if links_left == 0 {
+                let _ = std::fs::remove_dir_all(&old_dir);
+                info!(dir = %old_dir.display(), "unpinned the maps of ABI v{v}: no link uses them");
+            }
+            return Ok(());
+        }
         Ok(())
     }
 
