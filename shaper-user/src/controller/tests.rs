@@ -84,6 +84,24 @@ impl LoggedStore {
 }
 
 impl Store for LoggedStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.inner.begin_batch()
+    }
+    /// Not logged (the log records what is written, not how it is grouped); fails, storing
+    /// nothing of the batch, while `fail` is `"commit_batch"`.
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if *self.fail.lock().unwrap() == Some("commit_batch") {
+            self.inner.rollback_batch();
+            return Err(StoreError::Sqlite {
+                op: "commit_batch",
+                source: rusqlite::Error::InvalidQuery,
+            });
+        }
+        self.inner.commit_batch()
+    }
+    fn rollback_batch(&mut self) {
+        self.inner.rollback_batch();
+    }
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
         self.write("put_modem", id.into())?;
         self.inner.put_modem(id, base)

@@ -85,11 +85,35 @@ pub enum StoreError {
     },
     #[error("event {id} is {state:?}; only pending events can be amended")]
     NotPending { id: u64, state: EventState },
+    /// `begin_batch` while a batch is open (batches do not nest).
+    #[error("a write batch is already open")]
+    BatchOpen,
+    /// `commit_batch` without `begin_batch`.
+    #[error("no write batch is open")]
+    NoBatch,
 }
 
 /// What the controller needs from durable storage. Every write is one transaction and is
 /// durable when the call returns `Ok`: the caller may acknowledge it then, and not before.
+///
+/// **Batches** (group commit). Between [`Store::begin_batch`] and [`Store::commit_batch`] the
+/// writes form one transaction: each write still changes nothing when it fails, but none is
+/// durable until `commit_batch` returns `Ok`, and a crash or a failed commit loses all of
+/// them together. The controller uses a batch for every call (an event and its audit line, a
+/// tick's state changes and theirs are one commit) and for many submissions at once, so that
+/// requests arriving while a commit is being synced share the next one: one fsync for many
+/// events, each acknowledged only after its batch is durable.
 pub trait Store: Send {
+    /// Opens a batch. Batches do not nest ([`StoreError::BatchOpen`]).
+    fn begin_batch(&mut self) -> Result<(), StoreError>;
+
+    /// Commits the open batch: durable when this returns `Ok`. On `Err` nothing of the batch
+    /// is stored.
+    fn commit_batch(&mut self) -> Result<(), StoreError>;
+
+    /// Abandons the open batch (if any): nothing of it is stored.
+    fn rollback_batch(&mut self);
+
     /// Creates a modem or replaces its base plan.
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError>;
 

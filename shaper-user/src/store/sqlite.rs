@@ -24,7 +24,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, Savepoint, Transaction, TransactionBehavior,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -82,6 +84,37 @@ const MIGRATIONS: &[&str] = &["
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Inside [`Store::begin_batch`] … [`Store::commit_batch`]: one open `BEGIN IMMEDIATE`
+    /// transaction, each write a savepoint in it.
+    in_batch: bool,
+}
+
+/// One write: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside a batch. Either way
+/// a write that fails part-way changes nothing (dropping it rolls it back).
+enum Tx<'c> {
+    Own(Transaction<'c>),
+    InBatch(Savepoint<'c>),
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Tx::Own(t) => t,
+            Tx::InBatch(s) => s,
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Commits an own transaction (durable on return); releases a savepoint (durable with
+    /// its batch).
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Tx::Own(t) => t.commit(),
+            Tx::InBatch(s) => s.commit(),
+        }
+    }
 }
 
 fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -227,7 +260,11 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite("set foreign_keys"))?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn, path })
+        Ok(SqliteStore {
+            conn,
+            path,
+            in_batch: false,
+        })
     }
 
     /// The database file.
@@ -246,10 +283,15 @@ impl SqliteStore {
             .map_err(sqlite("integrity_check"))
     }
 
-    fn write(&mut self, op: &'static str) -> Result<Transaction<'_>, StoreError> {
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite(op))
+    fn write(&mut self, op: &'static str) -> Result<Tx<'_>, StoreError> {
+        if self.in_batch {
+            self.conn.savepoint().map(Tx::InBatch).map_err(sqlite(op))
+        } else {
+            self.conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map(Tx::Own)
+                .map_err(sqlite(op))
+        }
     }
 
     /// A read transaction, so multi-statement reads see one consistent state.
@@ -258,7 +300,7 @@ impl SqliteStore {
     }
 }
 
-fn event_state(tx: &Transaction<'_>, id: u64) -> Result<Option<EventState>, StoreError> {
+fn event_state(tx: &Connection, id: u64) -> Result<Option<EventState>, StoreError> {
     let name: Option<String> = tx
         .query_row("SELECT state FROM events WHERE id = ?1", [id], |r| r.get(0))
         .optional()
@@ -268,7 +310,7 @@ fn event_state(tx: &Transaction<'_>, id: u64) -> Result<Option<EventState>, Stor
 
 /// Names the constraint an event insert violated, from inside its (still open) transaction.
 fn explain_event_conflict(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     event: &Event,
     source: rusqlite::Error,
 ) -> Result<StoreError, StoreError> {
@@ -335,6 +377,46 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        if self.in_batch {
+            return Err(StoreError::BatchOpen);
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sqlite("begin_batch"))?;
+        self.in_batch = true;
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if !self.in_batch {
+            return Err(StoreError::NoBatch);
+        }
+        self.in_batch = false;
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                // A failed COMMIT may leave the transaction open: end it, so that nothing of
+                // the batch is applied later by accident.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(StoreError::Sqlite {
+                    op: "commit_batch",
+                    source,
+                })
+            }
+        }
+    }
+
+    fn rollback_batch(&mut self) {
+        if std::mem::take(&mut self.in_batch) && !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a store batch");
+            }
+        }
+    }
+
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
         if id.is_empty() {
             return Err(StoreError::EmptyModem);
