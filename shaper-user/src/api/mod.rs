@@ -37,6 +37,7 @@ pub mod openapi;
 pub mod routes;
 #[cfg(test)]
 mod tests;
+pub mod ticker;
 
 use std::sync::{Arc, Mutex};
 
@@ -44,8 +45,9 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use crate::controller::Controller;
+use crate::controller::{Controller, ControllerError};
 use crate::metrics::Metrics;
+use crate::provision::{EventRequest, Submitted};
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
@@ -61,6 +63,43 @@ pub struct AppState {
     pub clock: Clock,
     /// What `GET /metrics` serves; `None` = 404.
     pub metrics: Option<Arc<Metrics>>,
+    /// Submissions waiting for the next group commit ([`SubmitQueue`]).
+    pub submits: Arc<SubmitQueue>,
+    /// Notified after accepted submissions: the daemon's tick loop ([`ticker::tick_loop`])
+    /// fires immediate events at once instead of at its next timer.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+/// The reply to one queued submission.
+type SubmitReply = tokio::sync::oneshot::Sender<Result<Submitted, ControllerError>>;
+
+/// Group commit of `POST /v1/events`: each request queues its submission, then takes the
+/// controller's lock and commits *every* queued submission in one store transaction
+/// ([`Controller::submit_batch`]), unless an earlier lock holder already took its submission
+/// along. While one batch is being synced to disk the requests arriving meanwhile queue up
+/// and share the next commit: one fsync for many events. Each request is answered only after
+/// the batch holding its event is durable.
+#[derive(Default)]
+pub struct SubmitQueue {
+    waiting: Mutex<Vec<(EventRequest, SubmitReply)>>,
+}
+
+impl SubmitQueue {
+    fn push(&self, req: EventRequest, reply: SubmitReply) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((req, reply));
+    }
+
+    fn take(&self) -> Vec<(EventRequest, SubmitReply)> {
+        std::mem::take(
+            &mut *self
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 impl AppState {
@@ -71,6 +110,8 @@ impl AppState {
             tokens,
             clock: Arc::new(system_now_ms),
             metrics: None,
+            submits: Arc::default(),
+            wake: Arc::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use super::auth::{Principal, client_key};
 use super::error::ApiError;
 use crate::controller::Controller;
 use crate::provision::{
-    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source,
+    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source, Submitted,
 };
 
 /// Longest accepted `Idempotency-Key`.
@@ -218,6 +218,45 @@ where
     })?
 }
 
+/// Submits `req` through the group commit ([`super::SubmitQueue`]) and waits until the batch
+/// holding it is durable.
+async fn group_submit(state: &AppState, req: EventRequest) -> Result<Submitted, ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state.submits.push(req, reply);
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut ctl = st.controller.lock().map_err(|_| ApiError::Unavailable {
+            detail: "the controller lock is poisoned by an earlier panic; restart the daemon"
+                .into(),
+        })?;
+        // Taken under the controller's lock: whatever queued while the previous holder was
+        // committing goes into this one batch.
+        let batch = st.submits.take();
+        if batch.is_empty() {
+            return Ok(()); // an earlier holder committed ours along with its own
+        }
+        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let results = ctl.submit_batch(reqs, (st.clock)());
+        drop(ctl);
+        if results.iter().any(Result::is_ok) {
+            st.wake.notify_one();
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A requester that went away (client disconnected) needs no answer.
+            let _ = reply.send(result);
+        }
+        Ok::<(), ApiError>(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal {
+        detail: format!("controller task failed: {e}"),
+    })??;
+    let result = answer.await.map_err(|_| ApiError::Internal {
+        detail: "the group commit holding this request ended without an answer".into(),
+    })?;
+    Ok(result?)
+}
+
 /// A JSON body: `Content-Type` must be JSON, and the body must deserialize into `T`; the
 /// error names the offending field.
 fn json_body<T: DeserializeOwned>(
@@ -377,7 +416,7 @@ pub async fn create_event(
         stop_ms: body.stop_ms,
         idempotency_key: key.map(|k| principal.scoped_key(&k)),
     };
-    let submitted = with_controller(&state, move |ctl, now| Ok(ctl.submit(req, now)?)).await?;
+    let submitted = group_submit(&state, req).await?;
     let status = if submitted.duplicate {
         StatusCode::OK
     } else {

@@ -83,6 +83,8 @@ impl Rig {
             tokens: Arc::new(tokens),
             clock,
             metrics: Some(Arc::new(metrics)),
+            submits: Arc::default(),
+            wake: Arc::default(),
         };
         Rig {
             _dir: dir,
