@@ -73,32 +73,79 @@ pub struct AppState {
 /// The reply to one queued submission.
 type SubmitReply = tokio::sync::oneshot::Sender<Result<Submitted, ControllerError>>;
 
-/// Group commit of `POST /v1/events`: each request queues its submission, then takes the
-/// controller's lock and commits *every* queued submission in one store transaction
-/// ([`Controller::submit_batch`]), unless an earlier lock holder already took its submission
-/// along. While one batch is being synced to disk the requests arriving meanwhile queue up
-/// and share the next commit: one fsync for many events. Each request is answered only after
-/// the batch holding its event is durable.
+/// One queued submission.
+type SubmitJob = (EventRequest, SubmitReply);
+
+/// Group commit of `POST /v1/events`. Handlers queue their submission and wait; one committer
+/// thread (started with the first submission, ended when the queue is dropped) takes *every*
+/// queued submission, commits them in one store transaction ([`Controller::submit_batch`]:
+/// one fsync) and answers each. While a batch is being synced to disk the requests arriving
+/// meanwhile queue up and share the next commit. Each request is answered only after the
+/// batch holding its event is durable. Accepted submissions notify [`AppState::wake`].
 #[derive(Default)]
 pub struct SubmitQueue {
-    waiting: Mutex<Vec<(EventRequest, SubmitReply)>>,
+    sender: std::sync::OnceLock<std::sync::mpsc::Sender<SubmitJob>>,
 }
 
 impl SubmitQueue {
-    fn push(&self, req: EventRequest, reply: SubmitReply) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((req, reply));
+    /// Queues `req`; the answer arrives on the returned receiver.
+    fn submit(
+        &self,
+        state: &AppState,
+        req: EventRequest,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Submitted, ControllerError>>, ApiError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (ctl, clock, wake) = (
+                state.controller.clone(),
+                state.clock.clone(),
+                state.wake.clone(),
+            );
+            std::thread::Builder::new()
+                .name("shaper-commit".into())
+                .spawn(move || commit_loop(&rx, &ctl, &clock, &wake))
+                .expect("spawning the commit thread");
+            tx
+        });
+        sender
+            .send((req, reply))
+            .map_err(|_| ApiError::Unavailable {
+                detail: "the commit thread has stopped; restart the daemon".into(),
+            })?;
+        Ok(answer)
     }
+}
 
-    fn take(&self) -> Vec<(EventRequest, SubmitReply)> {
-        std::mem::take(
-            &mut *self
-                .waiting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+/// The committer of [`SubmitQueue`]: runs until every sender is gone.
+fn commit_loop(
+    rx: &std::sync::mpsc::Receiver<SubmitJob>,
+    ctl: &Mutex<Controller>,
+    clock: &Clock,
+    wake: &tokio::sync::Notify,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let results = match ctl.lock() {
+            Ok(mut c) => c.submit_batch(reqs, clock()),
+            Err(_) => reqs
+                .iter()
+                .map(|_| {
+                    Err(ControllerError::Poisoned(
+                        "the controller lock is poisoned by an earlier panic".into(),
+                    ))
+                })
+                .collect(),
+        };
+        if results.iter().any(Result::is_ok) {
+            wake.notify_one();
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A requester that went away (client disconnected) needs no answer.
+            let _ = reply.send(result);
+        }
     }
 }
 

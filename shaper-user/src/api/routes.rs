@@ -221,36 +221,7 @@ where
 /// Submits `req` through the group commit ([`super::SubmitQueue`]) and waits until the batch
 /// holding it is durable.
 async fn group_submit(state: &AppState, req: EventRequest) -> Result<Submitted, ApiError> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    state.submits.push(req, reply);
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut ctl = st.controller.lock().map_err(|_| ApiError::Unavailable {
-            detail: "the controller lock is poisoned by an earlier panic; restart the daemon"
-                .into(),
-        })?;
-        // Taken under the controller's lock: whatever queued while the previous holder was
-        // committing goes into this one batch.
-        let batch = st.submits.take();
-        if batch.is_empty() {
-            return Ok(()); // an earlier holder committed ours along with its own
-        }
-        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let results = ctl.submit_batch(reqs, (st.clock)());
-        drop(ctl);
-        if results.iter().any(Result::is_ok) {
-            st.wake.notify_one();
-        }
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A requester that went away (client disconnected) needs no answer.
-            let _ = reply.send(result);
-        }
-        Ok::<(), ApiError>(())
-    })
-    .await
-    .map_err(|e| ApiError::Internal {
-        detail: format!("controller task failed: {e}"),
-    })??;
+    let answer = state.submits.submit(state, req)?;
     let result = answer.await.map_err(|_| ApiError::Internal {
         detail: "the group commit holding this request ended without an answer".into(),
     })?;

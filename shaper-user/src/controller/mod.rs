@@ -60,7 +60,7 @@ use crate::provision::{
     Amendment, AuditEntry, Change, ChangeKind, Engine, EventRequest, EventState, ProvisionError,
     QosLevel, RestoreError, Submitted,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, Store, StoreError};
 
 pub use enforce::{
     DataplaneEnforcer, EnforceError, MIN_POLICER_BURST, ModemBinding, POLICER_BURST_MS,
@@ -353,7 +353,7 @@ impl Controller {
             ctl.reserve(binding)?;
         }
         if !changes.is_empty() {
-            ctl.store.begin_batch()?;
+            ctl.store.begin_batch(Durability::Deferred)?;
             ctl.persist_changes(&changes);
             ctl.flush_audit();
             if ctl.end_batch("restore").is_err() || ctl.poisoned.is_some() {
@@ -554,7 +554,7 @@ impl Controller {
         if let Err(e) = self.check_poison() {
             return reqs.iter().map(|_| Err(e.clone_poison())).collect();
         }
-        if let Err(e) = self.store.begin_batch() {
+        if let Err(e) = self.store.begin_batch(Durability::Synced) {
             let reason = e.to_string();
             return reqs
                 .iter()
@@ -605,7 +605,7 @@ impl Controller {
         now_ms: u64,
     ) -> Result<(), ControllerError> {
         self.check_poison()?;
-        self.store.begin_batch()?;
+        self.store.begin_batch(Durability::Synced)?;
         let result = self.modify_in_batch(id, amendment, now_ms);
         self.flush_audit();
         self.end_batch("amendment")?;
@@ -631,7 +631,7 @@ impl Controller {
     /// The new state and its audit line are one commit, before the enforcement.
     pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
         self.check_poison()?;
-        self.store.begin_batch()?;
+        self.store.begin_batch(Durability::Synced)?;
         let result = self.cancel_in_batch(id, now_ms);
         self.flush_audit();
         self.end_batch("cancellation")?;
@@ -666,7 +666,7 @@ impl Controller {
         {
             return Ok(Vec::new());
         }
-        self.store.begin_batch()?;
+        self.store.begin_batch(Durability::Deferred)?;
         let changes = self.engine.poll(now_ms);
         self.persist_changes(&changes);
         self.flush_audit();

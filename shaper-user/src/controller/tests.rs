@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::policy::SubscriberKey;
 use crate::provision::{Snapshot, Source};
-use crate::store::{SqliteStore, TempDir};
+use crate::store::{Durability, SqliteStore, TempDir};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -84,8 +84,8 @@ impl LoggedStore {
 }
 
 impl Store for LoggedStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.inner.begin_batch()
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError> {
+        self.inner.begin_batch(durability)
     }
     /// Not logged (the log records what is written, not how it is grouped); fails, storing
     /// nothing of the batch, while `fail` is `"commit_batch"`.

@@ -93,6 +93,21 @@ pub enum StoreError {
     NoBatch,
 }
 
+/// How durable a batch must be when [`Store::commit_batch`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On stable storage (fsync'd): survives a process kill and a power cut. For everything
+    /// an API answer acknowledges: accepted, amended and cancelled events, modems.
+    Synced,
+    /// Survives a process kill (the write is in the operating system's hands), and is made
+    /// durable by the next `Synced` commit; a power cut or kernel crash before that may roll
+    /// it back. Only for state a restore recomputes from `Synced` state and the clock: the
+    /// start and stop state changes of a tick (and their audit lines). Losing them means the
+    /// restore fires those starts and stops again, exactly once, as after a crash just before
+    /// the tick — the store stays consistent (a commit is all or nothing either way).
+    Deferred,
+}
+
 /// What the controller needs from durable storage. Every write is one transaction and is
 /// durable when the call returns `Ok`: the caller may acknowledge it then, and not before.
 ///
@@ -105,10 +120,10 @@ pub enum StoreError {
 /// events, each acknowledged only after its batch is durable.
 pub trait Store: Send {
     /// Opens a batch. Batches do not nest ([`StoreError::BatchOpen`]).
-    fn begin_batch(&mut self) -> Result<(), StoreError>;
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError>;
 
-    /// Commits the open batch: durable when this returns `Ok`. On `Err` nothing of the batch
-    /// is stored.
+    /// Commits the open batch: with [`Durability::Synced`] durable when this returns `Ok`
+    /// (see [`Durability`] for the other). On `Err` nothing of the batch is stored.
     fn commit_batch(&mut self) -> Result<(), StoreError>;
 
     /// Abandons the open batch (if any): nothing of it is stored.

@@ -30,7 +30,7 @@ use rusqlite::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError};
+use super::{Durability, Store, StoreError};
 use crate::provision::{
     AuditEntry, AuditWhat, Event, EventRequest, EventState, ModemRecord, QosLevel, Snapshot,
     StoredEvent,
@@ -87,6 +87,9 @@ pub struct SqliteStore {
     /// Inside [`Store::begin_batch`] … [`Store::commit_batch`]: one open `BEGIN IMMEDIATE`
     /// transaction, each write a savepoint in it.
     in_batch: bool,
+    /// The connection's `PRAGMA synchronous`: `FULL`, except while a
+    /// [`Durability::Deferred`] batch is open.
+    synchronous: &'static str,
 }
 
 /// One write: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside a batch. Either way
@@ -264,6 +267,7 @@ impl SqliteStore {
             conn,
             path,
             in_batch: false,
+            synchronous: "FULL",
         })
     }
 
@@ -292,6 +296,18 @@ impl SqliteStore {
                 .map(Tx::Own)
                 .map_err(sqlite(op))
         }
+    }
+
+    /// Back to `synchronous=FULL` after a [`Durability::Deferred`] batch: every write outside
+    /// a batch is synced.
+    fn restore_full_sync(&mut self) -> Result<(), StoreError> {
+        if self.synchronous != "FULL" && self.conn.is_autocommit() {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(sqlite("set synchronous"))?;
+            self.synchronous = "FULL";
+        }
+        Ok(())
     }
 
     /// A read transaction, so multi-statement reads see one consistent state.
@@ -377,9 +393,21 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 }
 
 impl Store for SqliteStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError> {
         if self.in_batch {
             return Err(StoreError::BatchOpen);
+        }
+        // In WAL mode NORMAL writes the commit to the log without syncing it; the next FULL
+        // commit's sync covers it (the log is one sequential file).
+        let sync = match durability {
+            Durability::Synced => "FULL",
+            Durability::Deferred => "NORMAL",
+        };
+        if sync != self.synchronous {
+            self.conn
+                .pragma_update(None, "synchronous", sync)
+                .map_err(sqlite("begin_batch: set synchronous"))?;
+            self.synchronous = sync;
         }
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
@@ -393,7 +421,9 @@ impl Store for SqliteStore {
             return Err(StoreError::NoBatch);
         }
         self.in_batch = false;
-        match self.conn.execute_batch("COMMIT") {
+        let committed = self.conn.execute_batch("COMMIT");
+        self.restore_full_sync()?;
+        match committed {
             Ok(()) => Ok(()),
             Err(source) => {
                 // A failed COMMIT may leave the transaction open: end it, so that nothing of
@@ -414,6 +444,9 @@ impl Store for SqliteStore {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "rolling back a store batch");
             }
+        }
+        if let Err(e) = self.restore_full_sync() {
+            tracing::error!(error = %e, "after rolling back a store batch");
         }
     }
 
