@@ -700,7 +700,7 @@ fn pending(args: &Args) -> Result<()> {
     }
     let load_secs = t.elapsed().as_secs_f64();
     let (rss_loaded, _) = rss_kib();
-    let pending_now = ctl.engine().list_pending().len();
+    let pending_now = ctl.engine().pending_count();
     eprintln!(
         "  {} pending events loaded in {load_secs:.1} s ({:.0}/s); firing {} of them from {}",
         pending_now,

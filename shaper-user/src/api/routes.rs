@@ -332,7 +332,7 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
         .map_err(|_| bad(format!("event id {raw:?} is not a non-negative integer")))
 }
 
-fn event_of(ctl: &Controller, id: u64) -> Result<&Event, ApiError> {
+fn event_of(ctl: &Controller, id: u64) -> Result<Event, ApiError> {
     ctl.engine().event(id).ok_or_else(|| ApiError::NotFound {
         detail: format!("unknown event {id}"),
     })
@@ -448,7 +448,7 @@ pub async fn list_events(
             .filter(|e| modem.as_ref().is_none_or(|m| *m == e.modem))
             .filter(|e| own.as_ref().is_none_or(|m| *m == e.modem))
             .filter(|e| wanted.is_none_or(|s| s == e.state))
-            .map(EventView::from)
+            .map(|e| EventView::from(&e))
             .collect();
         Ok(Json(events))
     })
@@ -466,7 +466,7 @@ pub async fn get_event(
     with_controller(&state, move |ctl, _| {
         let event = event_of(ctl, id)?;
         principal.require_modem(&event.modem)?;
-        Ok(Json(EventView::from(event)))
+        Ok(Json(EventView::from(&event)))
     })
     .await
 }
@@ -490,14 +490,14 @@ pub async fn patch_event(
     }
     with_controller(&state, move |ctl, now| {
         let event = event_of(ctl, id)?;
-        principal.require_event_change(event)?;
+        principal.require_event_change(&event)?;
         let amendment = Amendment {
             start_ms: patch.start_ms.unwrap_or(event.start_ms),
             stop_ms: patch.stop_ms.unwrap_or(event.stop_ms),
             qos: patch.qos.map_or(event.qos, QosLevel::from),
         };
         ctl.modify(id, amendment, now)?;
-        Ok(Json(EventView::from(event_of(ctl, id)?)))
+        Ok(Json(EventView::from(&event_of(ctl, id)?)))
     })
     .await
 }
@@ -511,9 +511,9 @@ pub async fn delete_event(
     principal.require_modem_routes()?;
     let id = path_id(path)?;
     with_controller(&state, move |ctl, now| {
-        principal.require_event_change(event_of(ctl, id)?)?;
+        principal.require_event_change(&event_of(ctl, id)?)?;
         ctl.cancel(id, now)?;
-        Ok(Json(EventView::from(event_of(ctl, id)?)))
+        Ok(Json(EventView::from(&event_of(ctl, id)?)))
     })
     .await
 }

@@ -588,7 +588,7 @@ impl Controller {
                 .engine
                 .event(submitted.id)
                 .expect("the engine just accepted it");
-            if let Err(e) = self.store.append_event(event) {
+            if let Err(e) = self.store.append_event(&event) {
                 self.poison(format!("event {} not stored: {e}", submitted.id));
                 return Err(e.into());
             }
@@ -620,7 +620,7 @@ impl Controller {
     ) -> Result<(), ControllerError> {
         self.engine.modify(id, amendment, now_ms)?;
         let event = self.engine.event(id).expect("the engine just modified it");
-        if let Err(e) = self.store.amend_event(event) {
+        if let Err(e) = self.store.amend_event(&event) {
             self.poison(format!("amendment of event {id} not stored: {e}"));
             return Err(e.into());
         }
