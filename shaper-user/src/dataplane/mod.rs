@@ -519,6 +519,12 @@ impl Dataplane {
         )
     }
 
+    /// The classes `[up, down]` of one subscriber entry, as written.
+    #[must_use]
+    pub fn subscriber(&self, key: &SubscriberKey) -> Option<[u32; 2]> {
+        self.subs.get(key).copied()
+    }
+
     #[must_use]
     pub fn subscriber_count(&self) -> usize {
         self.subs.len()

@@ -91,6 +91,9 @@ pub enum StoreError {
     /// `commit_batch` without `begin_batch`.
     #[error("no write batch is open")]
     NoBatch,
+    /// The checkpointer thread could not be started.
+    #[error("cannot start the WAL checkpointer thread: {0}")]
+    Checkpointer(String),
 }
 
 /// How durable a batch must be when [`Store::commit_batch`] returns.

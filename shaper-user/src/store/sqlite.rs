@@ -90,6 +90,42 @@ pub struct SqliteStore {
     /// The connection's `PRAGMA synchronous`: `FULL`, except while a
     /// [`Durability::Deferred`] batch is open.
     synchronous: &'static str,
+    _checkpointer: Checkpointer,
+}
+
+/// How often the checkpointer copies the write-ahead log into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The store's checkpointer: a thread with its own connection that runs
+/// `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (automatic checkpoints are off
+/// on the store's connection). A passive checkpoint never blocks the writer. The thread ends
+/// when the store is dropped.
+struct Checkpointer {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path).map_err(sqlite("checkpointer: open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite("checkpointer: set busy timeout"))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("shaper-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Checkpointer(e.to_string()))?;
+        Ok(Checkpointer { _stop: stop })
+    }
 }
 
 /// One write: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside a batch. Either way
@@ -263,11 +299,17 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite("set foreign_keys"))?;
         migrate(&mut conn)?;
+        // Checkpoints (copying the log into the database file, with its own syncs) run on a
+        // thread of their own, not inside a commit that an API answer or a tick waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(sqlite("set wal_autocheckpoint"))?;
+        let checkpointer = Checkpointer::start(&path)?;
         Ok(SqliteStore {
             conn,
             path,
             in_batch: false,
             synchronous: "FULL",
+            _checkpointer: checkpointer,
         })
     }
 
@@ -318,8 +360,8 @@ impl SqliteStore {
 
 fn event_state(tx: &Connection, id: u64) -> Result<Option<EventState>, StoreError> {
     let name: Option<String> = tx
-        .query_row("SELECT state FROM events WHERE id = ?1", [id], |r| r.get(0))
-        .optional()
+        .prepare_cached("SELECT state FROM events WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
         .map_err(sqlite("read event state"))?;
     name.map(|n| parse_state(id, &n)).transpose()
 }
@@ -481,25 +523,28 @@ impl Store for SqliteStore {
         let qos = to_json("event grant", &event.qos)?;
         let request = to_json("event request", &stored.request)?;
         let tx = self.write("append_event")?;
-        let inserted = tx.execute(
-            "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
                                  created_ms, start_due_ms, state, request, revision)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                      (SELECT COALESCE(MAX(revision), 0) + 1 FROM events))",
-            rusqlite::params![
-                event.id,
-                event.modem,
-                source,
-                qos,
-                event.start_ms,
-                event.stop_ms,
-                event.idempotency_key,
-                event.created_ms,
-                event.start_due_ms,
-                state_name(event.state),
-                request,
-            ],
-        );
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    event.id,
+                    event.modem,
+                    source,
+                    qos,
+                    event.start_ms,
+                    event.stop_ms,
+                    event.idempotency_key,
+                    event.created_ms,
+                    event.start_due_ms,
+                    state_name(event.state),
+                    request,
+                ])
+            });
         match inserted {
             Ok(_) => tx.commit().map_err(sqlite("append_event: commit")),
             Err(e) if is_constraint(&e) => Err(explain_event_conflict(&tx, event, e)?),
@@ -521,11 +566,9 @@ impl Store for SqliteStore {
             });
         }
         if from != state {
-            tx.execute(
-                "UPDATE events SET state = ?1 WHERE id = ?2",
-                (state_name(state), id),
-            )
-            .map_err(sqlite("set_event_state"))?;
+            tx.prepare_cached("UPDATE events SET state = ?1 WHERE id = ?2")
+                .and_then(|mut stmt| stmt.execute((state_name(state), id)))
+                .map_err(sqlite("set_event_state"))?;
         }
         tx.commit().map_err(sqlite("set_event_state: commit"))
     }
