@@ -544,7 +544,7 @@ fn throughput(args: &Args) -> Result<()> {
         .enable_all()
         .build()?;
     let (addr, floor_addr, stop) = rt.block_on(async {
-        let state = AppState::new(ctl.clone(), tokens());
+        let state = AppState::new(ctl.clone(), tokens()).ticking_after_commit();
         let (clock, wake) = (state.clock.clone(), state.wake.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(api::ticker::tick_loop(ctl.clone(), clock, wake, stop_rx));

@@ -475,7 +475,9 @@ async fn start_controller(
         Arc::new(api::system_now_ms),
     )
     .context("metrics registry")?;
-    let state = api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
+    let state = api::AppState::new(ctl.clone(), Arc::new(tokens))
+        .with_metrics(Arc::new(metrics))
+        .ticking_after_commit();
     let (clock, wake) = (state.clock.clone(), state.wake.clone());
     let app = api::router(state);
     let mut server_stop = stop.clone();

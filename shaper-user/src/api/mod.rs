@@ -68,6 +68,11 @@ pub struct AppState {
     /// Notified after accepted submissions: the daemon's tick loop ([`ticker::tick_loop`])
     /// fires immediate events at once instead of at its next timer.
     pub wake: Arc<tokio::sync::Notify>,
+    /// The commit thread of [`SubmitQueue`] ticks the controller itself right after each
+    /// batch it commits, so immediate events are enforced without waiting for the tick loop
+    /// and the acceptance rate cannot outrun enforcement. The daemon sets it; off by default
+    /// (a test that drives ticks by hand sees submitted events stay pending).
+    pub tick_after_commit: bool,
 }
 
 /// The reply to one queued submission.
@@ -81,7 +86,8 @@ type SubmitJob = (EventRequest, SubmitReply);
 /// queued submission, commits them in one store transaction ([`Controller::submit_batch`]:
 /// one fsync) and answers each. While a batch is being synced to disk the requests arriving
 /// meanwhile queue up and share the next commit. Each request is answered only after the
-/// batch holding its event is durable. Accepted submissions notify [`AppState::wake`].
+/// batch holding its event is durable. After a batch with accepted submissions it ticks the controller
+/// ([`AppState::tick_after_commit`]) or notifies [`AppState::wake`].
 #[derive(Default)]
 pub struct SubmitQueue {
     sender: std::sync::OnceLock<std::sync::mpsc::Sender<SubmitJob>>,
@@ -97,14 +103,15 @@ impl SubmitQueue {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sender = self.sender.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
-            let (ctl, clock, wake) = (
+            let (ctl, clock, wake, tick) = (
                 state.controller.clone(),
                 state.clock.clone(),
                 state.wake.clone(),
+                state.tick_after_commit,
             );
             std::thread::Builder::new()
                 .name("shaper-commit".into())
-                .spawn(move || commit_loop(&rx, &ctl, &clock, &wake))
+                .spawn(move || commit_loop(&rx, &ctl, &clock, &wake, tick))
                 .expect("spawning the commit thread");
             tx
         });
@@ -123,6 +130,7 @@ fn commit_loop(
     ctl: &Mutex<Controller>,
     clock: &Clock,
     wake: &tokio::sync::Notify,
+    tick_after_commit: bool,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -139,12 +147,30 @@ fn commit_loop(
                 })
                 .collect(),
         };
-        if results.iter().any(Result::is_ok) {
-            wake.notify_one();
-        }
+        let accepted = results.iter().any(Result::is_ok);
         for (reply, result) in replies.into_iter().zip(results) {
             // A requester that went away (client disconnected) needs no answer.
             let _ = reply.send(result);
+        }
+        if !accepted {
+            continue;
+        }
+        if !tick_after_commit {
+            wake.notify_one();
+            continue;
+        }
+        let Ok(mut c) = ctl.lock() else {
+            continue; // answered above; the tick loop reports the poisoned lock
+        };
+        match c.tick(clock()) {
+            Ok(changes) => {
+                drop(c);
+                ticker::log_changes(&changes, clock());
+            }
+            Err(e) => {
+                drop(c);
+                tracing::error!("controller tick after a commit: {e}");
+            }
         }
     }
 }
@@ -159,6 +185,16 @@ impl AppState {
             metrics: None,
             submits: Arc::default(),
             wake: Arc::default(),
+            tick_after_commit: false,
+        }
+    }
+
+    /// The same state, with [`AppState::tick_after_commit`] on.
+    #[must_use]
+    pub fn ticking_after_commit(self) -> AppState {
+        AppState {
+            tick_after_commit: true,
+            ..self
         }
     }
 

@@ -85,6 +85,7 @@ impl Rig {
             metrics: Some(Arc::new(metrics)),
             submits: Arc::default(),
             wake: Arc::default(),
+            tick_after_commit: false,
         };
         Rig {
             _dir: dir,

@@ -14,9 +14,23 @@ use tracing::{error, info};
 
 use super::Clock;
 use crate::controller::Controller;
+use crate::provision::Change;
 
 /// The longest the tick task sleeps without being woken.
 pub const MAX_TICK_WAIT_MS: u64 = 1000;
+
+/// Logs the changes a tick made, with their lag behind their due time at `now`.
+pub fn log_changes(changes: &[Change], now: u64) {
+    for ch in changes {
+        info!(
+            modem = ch.modem,
+            event = ch.cause,
+            kind = ?ch.kind,
+            lag_ms = now.saturating_sub(ch.due_ms),
+            "QoS change"
+        );
+    }
+}
 
 /// Runs until `stop` turns true. `wake` is [`super::AppState::wake`].
 pub async fn tick_loop(
@@ -59,16 +73,7 @@ pub async fn tick_loop(
         match res {
             Ok(Ok(changes)) => {
                 last_error = None;
-                let now = clock();
-                for ch in changes {
-                    info!(
-                        modem = ch.modem,
-                        event = ch.cause,
-                        kind = ?ch.kind,
-                        lag_ms = now.saturating_sub(ch.due_ms),
-                        "QoS change"
-                    );
-                }
+                log_changes(&changes, clock());
             }
             Ok(Err(e)) => {
                 if last_error.as_deref() != Some(e.as_str()) {
