@@ -68,9 +68,10 @@ pub struct AppState {
     /// Notified after accepted submissions: the daemon's tick loop ([`ticker::tick_loop`])
     /// fires immediate events at once instead of at its next timer.
     pub wake: Arc<tokio::sync::Notify>,
-    /// The commit thread of [`SubmitQueue`] ticks the controller itself right after each
-    /// batch it commits, so immediate events are enforced without waiting for the tick loop
-    /// and the acceptance rate cannot outrun enforcement. The daemon sets it; off by default
+    /// The commit thread of [`SubmitQueue`] fires the starts and stops due in the same commit
+    /// as each batch ([`Controller::submit_batch_and_fire`]) and enforces them right after
+    /// answering, so immediate events are enforced without waiting for the tick loop, with
+    /// one fsync, and the acceptance rate cannot outrun enforcement. The daemon sets it; off by default
     /// (a test that drives ticks by hand sees submitted events stay pending).
     pub tick_after_commit: bool,
 }
@@ -86,8 +87,8 @@ type SubmitJob = (EventRequest, SubmitReply);
 /// queued submission, commits them in one store transaction ([`Controller::submit_batch`]:
 /// one fsync) and answers each. While a batch is being synced to disk the requests arriving
 /// meanwhile queue up and share the next commit. Each request is answered only after the
-/// batch holding its event is durable. After a batch with accepted submissions it ticks the controller
-/// ([`AppState::tick_after_commit`]) or notifies [`AppState::wake`].
+/// batch holding its event is durable. After a batch with accepted submissions it enforces
+/// what fired with it ([`AppState::tick_after_commit`]) or notifies [`AppState::wake`].
 #[derive(Default)]
 pub struct SubmitQueue {
     sender: std::sync::OnceLock<std::sync::mpsc::Sender<SubmitJob>>,
@@ -136,40 +137,38 @@ fn commit_loop(
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-        let results = match ctl.lock() {
-            Ok(mut c) => c.submit_batch(reqs, clock()),
-            Err(_) => reqs
-                .iter()
-                .map(|_| {
-                    Err(ControllerError::Poisoned(
-                        "the controller lock is poisoned by an earlier panic".into(),
-                    ))
-                })
-                .collect(),
+        let Ok(mut c) = ctl.lock() else {
+            for reply in replies {
+                let _ = reply.send(Err(ControllerError::Poisoned(
+                    "the controller lock is poisoned by an earlier panic".into(),
+                )));
+            }
+            continue;
+        };
+        let now = clock();
+        let (results, changes) = if tick_after_commit {
+            // The starts due now (the accepted immediate events among them) fire in the same
+            // commit as the acceptance.
+            c.submit_batch_and_fire(reqs, now)
+        } else {
+            (c.submit_batch(reqs, now), Vec::new())
         };
         let accepted = results.iter().any(Result::is_ok);
         for (reply, result) in replies.into_iter().zip(results) {
             // A requester that went away (client disconnected) needs no answer.
             let _ = reply.send(result);
         }
-        if !accepted {
-            continue;
-        }
-        if !tick_after_commit {
-            wake.notify_one();
-            continue;
-        }
-        let Ok(mut c) = ctl.lock() else {
-            continue; // answered above; the tick loop reports the poisoned lock
-        };
-        match c.tick(clock()) {
-            Ok(changes) => {
-                drop(c);
-                ticker::log_changes(&changes, clock());
+        if tick_after_commit {
+            let enforced = c.enforce_changes(&changes, now);
+            drop(c);
+            if let Err(e) = enforced {
+                tracing::error!("enforcing after a commit: {e}");
             }
-            Err(e) => {
-                drop(c);
-                tracing::error!("controller tick after a commit: {e}");
+            ticker::log_changes(&changes, clock());
+        } else {
+            drop(c);
+            if accepted {
+                wake.notify_one();
             }
         }
     }

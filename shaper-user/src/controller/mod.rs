@@ -551,20 +551,54 @@ impl Controller {
         reqs: Vec<EventRequest>,
         now_ms: u64,
     ) -> Vec<Result<Submitted, ControllerError>> {
+        self.submit_batch_inner(reqs, now_ms, false).0
+    }
+
+    /// [`Controller::submit_batch`], and in the same commit fires every start and stop due at
+    /// `now_ms` (the accepted immediate events among them) as [`Controller::tick`] would: one
+    /// fsync for the acceptance and the activation. Returns the results and the changes that
+    /// fired; the caller answers the requests, then passes the changes to
+    /// [`Controller::enforce_changes`].
+    pub fn submit_batch_and_fire(
+        &mut self,
+        reqs: Vec<EventRequest>,
+        now_ms: u64,
+    ) -> (Vec<Result<Submitted, ControllerError>>, Vec<Change>) {
+        self.submit_batch_inner(reqs, now_ms, true)
+    }
+
+    fn submit_batch_inner(
+        &mut self,
+        reqs: Vec<EventRequest>,
+        now_ms: u64,
+        fire: bool,
+    ) -> (Vec<Result<Submitted, ControllerError>>, Vec<Change>) {
         if let Err(e) = self.check_poison() {
-            return reqs.iter().map(|_| Err(e.clone_poison())).collect();
+            return (
+                reqs.iter().map(|_| Err(e.clone_poison())).collect(),
+                Vec::new(),
+            );
         }
         if let Err(e) = self.store.begin_batch(Durability::Synced) {
             let reason = e.to_string();
-            return reqs
-                .iter()
-                .map(|_| Err(ControllerError::BatchNotOpened(reason.clone())))
-                .collect();
+            return (
+                reqs.iter()
+                    .map(|_| Err(ControllerError::BatchNotOpened(reason.clone())))
+                    .collect(),
+                Vec::new(),
+            );
         }
         let mut results: Vec<Result<Submitted, ControllerError>> = reqs
             .into_iter()
             .map(|req| self.submit_in_batch(req, now_ms))
             .collect();
+        let changes = if fire && self.poisoned.is_none() {
+            let changes = self.engine.poll(now_ms);
+            self.persist_changes(&changes);
+            changes
+        } else {
+            Vec::new()
+        };
         self.flush_audit();
         if let Err(e) = self.end_batch("submission") {
             for r in &mut results {
@@ -573,7 +607,7 @@ impl Controller {
                 }
             }
         }
-        results
+        (results, changes)
     }
 
     fn submit_in_batch(
@@ -672,9 +706,22 @@ impl Controller {
         self.flush_audit();
         // A failed commit poisons; the data plane still follows the engine below.
         let _ = self.end_batch("tick");
+        self.enforce_changes(&changes, now_ms)?;
+        Ok(changes)
+    }
+
+    /// Enforces each modem that `changes` (from [`Controller::submit_batch_and_fire`]) touched,
+    /// once, at its level now, then retries earlier failed enforcements: the second half of
+    /// [`Controller::tick`]. Fails with [`ControllerError::Poisoned`] if the controller is
+    /// (after enforcing: the data plane follows the engine).
+    pub fn enforce_changes(
+        &mut self,
+        changes: &[Change],
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
         let mut order: Vec<(String, u64)> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        for c in &changes {
+        for c in changes {
             match index.get(c.modem.as_str()) {
                 Some(&i) => order[i].1 = order[i].1.min(c.due_ms),
                 None => {
@@ -698,8 +745,7 @@ impl Controller {
         for modem in retry {
             self.enforce(&modem, now_ms, now_ms);
         }
-        self.check_poison()?;
-        Ok(changes)
+        self.check_poison()
     }
 
     // ---- internals ----------------------------------------------------------------------

@@ -313,6 +313,81 @@ fn calls_follow_the_store_protocol() {
 }
 
 #[test]
+fn a_batch_is_one_commit_and_fires_what_is_due_with_it() {
+    let rig = Rig::new("ctl-batch");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    add(&mut ctl, "cm2", "198.18.0.11");
+    take(&rig.log);
+    let (results, changes) = ctl.submit_batch_and_fire(
+        vec![
+            req("cm1", down(50_000_000), None, None),
+            req("cm9", down(1_000_000), None, None), // unknown modem: refused, the others go on
+            req("cm2", down(70_000_000), Some(T0 + 5000), None),
+        ],
+        T0,
+    );
+    assert_eq!(results[0].as_ref().unwrap().id, 1);
+    assert!(
+        matches!(
+            results[1],
+            Err(ControllerError::Provision(ProvisionError::UnknownModem(_)))
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().id, 2);
+    // The immediate one fired in the same commit; nothing is enforced yet.
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].cause, changes[0].kind),
+        (1, ChangeKind::Applied)
+    );
+    assert_eq!(
+        take(&rig.log),
+        [
+            store("append_event", "1"),
+            store("append_event", "2"),
+            store("set_event_state", "1 Active"),
+            store("append_audit", "3"),
+        ]
+    );
+    // Durable as one: a second connection sees both events and the activation.
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    let states: Vec<(u64, EventState)> = snap
+        .events
+        .iter()
+        .map(|s| (s.event.id, s.event.state))
+        .collect();
+    assert_eq!(states, [(1, EventState::Active), (2, EventState::Pending)]);
+    ctl.enforce_changes(&changes, T0).unwrap();
+    assert_eq!(
+        take(&rig.log),
+        applied("cm1", down(50_000_000).overlay(&base()))
+    );
+    // A failed commit acknowledges nothing of the batch and poisons the controller.
+    *rig.fail_store.lock().unwrap() = Some("commit_batch");
+    let results = ctl.submit_batch(
+        vec![
+            req("cm1", down(60_000_000), None, None),
+            req("cm2", down(80_000_000), None, None),
+        ],
+        T0 + 1,
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(ControllerError::Poisoned(_)))),
+        "{results:?}"
+    );
+    assert!(ctl.poisoned().is_some());
+    *rig.fail_store.lock().unwrap() = None;
+    drop(ctl);
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    assert_eq!(snap.events.len(), 2, "the failed batch left nothing");
+}
+
+#[test]
 fn an_acknowledged_submission_is_durable() {
     let rig = Rig::new("ctl-durable");
     let (mut ctl, _) = rig.open(vec![], T0);
