@@ -618,8 +618,8 @@ fn throughput(args: &Args) -> Result<()> {
     print_rows(&rows);
     println!();
     println!(
-        "ratios: saturated end to end / SQLite commit floor = {:.1} (events per fsync'd commit \
-         at most; group commit), / HTTP floor = {:.2}",
+        "ratios: saturated end to end / SQLite commit floor = {:.1}× (group commit: many \
+         events per fsync), / HTTP floor = {:.2}",
         saturated / fsync_rate,
         saturated / http_floor
     );
