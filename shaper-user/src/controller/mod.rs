@@ -494,6 +494,34 @@ impl Controller {
         Ok(())
     }
 
+    /// Replaces a known modem's base plan: stored (synced) first, then in the engine, then the
+    /// modem's effective level (its active grants layered over the new base) is enforced.
+    pub fn set_base(
+        &mut self,
+        modem: &str,
+        base: QosLevel,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        self.check_poison()?;
+        if !self.modems.contains(modem) {
+            return Err(ControllerError::UnknownModem(modem.to_owned()));
+        }
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        self.store.put_modem(modem, &base)?;
+        if let Err(e) = self.engine.set_base(modem, base) {
+            self.poison(format!(
+                "base plan of modem {modem} stored but refused by the engine: {e}"
+            ));
+            return Err(e.into());
+        }
+        self.enforce(modem, now_ms, now_ms);
+        Ok(())
+    }
+
     /// Binds a stored modem that has no binding yet, and enforces its effective level.
     pub fn bind(&mut self, binding: ModemBinding, now_ms: u64) -> Result<(), ControllerError> {
         self.check_poison()?;

@@ -388,6 +388,51 @@ fn a_batch_is_one_commit_and_fires_what_is_due_with_it() {
 }
 
 #[test]
+fn a_changed_base_plan_is_stored_and_enforced_under_the_active_grants() {
+    let rig = Rig::new("ctl-base");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b = add(&mut ctl, "cm1", "198.18.0.10");
+    ctl.submit(req("cm1", down(50_000_000), None, None), T0)
+        .unwrap();
+    ctl.tick(T0).unwrap();
+    take(&rig.log);
+    let slower = QosLevel {
+        max_up_bps: Some(1_000_000),
+        max_down_bps: Some(5_000_000),
+        ..QosLevel::default()
+    };
+    ctl.set_base("cm1", slower, T0 + 1).unwrap();
+    // The grant still sets the downstream rate; the upstream one comes from the new base.
+    let want = down(50_000_000).overlay(&slower);
+    let mut expected = vec![store("put_modem", "cm1")];
+    expected.extend(applied("cm1", want));
+    assert_eq!(take(&rig.log), expected);
+    assert_eq!(ctl.engine().base("cm1"), Some(&slower));
+    assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
+    // Refusals change nothing.
+    assert!(matches!(
+        ctl.set_base("cm9", slower, T0 + 2),
+        Err(ControllerError::UnknownModem(_))
+    ));
+    let invalid = QosLevel {
+        max_down_bps: Some(0),
+        ..QosLevel::default()
+    };
+    assert!(matches!(
+        ctl.set_base("cm1", invalid, T0 + 2),
+        Err(ControllerError::Provision(
+            ProvisionError::InvalidBase { .. }
+        ))
+    ));
+    assert!(take(&rig.log).is_empty());
+    // Durable: a restart has the new base.
+    drop(ctl);
+    let (ctl, _) = rig.open(vec![b], T0 + 3);
+    assert_eq!(ctl.engine().base("cm1"), Some(&slower));
+    assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
+}
+
+#[test]
 fn an_acknowledged_submission_is_durable() {
     let rig = Rig::new("ctl-durable");
     let (mut ctl, _) = rig.open(vec![], T0);

@@ -344,6 +344,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces a known modem's base plan. Its active grants stay layered over the new one.
+    pub fn set_base(&mut self, modem: &str, base: QosLevel) -> Result<(), ProvisionError> {
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        let state = self
+            .modems
+            .get_mut(modem)
+            .ok_or_else(|| ProvisionError::UnknownModem(modem.to_owned()))?;
+        state.base = base;
+        Ok(())
+    }
+
     /// The base plan of a modem.
     pub fn base(&self, modem: &str) -> Option<&QosLevel> {
         self.modems.get(modem).map(|m| &m.base)
