@@ -157,15 +157,11 @@ pub fn open_controller(
         .into_iter()
         .zip(&plan.modems)
         .partition(|(b, _)| known.contains_key(b.modem.as_str()));
-    for (_, m) in &bind_now {
-        if known.get(m.id.as_str()).is_some_and(|b| **b != m.base) {
-            warn!(
-                modem = m.id,
-                "the stored base plan differs from the configured one; the stored one stays \
-                 in force"
-            );
-        }
-    }
+    let changed_base: Vec<(String, crate::provision::QosLevel)> = bind_now
+        .iter()
+        .filter(|(_, m)| known.get(m.id.as_str()).is_some_and(|b| **b != m.base))
+        .map(|(_, m)| (m.id.clone(), m.base))
+        .collect();
     let dp = gw.dataplane.clone();
     let enforcer = plan.enforcement.enforcer(|| DataplaneEnforcer::new(dp));
     let pipeline = plan.enforcement.pipeline()?;
@@ -182,6 +178,16 @@ pub fn open_controller(
         let id = binding.modem.clone();
         ctl.add_modem(binding, m.base, now_ms)
             .with_context(|| format!("adding modem {id}"))?;
+    }
+    // The configuration is the source of base plans: a plan changed there since the last run
+    // replaces the stored one and is enforced now.
+    for (id, base) in changed_base {
+        ctl.set_base(&id, base, now_ms)
+            .with_context(|| format!("applying the configured base plan of modem {id}"))?;
+        info!(
+            modem = id,
+            "base plan changed in the configuration: applied"
+        );
     }
     for modem in ctl.unbound() {
         warn!(

@@ -10,14 +10,10 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use shaper::controller::Controller;
 use shaper::{api, config, gateway};
 
-/// The longest the tick task sleeps, whatever [`Controller::next_due`] says: immediate events
-/// submitted through the API fire within this.
-const MAX_TICK_WAIT_MS: u64 = 1000;
 /// How long in-flight API requests get to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Where the client commands find the API without `--api` or `SHAPER_API`.
@@ -501,26 +497,37 @@ async fn start_controller(
         Arc::new(api::system_now_ms),
     )
     .context("metrics registry")?;
-    let mut state =
-        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
-    let nsm = match nsm_plan {
-        Some(np) => {
-            let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
-            {
-                let c = ctl
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?;
-                let mut s = nsm
-                    .service
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
-                shaper::nsm::run::feed_provisioned(&c, &mut s, None);
-            }
-            state = state.with_nsm(nsm.clone());
-            Some(nsm)
+    let mut state = api::AppState::new(ctl.clone(), Arc::new(tokens))
+        .with_metrics(Arc::new(metrics))
+        .ticking_after_commit();
+    if let Some(np) = nsm_plan {
+        let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
+        {
+            let c = ctl
+                .lock()
+                .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?;
+            let mut s = nsm
+                .service
+                .lock()
+                .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
+            shaper::nsm::run::feed_provisioned(&c, &mut s, None);
         }
-        None => None,
-    };
+        // Provisioning grants hold committed capacity the manager must not hand out again.
+        let n = nsm.clone();
+        let hook: api::ChangeHook = Arc::new(move |c, changes| {
+            let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
+            match n.service.lock() {
+                Ok(mut s) => shaper::nsm::run::feed_provisioned(c, &mut s, Some(&modems)),
+                Err(_) => tracing::error!("the nsm lock is poisoned; committed rates not fed"),
+            }
+        });
+        state = state.with_nsm(nsm).with_change_hook(hook);
+    }
+    let (clock, wake, hook) = (
+        state.clock.clone(),
+        state.wake.clone(),
+        state.on_changes.clone(),
+    );
     let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
@@ -531,78 +538,8 @@ async fn start_controller(
             .await
             .map_err(anyhow::Error::from)
     });
-    let ticker = tokio::spawn(tick_loop(ctl, nsm, stop));
+    let ticker = tokio::spawn(api::ticker::tick_loop(ctl, clock, wake, stop, hook));
     Ok(ControllerTasks { server, ticker })
-}
-
-/// Calls [`Controller::tick`] when the next start or stop is due, and at least every
-/// [`MAX_TICK_WAIT_MS`] (immediate events, retries of failed enforcements).
-async fn tick_loop(
-    ctl: Arc<Mutex<Controller>>,
-    nsm: Option<api::nsm::NsmState>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last_error: Option<String> = None;
-    loop {
-        let next = match ctl.lock() {
-            Ok(c) => c.next_due(),
-            Err(_) => {
-                error!("the controller lock is poisoned by a panic; timed events stop");
-                return;
-            }
-        };
-        let now = api::system_now_ms();
-        let wait = next.map_or(MAX_TICK_WAIT_MS, |due| {
-            due.saturating_sub(now).min(MAX_TICK_WAIT_MS)
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let c = ctl.clone();
-        let n = nsm.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut c = c
-                .lock()
-                .map_err(|_| "the controller lock is poisoned".to_string())?;
-            let changes = c.tick(api::system_now_ms()).map_err(|e| e.to_string())?;
-            // Provisioning grants hold committed capacity the manager must not hand out again.
-            if let Some(n) = n.filter(|_| !changes.is_empty()) {
-                let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
-                let mut s = n
-                    .service
-                    .lock()
-                    .map_err(|_| "the nsm lock is poisoned".to_string())?;
-                shaper::nsm::run::feed_provisioned(&c, &mut s, Some(&modems));
-            }
-            Ok::<_, String>(changes)
-        })
-        .await;
-        match res {
-            Ok(Ok(changes)) => {
-                last_error = None;
-                for ch in changes {
-                    info!(
-                        modem = ch.modem,
-                        event = ch.cause,
-                        kind = ?ch.kind,
-                        lag_ms = api::system_now_ms().saturating_sub(ch.due_ms),
-                        "QoS change"
-                    );
-                }
-            }
-            Ok(Err(e)) => {
-                if last_error.as_deref() != Some(e.as_str()) {
-                    error!("controller tick: {e}");
-                    last_error = Some(e);
-                }
-            }
-            Err(e) => {
-                error!("controller tick panicked: {e}; timed events stop");
-                return;
-            }
-        }
-    }
 }
 
 // ---- API client commands ----------------------------------------------------------------

@@ -326,9 +326,9 @@ impl ShaperCollector {
                 events.insert((source, state_name(state)), 0);
             }
         }
-        for e in ctl.engine().events() {
+        for (source, state) in ctl.engine().sources_and_states() {
             *events
-                .entry((source_kind(&e.source), state_name(e.state)))
+                .entry((source_kind(source), state_name(state)))
                 .or_default() += 1;
         }
         Some(ControllerView {

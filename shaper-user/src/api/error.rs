@@ -283,9 +283,11 @@ impl From<ControllerError> for ApiError {
             ControllerError::UnknownModem(_) => ApiError::NotFound {
                 detail: e.to_string(),
             },
-            ControllerError::Poisoned(_) => ApiError::Unavailable {
-                detail: e.to_string(),
-            },
+            ControllerError::Poisoned(_) | ControllerError::BatchNotOpened(_) => {
+                ApiError::Unavailable {
+                    detail: e.to_string(),
+                }
+            }
             ControllerError::Store(_)
             | ControllerError::Restore(_)
             | ControllerError::Binding { .. }

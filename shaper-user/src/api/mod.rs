@@ -41,6 +41,7 @@ pub mod openapi;
 pub mod routes;
 #[cfg(test)]
 mod tests;
+pub mod ticker;
 
 use std::sync::{Arc, Mutex};
 
@@ -48,14 +49,20 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use crate::controller::Controller;
+use crate::controller::{Controller, ControllerError};
 use crate::metrics::Metrics;
+use crate::provision::{EventRequest, Submitted};
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
 
 /// Milliseconds since the Unix epoch; a virtual clock in tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Called with the controller (still locked) after every batch of QoS changes the daemon
+/// enforced, from the tick loop and from the commit thread: e.g. the network service manager
+/// learns the committed rates provisioning grants now hold.
+pub type ChangeHook = Arc<dyn Fn(&Controller, &[crate::provision::Change]) + Send + Sync>;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -67,6 +74,122 @@ pub struct AppState {
     pub metrics: Option<Arc<Metrics>>,
     /// The network service manager (issue 5); `None` = its routes answer 404.
     pub nsm: Option<nsm::NsmState>,
+    /// Submissions waiting for the next group commit ([`SubmitQueue`]).
+    pub submits: Arc<SubmitQueue>,
+    /// Notified after accepted submissions: the daemon's tick loop ([`ticker::tick_loop`])
+    /// fires immediate events at once instead of at its next timer.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// The commit thread of [`SubmitQueue`] fires the starts and stops due in the same commit
+    /// as each batch ([`Controller::submit_batch_and_fire`]) and enforces them right after
+    /// answering, so immediate events are enforced without waiting for the tick loop, with
+    /// one fsync, and the acceptance rate cannot outrun enforcement. The daemon sets it; off by default
+    /// (a test that drives ticks by hand sees submitted events stay pending).
+    pub tick_after_commit: bool,
+    /// See [`ChangeHook`].
+    pub on_changes: Option<ChangeHook>,
+}
+
+/// The reply to one queued submission.
+type SubmitReply = tokio::sync::oneshot::Sender<Result<Submitted, ControllerError>>;
+
+/// One queued submission.
+type SubmitJob = (EventRequest, SubmitReply);
+
+/// Group commit of `POST /v1/events`. Handlers queue their submission and wait; one committer
+/// thread (started with the first submission, ended when the queue is dropped) takes *every*
+/// queued submission, commits them in one store transaction ([`Controller::submit_batch`]:
+/// one fsync) and answers each. While a batch is being synced to disk the requests arriving
+/// meanwhile queue up and share the next commit. Each request is answered only after the
+/// batch holding its event is durable. After a batch with accepted submissions it enforces
+/// what fired with it ([`AppState::tick_after_commit`]) or notifies [`AppState::wake`].
+#[derive(Default)]
+pub struct SubmitQueue {
+    sender: std::sync::OnceLock<std::sync::mpsc::Sender<SubmitJob>>,
+}
+
+impl SubmitQueue {
+    /// Queues `req`; the answer arrives on the returned receiver.
+    fn submit(
+        &self,
+        state: &AppState,
+        req: EventRequest,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Submitted, ControllerError>>, ApiError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sender = self.sender.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (ctl, clock, wake, tick, hook) = (
+                state.controller.clone(),
+                state.clock.clone(),
+                state.wake.clone(),
+                state.tick_after_commit,
+                state.on_changes.clone(),
+            );
+            std::thread::Builder::new()
+                .name("shaper-commit".into())
+                .spawn(move || commit_loop(&rx, &ctl, &clock, &wake, tick, hook.as_ref()))
+                .expect("spawning the commit thread");
+            tx
+        });
+        sender
+            .send((req, reply))
+            .map_err(|_| ApiError::Unavailable {
+                detail: "the commit thread has stopped; restart the daemon".into(),
+            })?;
+        Ok(answer)
+    }
+}
+
+/// The committer of [`SubmitQueue`]: runs until every sender is gone.
+fn commit_loop(
+    rx: &std::sync::mpsc::Receiver<SubmitJob>,
+    ctl: &Mutex<Controller>,
+    clock: &Clock,
+    wake: &tokio::sync::Notify,
+    tick_after_commit: bool,
+    on_changes: Option<&ChangeHook>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+        let Ok(mut c) = ctl.lock() else {
+            for reply in replies {
+                let _ = reply.send(Err(ControllerError::Poisoned(
+                    "the controller lock is poisoned by an earlier panic".into(),
+                )));
+            }
+            continue;
+        };
+        let now = clock();
+        let (results, changes) = if tick_after_commit {
+            // The starts due now (the accepted immediate events among them) fire in the same
+            // commit as the acceptance.
+            c.submit_batch_and_fire(reqs, now)
+        } else {
+            (c.submit_batch(reqs, now), Vec::new())
+        };
+        let accepted = results.iter().any(Result::is_ok);
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A requester that went away (client disconnected) needs no answer.
+            let _ = reply.send(result);
+        }
+        if tick_after_commit {
+            let enforced = c.enforce_changes(&changes, now);
+            if let Some(hook) = on_changes.filter(|_| !changes.is_empty()) {
+                hook(&c, &changes);
+            }
+            drop(c);
+            if let Err(e) = enforced {
+                tracing::error!("enforcing after a commit: {e}");
+            }
+            ticker::log_changes(&changes, clock());
+        } else {
+            drop(c);
+            if accepted {
+                wake.notify_one();
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -78,6 +201,19 @@ impl AppState {
             clock: Arc::new(system_now_ms),
             metrics: None,
             nsm: None,
+            submits: Arc::default(),
+            wake: Arc::default(),
+            tick_after_commit: false,
+            on_changes: None,
+        }
+    }
+
+    /// The same state, calling `hook` after the QoS changes it enforces ([`ChangeHook`]).
+    #[must_use]
+    pub fn with_change_hook(self, hook: ChangeHook) -> AppState {
+        AppState {
+            on_changes: Some(hook),
+            ..self
         }
     }
 
@@ -86,6 +222,15 @@ impl AppState {
     pub fn with_nsm(self, nsm: nsm::NsmState) -> AppState {
         AppState {
             nsm: Some(nsm),
+            ..self
+        }
+    }
+
+    /// The same state, with [`AppState::tick_after_commit`] on.
+    #[must_use]
+    pub fn ticking_after_commit(self) -> AppState {
+        AppState {
+            tick_after_commit: true,
             ..self
         }
     }

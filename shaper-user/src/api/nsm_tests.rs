@@ -68,6 +68,10 @@ impl Rig {
             clock: Arc::new(move || now.load(Ordering::SeqCst)),
             metrics: None,
             nsm: None,
+            submits: Arc::default(),
+            wake: Arc::default(),
+            tick_after_commit: false,
+            on_changes: None,
         }
         .with_nsm(NsmState {
             service: Arc::new(Mutex::new(svc)),

@@ -17,7 +17,7 @@ use super::auth::{Principal, client_key};
 use super::error::ApiError;
 use crate::controller::Controller;
 use crate::provision::{
-    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source,
+    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source, Submitted,
 };
 
 /// Longest accepted `Idempotency-Key`.
@@ -218,6 +218,16 @@ where
     })?
 }
 
+/// Submits `req` through the group commit ([`super::SubmitQueue`]) and waits until the batch
+/// holding it is durable.
+async fn group_submit(state: &AppState, req: EventRequest) -> Result<Submitted, ApiError> {
+    let answer = state.submits.submit(state, req)?;
+    let result = answer.await.map_err(|_| ApiError::Internal {
+        detail: "the group commit holding this request ended without an answer".into(),
+    })?;
+    Ok(result?)
+}
+
 /// A JSON body: `Content-Type` must be JSON, and the body must deserialize into `T`; the
 /// error names the offending field.
 pub(crate) fn json_body<T: DeserializeOwned>(
@@ -322,7 +332,7 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
         .map_err(|_| bad(format!("event id {raw:?} is not a non-negative integer")))
 }
 
-fn event_of(ctl: &Controller, id: u64) -> Result<&Event, ApiError> {
+fn event_of(ctl: &Controller, id: u64) -> Result<Event, ApiError> {
     ctl.engine().event(id).ok_or_else(|| ApiError::NotFound {
         detail: format!("unknown event {id}"),
     })
@@ -377,7 +387,7 @@ pub async fn create_event(
         stop_ms: body.stop_ms,
         idempotency_key: key.map(|k| principal.scoped_key(&k)),
     };
-    let submitted = with_controller(&state, move |ctl, now| Ok(ctl.submit(req, now)?)).await?;
+    let submitted = group_submit(&state, req).await?;
     let status = if submitted.duplicate {
         StatusCode::OK
     } else {
@@ -438,7 +448,7 @@ pub async fn list_events(
             .filter(|e| modem.as_ref().is_none_or(|m| *m == e.modem))
             .filter(|e| own.as_ref().is_none_or(|m| *m == e.modem))
             .filter(|e| wanted.is_none_or(|s| s == e.state))
-            .map(EventView::from)
+            .map(|e| EventView::from(&e))
             .collect();
         Ok(Json(events))
     })
@@ -456,7 +466,7 @@ pub async fn get_event(
     with_controller(&state, move |ctl, _| {
         let event = event_of(ctl, id)?;
         principal.require_modem(&event.modem)?;
-        Ok(Json(EventView::from(event)))
+        Ok(Json(EventView::from(&event)))
     })
     .await
 }
@@ -480,14 +490,14 @@ pub async fn patch_event(
     }
     with_controller(&state, move |ctl, now| {
         let event = event_of(ctl, id)?;
-        principal.require_event_change(event)?;
+        principal.require_event_change(&event)?;
         let amendment = Amendment {
             start_ms: patch.start_ms.unwrap_or(event.start_ms),
             stop_ms: patch.stop_ms.unwrap_or(event.stop_ms),
             qos: patch.qos.map_or(event.qos, QosLevel::from),
         };
         ctl.modify(id, amendment, now)?;
-        Ok(Json(EventView::from(event_of(ctl, id)?)))
+        Ok(Json(EventView::from(&event_of(ctl, id)?)))
     })
     .await
 }
@@ -501,9 +511,9 @@ pub async fn delete_event(
     principal.require_modem_routes()?;
     let id = path_id(path)?;
     with_controller(&state, move |ctl, now| {
-        principal.require_event_change(event_of(ctl, id)?)?;
+        principal.require_event_change(&event_of(ctl, id)?)?;
         ctl.cancel(id, now)?;
-        Ok(Json(EventView::from(event_of(ctl, id)?)))
+        Ok(Json(EventView::from(&event_of(ctl, id)?)))
     })
     .await
 }

@@ -84,6 +84,10 @@ impl Rig {
             clock,
             metrics: Some(Arc::new(metrics)),
             nsm: None,
+            submits: Arc::default(),
+            wake: Arc::default(),
+            tick_after_commit: false,
+            on_changes: None,
         };
         Rig {
             _dir: dir,
@@ -663,7 +667,7 @@ async fn acknowledged_events_are_durable_and_refusals_leave_nothing() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let reread = SqliteStore::open(&rig.db).unwrap().load().unwrap();
     assert_eq!(reread.events[0].event, stored.event);
-    assert_eq!(rig.ctl().engine().event(id), Some(&stored.event));
+    assert_eq!(rig.ctl().engine().event(id), Some(stored.event.clone()));
     // An accepted amendment is stored.
     let (s, _, e) = rig
         .call(

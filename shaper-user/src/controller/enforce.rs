@@ -486,13 +486,17 @@ impl Enforcer for DataplaneEnforcer {
                 });
             }
         }
-        // 3. Subscriber entries, one all-or-nothing batch.
+        // 3. Subscriber entries, one all-or-nothing batch. If this enforcer already wrote
+        // this very binding, the entries are in place (a QoS change rewrites classes only, and
+        // leaves the data plane's classification caches valid).
         let batch: Vec<(SubscriberKey, [u32; 2])> = b
             .addrs
             .iter()
             .map(|k| (*k, [b.up_class, b.down_class]))
             .collect();
-        if !batch.is_empty() {
+        let unchanged = self.applied.get(modem) == Some(b)
+            && batch.iter().all(|(k, c)| dp.subscriber(k) == Some(*c));
+        if !batch.is_empty() && !unchanged {
             if let Err(source) = dp.upsert_subscribers(&batch) {
                 undo_classes(&mut dp, classes.len());
                 self.undo_htb(&steps);

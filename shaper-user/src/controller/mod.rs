@@ -50,7 +50,7 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ use crate::provision::{
     Amendment, AuditEntry, Change, ChangeKind, Engine, EventRequest, EventState, ProvisionError,
     QosLevel, RestoreError, Submitted,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Durability, Store, StoreError};
 
 pub use enforce::{
     DataplaneEnforcer, EnforceError, MIN_POLICER_BURST, ModemBinding, POLICER_BURST_MS,
@@ -220,6 +220,9 @@ pub enum ControllerError {
     Poisoned(String),
     #[error("the modem pipeline is switched on, but no implementation exists yet (issue 4)")]
     PipelineUnavailable,
+    /// The store could not open a write batch; nothing was changed.
+    #[error("store: cannot open a write batch: {0}")]
+    BatchNotOpened(String),
 }
 
 /// One enforcement target that failed for a modem.
@@ -274,6 +277,17 @@ pub struct Controller {
     audit_backlog: Vec<AuditEntry>,
     stats: EnforceStats,
     poisoned: Option<String>,
+}
+
+impl ControllerError {
+    /// The error the other requests of a batch get when one failure poisons the controller
+    /// (errors are not `Clone`: they carry sources).
+    fn clone_poison(&self) -> ControllerError {
+        match self {
+            ControllerError::Poisoned(reason) => ControllerError::Poisoned(reason.clone()),
+            other => ControllerError::Poisoned(other.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Controller {
@@ -338,11 +352,15 @@ impl Controller {
             }
             ctl.reserve(binding)?;
         }
-        ctl.persist_changes(&changes);
-        if let Some(reason) = ctl.poisoned.take() {
-            return Err(ControllerError::Poisoned(reason));
+        if !changes.is_empty() {
+            ctl.store.begin_batch(Durability::Deferred)?;
+            ctl.persist_changes(&changes);
+            ctl.flush_audit();
+            if ctl.end_batch("restore").is_err() || ctl.poisoned.is_some() {
+                let reason = ctl.poisoned.take().unwrap_or_default();
+                return Err(ControllerError::Poisoned(reason));
+            }
         }
-        ctl.flush_audit();
         let due: BTreeMap<&str, u64> = changes.iter().fold(BTreeMap::new(), |mut m, c| {
             let e = m.entry(c.modem.as_str()).or_insert(c.due_ms);
             *e = (*e).min(c.due_ms);
@@ -476,6 +494,34 @@ impl Controller {
         Ok(())
     }
 
+    /// Replaces a known modem's base plan: stored (synced) first, then in the engine, then the
+    /// modem's effective level (its active grants layered over the new base) is enforced.
+    pub fn set_base(
+        &mut self,
+        modem: &str,
+        base: QosLevel,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        self.check_poison()?;
+        if !self.modems.contains(modem) {
+            return Err(ControllerError::UnknownModem(modem.to_owned()));
+        }
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        self.store.put_modem(modem, &base)?;
+        if let Err(e) = self.engine.set_base(modem, base) {
+            self.poison(format!(
+                "base plan of modem {modem} stored but refused by the engine: {e}"
+            ));
+            return Err(e.into());
+        }
+        self.enforce(modem, now_ms, now_ms);
+        Ok(())
+    }
+
     /// Binds a stored modem that has no binding yet, and enforces its effective level.
     pub fn bind(&mut self, binding: ModemBinding, now_ms: u64) -> Result<(), ControllerError> {
         self.check_poison()?;
@@ -516,8 +562,87 @@ impl Controller {
 
     /// Accepts a request. The event is in the store when this returns `Ok`: the caller may
     /// acknowledge it then. It takes effect at the [`Controller::tick`] at or after its start
-    /// (an immediate event: the next tick).
+    /// (an immediate event: the next tick). The event and its audit line are one commit.
     pub fn submit(&mut self, req: EventRequest, now_ms: u64) -> Result<Submitted, ControllerError> {
+        self.submit_batch(vec![req], now_ms)
+            .pop()
+            .expect("one result per request")
+    }
+
+    /// Accepts many requests in one store commit (group commit: one fsync for all of them).
+    /// Returns one result per request, in order, each as [`Controller::submit`] would: a
+    /// refused request changes nothing and does not affect the others; an `Ok` event is in the
+    /// store when this returns. If the commit fails, no request of the batch is acknowledged
+    /// (all `Err`) and the controller is poisoned.
+    pub fn submit_batch(
+        &mut self,
+        reqs: Vec<EventRequest>,
+        now_ms: u64,
+    ) -> Vec<Result<Submitted, ControllerError>> {
+        self.submit_batch_inner(reqs, now_ms, false).0
+    }
+
+    /// [`Controller::submit_batch`], and in the same commit fires every start and stop due at
+    /// `now_ms` (the accepted immediate events among them) as [`Controller::tick`] would: one
+    /// fsync for the acceptance and the activation. Returns the results and the changes that
+    /// fired; the caller answers the requests, then passes the changes to
+    /// [`Controller::enforce_changes`].
+    pub fn submit_batch_and_fire(
+        &mut self,
+        reqs: Vec<EventRequest>,
+        now_ms: u64,
+    ) -> (Vec<Result<Submitted, ControllerError>>, Vec<Change>) {
+        self.submit_batch_inner(reqs, now_ms, true)
+    }
+
+    fn submit_batch_inner(
+        &mut self,
+        reqs: Vec<EventRequest>,
+        now_ms: u64,
+        fire: bool,
+    ) -> (Vec<Result<Submitted, ControllerError>>, Vec<Change>) {
+        if let Err(e) = self.check_poison() {
+            return (
+                reqs.iter().map(|_| Err(e.clone_poison())).collect(),
+                Vec::new(),
+            );
+        }
+        if let Err(e) = self.store.begin_batch(Durability::Synced) {
+            let reason = e.to_string();
+            return (
+                reqs.iter()
+                    .map(|_| Err(ControllerError::BatchNotOpened(reason.clone())))
+                    .collect(),
+                Vec::new(),
+            );
+        }
+        let mut results: Vec<Result<Submitted, ControllerError>> = reqs
+            .into_iter()
+            .map(|req| self.submit_in_batch(req, now_ms))
+            .collect();
+        let changes = if fire && self.poisoned.is_none() {
+            let changes = self.engine.poll(now_ms);
+            self.persist_changes(&changes);
+            changes
+        } else {
+            Vec::new()
+        };
+        self.flush_audit();
+        if let Err(e) = self.end_batch("submission") {
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(e.clone_poison());
+                }
+            }
+        }
+        (results, changes)
+    }
+
+    fn submit_in_batch(
+        &mut self,
+        req: EventRequest,
+        now_ms: u64,
+    ) -> Result<Submitted, ControllerError> {
         self.check_poison()?;
         let submitted = self.engine.submit(req, now_ms)?;
         if !submitted.duplicate {
@@ -525,16 +650,16 @@ impl Controller {
                 .engine
                 .event(submitted.id)
                 .expect("the engine just accepted it");
-            if let Err(e) = self.store.append_event(event) {
+            if let Err(e) = self.store.append_event(&event) {
                 self.poison(format!("event {} not stored: {e}", submitted.id));
                 return Err(e.into());
             }
         }
-        self.flush_audit();
         Ok(submitted)
     }
 
-    /// Changes a pending event (see `Engine::modify`).
+    /// Changes a pending event (see `Engine::modify`). The amendment and its audit line are
+    /// one commit.
     pub fn modify(
         &mut self,
         id: u64,
@@ -542,64 +667,113 @@ impl Controller {
         now_ms: u64,
     ) -> Result<(), ControllerError> {
         self.check_poison()?;
+        self.store.begin_batch(Durability::Synced)?;
+        let result = self.modify_in_batch(id, amendment, now_ms);
+        self.flush_audit();
+        self.end_batch("amendment")?;
+        result
+    }
+
+    fn modify_in_batch(
+        &mut self,
+        id: u64,
+        amendment: Amendment,
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
         self.engine.modify(id, amendment, now_ms)?;
         let event = self.engine.event(id).expect("the engine just modified it");
-        if let Err(e) = self.store.amend_event(event) {
+        if let Err(e) = self.store.amend_event(&event) {
             self.poison(format!("amendment of event {id} not stored: {e}"));
             return Err(e.into());
         }
-        self.flush_audit();
         Ok(())
     }
 
     /// Cancels a pending or active event; an active one is reverted and enforced at once.
+    /// The new state and its audit line are one commit, before the enforcement.
     pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
         self.check_poison()?;
-        let change = self.engine.cancel(id, now_ms)?;
-        if let Err(e) = self.store.set_event_state(id, EventState::Cancelled) {
-            self.poison(format!("cancellation of event {id} not stored: {e}"));
-            return Err(e.into());
-        }
+        self.store.begin_batch(Durability::Synced)?;
+        let result = self.cancel_in_batch(id, now_ms);
         self.flush_audit();
+        self.end_batch("cancellation")?;
+        let change = result?;
         if let Some(change) = &change {
             self.enforce(&change.modem, now_ms, now_ms);
         }
         Ok(change)
     }
 
-    /// Fires every start and stop due at or before `now_ms`, persists the new event states,
-    /// enforces each modem that changed (once, at its level now), then retries earlier failed
-    /// enforcements. Returns the changes in the order they fired.
+    fn cancel_in_batch(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
+        let change = self.engine.cancel(id, now_ms)?;
+        if let Err(e) = self.store.set_event_state(id, EventState::Cancelled) {
+            self.poison(format!("cancellation of event {id} not stored: {e}"));
+            return Err(e.into());
+        }
+        Ok(change)
+    }
+
+    /// Fires every start and stop due at or before `now_ms`, persists the new event states
+    /// and their audit lines (one commit), enforces each modem that changed (once, at its
+    /// level now), then retries earlier failed enforcements. Returns the changes in the order
+    /// they fired.
     ///
-    /// If a state write fails, the remaining changes are still enforced (the data plane follows
-    /// the engine) and the call returns [`ControllerError::Poisoned`].
+    /// If a state write or the commit fails, the changes are still enforced (the data plane
+    /// follows the engine) and the call returns [`ControllerError::Poisoned`].
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Change>, ControllerError> {
         self.check_poison()?;
+        if self.engine.next_due().is_none_or(|due| due > now_ms)
+            && self.unenforced.is_empty()
+            && self.audit_backlog.is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        self.store.begin_batch(Durability::Deferred)?;
         let changes = self.engine.poll(now_ms);
         self.persist_changes(&changes);
         self.flush_audit();
-        let mut order: Vec<(&str, u64)> = Vec::new();
-        for c in &changes {
-            match order.iter_mut().find(|(m, _)| *m == c.modem) {
-                Some((_, due)) => *due = (*due).min(c.due_ms),
-                None => order.push((&c.modem, c.due_ms)),
+        // A failed commit poisons; the data plane still follows the engine below.
+        let _ = self.end_batch("tick");
+        self.enforce_changes(&changes, now_ms)?;
+        Ok(changes)
+    }
+
+    /// Enforces each modem that `changes` (from [`Controller::submit_batch_and_fire`]) touched,
+    /// once, at its level now, then retries earlier failed enforcements: the second half of
+    /// [`Controller::tick`]. Fails with [`ControllerError::Poisoned`] if the controller is
+    /// (after enforcing: the data plane follows the engine).
+    pub fn enforce_changes(
+        &mut self,
+        changes: &[Change],
+        now_ms: u64,
+    ) -> Result<(), ControllerError> {
+        let mut order: Vec<(String, u64)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for c in changes {
+            match index.get(c.modem.as_str()) {
+                Some(&i) => order[i].1 = order[i].1.min(c.due_ms),
+                None => {
+                    index.insert(&c.modem, order.len());
+                    order.push((c.modem.clone(), c.due_ms));
+                }
             }
         }
-        let order: Vec<(String, u64)> = order.into_iter().map(|(m, d)| (m.to_owned(), d)).collect();
-        for (modem, due_ms) in &order {
-            self.enforce(modem, *due_ms, now_ms);
-        }
-        let retry: BTreeSet<String> = self
+        let retry: Vec<String> = self
             .unenforced
             .keys()
             .map(|(m, _)| m.clone())
-            .filter(|m| !order.iter().any(|(o, _)| o == m))
+            .filter(|m| !index.contains_key(m.as_str()))
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
+        drop(index);
+        for (modem, due_ms) in &order {
+            self.enforce(modem, *due_ms, now_ms);
+        }
         for modem in retry {
             self.enforce(&modem, now_ms, now_ms);
         }
-        self.check_poison()?;
-        Ok(changes)
+        self.check_poison()
     }
 
     // ---- internals ----------------------------------------------------------------------
@@ -608,6 +782,18 @@ impl Controller {
         match &self.poisoned {
             Some(reason) => Err(ControllerError::Poisoned(reason.clone())),
             None => Ok(()),
+        }
+    }
+
+    /// Commits the batch the current call opened. A failed commit poisons the controller: the
+    /// engine holds what the store lost.
+    fn end_batch(&mut self, what: &str) -> Result<(), ControllerError> {
+        match self.store.commit_batch() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.poison(format!("{what} not committed: {e}"));
+                Err(e.into())
+            }
         }
     }
 

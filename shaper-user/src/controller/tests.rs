@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::policy::SubscriberKey;
 use crate::provision::{Snapshot, Source};
-use crate::store::{SqliteStore, TempDir};
+use crate::store::{Durability, SqliteStore, TempDir};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -84,6 +84,24 @@ impl LoggedStore {
 }
 
 impl Store for LoggedStore {
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError> {
+        self.inner.begin_batch(durability)
+    }
+    /// Not logged (the log records what is written, not how it is grouped); fails, storing
+    /// nothing of the batch, while `fail` is `"commit_batch"`.
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if *self.fail.lock().unwrap() == Some("commit_batch") {
+            self.inner.rollback_batch();
+            return Err(StoreError::Sqlite {
+                op: "commit_batch",
+                source: rusqlite::Error::InvalidQuery,
+            });
+        }
+        self.inner.commit_batch()
+    }
+    fn rollback_batch(&mut self) {
+        self.inner.rollback_batch();
+    }
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
         self.write("put_modem", id.into())?;
         self.inner.put_modem(id, base)
@@ -292,6 +310,126 @@ fn calls_follow_the_store_protocol() {
     assert_eq!(ctl.next_due(), Some(T0 + 4000));
     assert_eq!(ctl.stats().enforced, 2);
     assert!(ctl.unenforced().is_empty());
+}
+
+#[test]
+fn a_batch_is_one_commit_and_fires_what_is_due_with_it() {
+    let rig = Rig::new("ctl-batch");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    add(&mut ctl, "cm2", "198.18.0.11");
+    take(&rig.log);
+    let (results, changes) = ctl.submit_batch_and_fire(
+        vec![
+            req("cm1", down(50_000_000), None, None),
+            req("cm9", down(1_000_000), None, None), // unknown modem: refused, the others go on
+            req("cm2", down(70_000_000), Some(T0 + 5000), None),
+        ],
+        T0,
+    );
+    assert_eq!(results[0].as_ref().unwrap().id, 1);
+    assert!(
+        matches!(
+            results[1],
+            Err(ControllerError::Provision(ProvisionError::UnknownModem(_)))
+        ),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().id, 2);
+    // The immediate one fired in the same commit; nothing is enforced yet.
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].cause, changes[0].kind),
+        (1, ChangeKind::Applied)
+    );
+    assert_eq!(
+        take(&rig.log),
+        [
+            store("append_event", "1"),
+            store("append_event", "2"),
+            store("set_event_state", "1 Active"),
+            store("append_audit", "3"),
+        ]
+    );
+    // Durable as one: a second connection sees both events and the activation.
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    let states: Vec<(u64, EventState)> = snap
+        .events
+        .iter()
+        .map(|s| (s.event.id, s.event.state))
+        .collect();
+    assert_eq!(states, [(1, EventState::Active), (2, EventState::Pending)]);
+    ctl.enforce_changes(&changes, T0).unwrap();
+    assert_eq!(
+        take(&rig.log),
+        applied("cm1", down(50_000_000).overlay(&base()))
+    );
+    // A failed commit acknowledges nothing of the batch and poisons the controller.
+    *rig.fail_store.lock().unwrap() = Some("commit_batch");
+    let results = ctl.submit_batch(
+        vec![
+            req("cm1", down(60_000_000), None, None),
+            req("cm2", down(80_000_000), None, None),
+        ],
+        T0 + 1,
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(ControllerError::Poisoned(_)))),
+        "{results:?}"
+    );
+    assert!(ctl.poisoned().is_some());
+    *rig.fail_store.lock().unwrap() = None;
+    drop(ctl);
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    assert_eq!(snap.events.len(), 2, "the failed batch left nothing");
+}
+
+#[test]
+fn a_changed_base_plan_is_stored_and_enforced_under_the_active_grants() {
+    let rig = Rig::new("ctl-base");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b = add(&mut ctl, "cm1", "198.18.0.10");
+    ctl.submit(req("cm1", down(50_000_000), None, None), T0)
+        .unwrap();
+    ctl.tick(T0).unwrap();
+    take(&rig.log);
+    let slower = QosLevel {
+        max_up_bps: Some(1_000_000),
+        max_down_bps: Some(5_000_000),
+        ..QosLevel::default()
+    };
+    ctl.set_base("cm1", slower, T0 + 1).unwrap();
+    // The grant still sets the downstream rate; the upstream one comes from the new base.
+    let want = down(50_000_000).overlay(&slower);
+    let mut expected = vec![store("put_modem", "cm1")];
+    expected.extend(applied("cm1", want));
+    assert_eq!(take(&rig.log), expected);
+    assert_eq!(ctl.engine().base("cm1"), Some(&slower));
+    assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
+    // Refusals change nothing.
+    assert!(matches!(
+        ctl.set_base("cm9", slower, T0 + 2),
+        Err(ControllerError::UnknownModem(_))
+    ));
+    let invalid = QosLevel {
+        max_down_bps: Some(0),
+        ..QosLevel::default()
+    };
+    assert!(matches!(
+        ctl.set_base("cm1", invalid, T0 + 2),
+        Err(ControllerError::Provision(
+            ProvisionError::InvalidBase { .. }
+        ))
+    ));
+    assert!(take(&rig.log).is_empty());
+    // Durable: a restart has the new base.
+    drop(ctl);
+    let (ctl, _) = rig.open(vec![b], T0 + 3);
+    assert_eq!(ctl.engine().base("cm1"), Some(&slower));
+    assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
 }
 
 #[test]

@@ -648,6 +648,12 @@ impl Dataplane {
         maps::slot_read(&self.ebpf, slot)
     }
 
+    /// The classes `[up, down]` of one subscriber entry, as written.
+    #[must_use]
+    pub fn subscriber(&self, key: &SubscriberKey) -> Option<[u32; 2]> {
+        self.subs.get(key).copied()
+    }
+
     #[must_use]
     pub fn subscriber_count(&self) -> usize {
         self.subs.len()

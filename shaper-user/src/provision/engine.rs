@@ -17,13 +17,13 @@
 //! changes (`poll`, plus [`Engine::cancel`] of an active event), so the caller persists and
 //! enforces changes in one place, in the same order a restart would replay them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Event;
 use super::events::{
-    EventError, EventRequest, EventState, start_due, validate_grant, validate_timing,
+    EventError, EventRequest, EventState, Source, start_due, validate_grant, validate_timing,
 };
-use super::qos::{QosError, QosLevel};
+use super::qos::{QosError, QosLevel, ServiceTargets};
 use super::restore::{ModemRecord, RestoreError, Snapshot, StoredEvent};
 
 /// Whether a change added or removed a layer.
@@ -140,17 +140,133 @@ impl ModemState {
     }
 }
 
+/// `None` of a packed time ([`Record`]).
+const NO_TIME: u64 = u64::MAX;
+
+fn pack_time(t: Option<u64>) -> u64 {
+    t.unwrap_or(NO_TIME)
+}
+
+fn unpack_time(t: u64) -> Option<u64> {
+    (t != NO_TIME).then_some(t)
+}
+
+/// A grant packed for keeping: which [`QosLevel`] fields are set (`mask`, bit `i` = field
+/// `i` in declaration order) and their values, in that order. A grant sets few fields, so
+/// this takes 16 bytes plus 8 per set field instead of `QosLevel`'s 120.
+#[derive(Clone, Debug)]
+struct PackedQos {
+    mask: u16,
+    vals: Box<[u64]>,
+}
+
+impl PackedQos {
+    fn pack(q: &QosLevel) -> PackedQos {
+        // Destructured without `..`: a new field must be added here.
+        let QosLevel {
+            max_up_bps,
+            max_down_bps,
+            committed_up_bps,
+            committed_down_bps,
+            burst_bytes,
+            priority,
+            mtu,
+            targets:
+                ServiceTargets {
+                    availability_ppm,
+                    error_rate_ppm,
+                    loss_ppm,
+                    setup_time_ms,
+                    repair_time_ms,
+                },
+        } = *q;
+        let fields = [
+            max_up_bps,
+            max_down_bps,
+            committed_up_bps,
+            committed_down_bps,
+            burst_bytes.map(u64::from),
+            priority.map(u64::from),
+            mtu.map(u64::from),
+            availability_ppm.map(u64::from),
+            error_rate_ppm.map(u64::from),
+            loss_ppm.map(u64::from),
+            setup_time_ms.map(u64::from),
+            repair_time_ms.map(u64::from),
+        ];
+        let mut mask = 0u16;
+        let mut vals = Vec::new();
+        for (i, f) in fields.into_iter().enumerate() {
+            if let Some(v) = f {
+                mask |= 1 << i;
+                vals.push(v);
+            }
+        }
+        PackedQos {
+            mask,
+            vals: vals.into_boxed_slice(),
+        }
+    }
+
+    fn unpack(&self) -> QosLevel {
+        let mut vals = self.vals.iter().copied();
+        let f: [Option<u64>; 12] = std::array::from_fn(|i| {
+            (self.mask & (1 << i) != 0).then(|| vals.next().expect("one value per set bit"))
+        });
+        // The narrow fields were widened by `pack`: narrowing them back cannot fail.
+        let narrow = |v: Option<u64>| v.map(|v| u32::try_from(v).expect("packed from a u32"));
+        QosLevel {
+            max_up_bps: f[0],
+            max_down_bps: f[1],
+            committed_up_bps: f[2],
+            committed_down_bps: f[3],
+            burst_bytes: narrow(f[4]),
+            priority: f[5].map(|v| u8::try_from(v).expect("packed from a u8")),
+            mtu: f[6].map(|v| u16::try_from(v).expect("packed from a u16")),
+            targets: ServiceTargets {
+                availability_ppm: narrow(f[7]),
+                error_rate_ppm: narrow(f[8]),
+                loss_ppm: narrow(f[9]),
+                setup_time_ms: narrow(f[10]),
+                repair_time_ms: narrow(f[11]),
+            },
+        }
+    }
+}
+
+/// An event as the engine keeps it: an [`Event`] packed (modem and source as handles into
+/// the engine's tables, times with a sentinel, the grant as [`PackedQos`]), about 110 bytes
+/// instead of 250 plus two heap strings, since a gateway holds up to millions of pending
+/// events. [`Engine::event`] unpacks it.
 struct Record {
-    event: Event,
-    start_key: Option<Key>,
-    stop_key: Option<Key>,
+    modem: u32,
+    source: u32,
+    qos: PackedQos,
+    start_ms: u64,
+    stop_ms: u64,
+    created_ms: u64,
+    start_due_ms: u64,
+    key: Option<Box<str>>,
+    state: EventState,
+    /// Scheduler sequence numbers of the scheduled start and stop, 0 when not scheduled: the
+    /// schedule keys are `(start_due_ms, start_seq)` and `(stop_ms, stop_seq)`.
+    start_seq: u64,
+    stop_seq: u64,
 }
 
 /// See the module documentation.
 #[derive(Default)]
 pub struct Engine {
     modems: BTreeMap<String, ModemState>,
-    events: BTreeMap<u64, Record>,
+    /// Modem ids by handle ([`Record::modem`]) and handles by id.
+    modem_names: Vec<String>,
+    modem_handles: HashMap<String, u32>,
+    /// Sources by handle ([`Record::source`]) and handles by source.
+    sources: Vec<Source>,
+    source_handles: HashMap<Source, u32>,
+    /// Events by id: `events[id - 1]`. Ids are dense from 1; a restored snapshot may leave
+    /// holes (`None`).
+    events: Vec<Option<Record>>,
     schedule: BTreeMap<Key, Action>,
     /// Idempotency key → (the request as first submitted, its event id).
     keys: BTreeMap<String, (EventRequest, u64)>,
@@ -180,8 +296,7 @@ impl Engine {
         let Snapshot { modems, events } = snapshot;
         let mut engine = Engine::new();
         for ModemRecord { id, base } in modems {
-            let layers = BTreeMap::new();
-            engine.modems.insert(id, ModemState { base, layers });
+            engine.insert_modem(id, base);
         }
         for StoredEvent { event, request } in events {
             let id = event.id;
@@ -189,35 +304,24 @@ impl Engine {
             if let Some(key) = &event.idempotency_key {
                 engine.keys.insert(key.clone(), (request, id));
             }
-            let mut record = Record {
-                event,
-                start_key: None,
-                stop_key: None,
-            };
-            match record.event.state {
-                EventState::Pending => engine.schedule_record(&mut record),
+            let mut record = engine.pack(&event);
+            match record.state {
+                EventState::Pending => engine.schedule_record(id, &mut record),
                 EventState::Active => {
-                    let Event {
-                        ref modem,
-                        qos,
-                        start_due_ms,
-                        stop_ms,
-                        ..
-                    } = record.event;
                     engine
                         .modems
-                        .get_mut(modem)
+                        .get_mut(&event.modem)
                         .expect("Snapshot::check: events refer to stored modems")
                         .layers
-                        .insert((start_due_ms, id), qos);
-                    record.stop_key = stop_ms.map(|stop| {
+                        .insert((event.start_due_ms, id), event.qos);
+                    if let Some(stop) = event.stop_ms {
                         let kind = ActionKind::Stop;
-                        engine.push_action(stop, Action { event: id, kind })
-                    });
+                        record.stop_seq = engine.push_action(stop, Action { event: id, kind }).1;
+                    }
                 }
                 EventState::Completed | EventState::Cancelled => {}
             }
-            engine.events.insert(id, record);
+            engine.put_record(id, record);
         }
         let changes = engine.poll(now_ms);
         Ok((engine, changes))
@@ -236,13 +340,22 @@ impl Engine {
                 modem: id.to_owned(),
                 error,
             })?;
-        self.modems.insert(
-            id.to_owned(),
-            ModemState {
-                base,
-                layers: BTreeMap::new(),
-            },
-        );
+        self.insert_modem(id.to_owned(), base);
+        Ok(())
+    }
+
+    /// Replaces a known modem's base plan. Its active grants stay layered over the new one.
+    pub fn set_base(&mut self, modem: &str, base: QosLevel) -> Result<(), ProvisionError> {
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        let state = self
+            .modems
+            .get_mut(modem)
+            .ok_or_else(|| ProvisionError::UnknownModem(modem.to_owned()))?;
+        state.base = base;
         Ok(())
     }
 
@@ -280,33 +393,30 @@ impl Engine {
             }
         }
         req.validate(now_ms)?;
-        if !self.modems.contains_key(&req.modem) {
+        let Some(&modem) = self.modem_handles.get(&req.modem) else {
             return Err(ProvisionError::UnknownModem(req.modem));
-        }
+        };
         self.next_id += 1;
         let id = self.next_id;
-        if let Some(key) = &req.idempotency_key {
-            self.keys.insert(key.clone(), (req.clone(), id));
-        }
-        let event = Event {
-            id,
-            modem: req.modem,
-            source: req.source,
-            qos: req.qos,
-            start_ms: req.start_ms,
-            stop_ms: req.stop_ms,
-            idempotency_key: req.idempotency_key,
+        let source = self.source_handle(&req.source);
+        let mut record = Record {
+            modem,
+            source,
+            qos: PackedQos::pack(&req.qos),
+            start_ms: pack_time(req.start_ms),
+            stop_ms: pack_time(req.stop_ms),
             created_ms: now_ms,
             start_due_ms: start_due(req.start_ms, now_ms),
+            key: req.idempotency_key.as_deref().map(Box::from),
             state: EventState::Pending,
+            start_seq: 0,
+            stop_seq: 0,
         };
-        let mut record = Record {
-            event,
-            start_key: None,
-            stop_key: None,
-        };
-        self.schedule_record(&mut record);
-        self.events.insert(id, record);
+        if let Some(key) = &req.idempotency_key {
+            self.keys.insert(key.clone(), (req, id));
+        }
+        self.schedule_record(id, &mut record);
+        self.put_record(id, record);
         self.log(now_ms, id, AuditWhat::Submitted);
         Ok(Submitted {
             id,
@@ -323,7 +433,7 @@ impl Engine {
         now_ms: u64,
     ) -> Result<(), ProvisionError> {
         let state = self
-            .event(id)
+            .record(id)
             .ok_or(ProvisionError::UnknownEvent(id))?
             .state;
         if state != EventState::Pending {
@@ -332,16 +442,15 @@ impl Engine {
         validate_grant(&amendment.qos)?;
         validate_timing(amendment.start_ms, amendment.stop_ms, now_ms)?;
         let mut record = self
-            .events
-            .remove(&id)
+            .take_record(id)
             .ok_or(ProvisionError::UnknownEvent(id))?;
         self.unschedule_record(&mut record);
-        record.event.start_ms = amendment.start_ms;
-        record.event.stop_ms = amendment.stop_ms;
-        record.event.qos = amendment.qos;
-        record.event.start_due_ms = start_due(amendment.start_ms, now_ms);
-        self.schedule_record(&mut record);
-        self.events.insert(id, record);
+        record.start_ms = pack_time(amendment.start_ms);
+        record.stop_ms = pack_time(amendment.stop_ms);
+        record.qos = PackedQos::pack(&amendment.qos);
+        record.start_due_ms = start_due(amendment.start_ms, now_ms);
+        self.schedule_record(id, &mut record);
+        self.put_record(id, record);
         self.log(now_ms, id, AuditWhat::Modified);
         Ok(())
     }
@@ -350,24 +459,23 @@ impl Engine {
     /// at once and the change is returned (so the caller enforces it as it would a poll's).
     pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ProvisionError> {
         let state = self
-            .event(id)
+            .record(id)
             .ok_or(ProvisionError::UnknownEvent(id))?
             .state;
         if matches!(state, EventState::Completed | EventState::Cancelled) {
             return Err(ProvisionError::Finished { id, state });
         }
         let mut record = self
-            .events
-            .remove(&id)
+            .take_record(id)
             .ok_or(ProvisionError::UnknownEvent(id))?;
         self.unschedule_record(&mut record);
         let change = if state == EventState::Active {
-            Some(self.remove_layer(&record.event, now_ms))
+            Some(self.remove_layer(id, &record, now_ms))
         } else {
             None
         };
-        record.event.state = EventState::Cancelled;
-        self.events.insert(id, record);
+        record.state = EventState::Cancelled;
+        self.put_record(id, record);
         self.log(now_ms, id, AuditWhat::Cancelled);
         Ok(change)
     }
@@ -394,20 +502,34 @@ impl Engine {
     }
 
     /// One event by id.
-    pub fn event(&self, id: u64) -> Option<&Event> {
-        self.events.get(&id).map(|r| &r.event)
+    pub fn event(&self, id: u64) -> Option<Event> {
+        self.record(id).map(|r| self.unpack(id, r))
     }
 
     /// All events, by id.
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.values().map(|r| &r.event)
+    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
+        self.records().map(|(id, r)| self.unpack(id, r))
+    }
+
+    /// Every event's source and state, by id, without unpacking the events (for counters).
+    pub fn sources_and_states(&self) -> impl Iterator<Item = (&Source, EventState)> + '_ {
+        self.records()
+            .map(|(_, r)| (&self.sources[r.source as usize], r.state))
     }
 
     /// Events that have not started yet, by id.
-    pub fn list_pending(&self) -> Vec<&Event> {
-        self.events()
-            .filter(|e| e.state == EventState::Pending)
+    pub fn list_pending(&self) -> Vec<Event> {
+        self.records()
+            .filter(|(_, r)| r.state == EventState::Pending)
+            .map(|(id, r)| self.unpack(id, r))
             .collect()
+    }
+
+    /// How many events have not started yet.
+    pub fn pending_count(&self) -> usize {
+        self.records()
+            .filter(|(_, r)| r.state == EventState::Pending)
+            .count()
     }
 
     /// The audit trail since the last [`Engine::take_audit`].
@@ -419,6 +541,101 @@ impl Engine {
     pub fn take_audit(&mut self) -> Vec<AuditEntry> {
         std::mem::take(&mut self.audit)
     }
+
+    // ---- records ------------------------------------------------------------------------
+
+    fn insert_modem(&mut self, id: String, base: QosLevel) {
+        let handle = u32::try_from(self.modem_names.len()).expect("fewer than 2^32 modems");
+        self.modem_handles.insert(id.clone(), handle);
+        self.modem_names.push(id.clone());
+        self.modems.insert(
+            id,
+            ModemState {
+                base,
+                layers: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn source_handle(&mut self, source: &Source) -> u32 {
+        if let Some(&h) = self.source_handles.get(source) {
+            return h;
+        }
+        let handle = u32::try_from(self.sources.len()).expect("fewer than 2^32 sources");
+        self.sources.push(source.clone());
+        self.source_handles.insert(source.clone(), handle);
+        handle
+    }
+
+    /// Packs a stored event (its modem is registered: [`Snapshot::check`]).
+    fn pack(&mut self, e: &Event) -> Record {
+        Record {
+            modem: self.modem_handles[&e.modem],
+            source: self.source_handle(&e.source),
+            qos: PackedQos::pack(&e.qos),
+            start_ms: pack_time(e.start_ms),
+            stop_ms: pack_time(e.stop_ms),
+            created_ms: e.created_ms,
+            start_due_ms: e.start_due_ms,
+            key: e.idempotency_key.as_deref().map(Box::from),
+            state: e.state,
+            start_seq: 0,
+            stop_seq: 0,
+        }
+    }
+
+    fn unpack(&self, id: u64, r: &Record) -> Event {
+        Event {
+            id,
+            modem: self.modem_names[r.modem as usize].clone(),
+            source: self.sources[r.source as usize].clone(),
+            qos: r.qos.unpack(),
+            start_ms: unpack_time(r.start_ms),
+            stop_ms: unpack_time(r.stop_ms),
+            idempotency_key: r.key.as_deref().map(String::from),
+            created_ms: r.created_ms,
+            start_due_ms: r.start_due_ms,
+            state: r.state,
+        }
+    }
+
+    fn slot(id: u64) -> Option<usize> {
+        usize::try_from(id.checked_sub(1)?).ok()
+    }
+
+    fn record(&self, id: u64) -> Option<&Record> {
+        self.events.get(Self::slot(id)?)?.as_ref()
+    }
+
+    fn records(&self) -> impl Iterator<Item = (u64, &Record)> + '_ {
+        self.events
+            .iter()
+            .zip(1u64..)
+            .filter_map(|(r, id)| Some((id, r.as_ref()?)))
+    }
+
+    fn take_record(&mut self, id: u64) -> Option<Record> {
+        self.events.get_mut(Self::slot(id)?)?.take()
+    }
+
+    fn put_record(&mut self, id: u64, record: Record) {
+        let slot = Self::slot(id).expect("event ids start at 1");
+        if self.events.len() <= slot {
+            self.events.resize_with(slot + 1, || None);
+        }
+        self.events[slot] = Some(record);
+    }
+
+    fn modem_mut(&mut self, record: &Record) -> (&str, &mut ModemState) {
+        let name = self.modem_names[record.modem as usize].as_str();
+        let state = self
+            .modems
+            .get_mut(name)
+            .expect("events refer to registered modems");
+        (name, state)
+    }
+
+    // ---- scheduling ---------------------------------------------------------------------
 
     fn log(&mut self, at_ms: u64, event: u64, what: AuditWhat) {
         self.audit.push(AuditEntry { at_ms, event, what });
@@ -433,53 +650,55 @@ impl Engine {
 
     /// Schedules a pending record's start and (if any) stop. Both go in at once so that
     /// `next_due` covers them and a late poll fires them in order.
-    fn schedule_record(&mut self, record: &mut Record) {
-        let id = record.event.id;
+    fn schedule_record(&mut self, id: u64, record: &mut Record) {
         let start = Action {
             event: id,
             kind: ActionKind::Start,
         };
-        record.start_key = Some(self.push_action(record.event.start_due_ms, start));
-        record.stop_key = record.event.stop_ms.map(|stop| {
-            let action = Action {
-                event: id,
-                kind: ActionKind::Stop,
-            };
-            self.push_action(stop, action)
-        });
+        record.start_seq = self.push_action(record.start_due_ms, start).1;
+        record.stop_seq = match unpack_time(record.stop_ms) {
+            Some(stop) => {
+                let action = Action {
+                    event: id,
+                    kind: ActionKind::Stop,
+                };
+                self.push_action(stop, action).1
+            }
+            None => 0,
+        };
     }
 
     fn unschedule_record(&mut self, record: &mut Record) {
-        for key in [record.start_key.take(), record.stop_key.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.schedule.remove(&key);
+        if record.start_seq != 0 {
+            self.schedule
+                .remove(&(record.start_due_ms, record.start_seq));
+            record.start_seq = 0;
+        }
+        if record.stop_seq != 0 {
+            self.schedule.remove(&(record.stop_ms, record.stop_seq));
+            record.stop_seq = 0;
         }
     }
 
     fn fire(&mut self, action: Action, due: u64, now_ms: u64) -> Change {
         let id = action.event;
         let mut record = self
-            .events
-            .remove(&id)
+            .take_record(id)
             .expect("scheduled actions belong to stored events");
         let change = match action.kind {
             ActionKind::Start => {
-                record.start_key = None;
-                record.event.state = EventState::Active;
-                let modem = self
-                    .modems
-                    .get_mut(&record.event.modem)
-                    .expect("events refer to registered modems");
+                record.start_seq = 0;
+                record.state = EventState::Active;
+                let qos = record.qos.unpack();
+                let key = (record.start_due_ms, id);
+                let (name, modem) = self.modem_mut(&record);
                 let before = modem.effective();
-                modem
-                    .layers
-                    .insert((record.event.start_due_ms, id), record.event.qos);
+                modem.layers.insert(key, qos);
                 let after = modem.effective();
+                let modem = name.to_owned();
                 self.log(now_ms, id, AuditWhat::Applied { due_ms: due });
                 Change {
-                    modem: record.event.modem.clone(),
+                    modem,
                     before,
                     after,
                     cause: id,
@@ -488,32 +707,70 @@ impl Engine {
                 }
             }
             ActionKind::Stop => {
-                record.stop_key = None;
-                record.event.state = EventState::Completed;
-                let change = self.remove_layer(&record.event, due);
+                record.stop_seq = 0;
+                record.state = EventState::Completed;
+                let change = self.remove_layer(id, &record, due);
                 self.log(now_ms, id, AuditWhat::Reverted { due_ms: due });
                 change
             }
         };
-        self.events.insert(id, record);
+        self.put_record(id, record);
         change
     }
 
-    fn remove_layer(&mut self, event: &Event, due: u64) -> Change {
-        let modem = self
-            .modems
-            .get_mut(&event.modem)
-            .expect("events refer to registered modems");
+    fn remove_layer(&mut self, id: u64, record: &Record, due: u64) -> Change {
+        let key = (record.start_due_ms, id);
+        let (name, modem) = self.modem_mut(record);
         let before = modem.effective();
-        modem.layers.remove(&(event.start_due_ms, event.id));
+        modem.layers.remove(&key);
         let after = modem.effective();
         Change {
-            modem: event.modem.clone(),
+            modem: name.to_owned(),
             before,
             after,
-            cause: event.id,
+            cause: id,
             kind: ChangeKind::Reverted,
             due_ms: due,
         }
+    }
+}
+
+#[cfg(test)]
+mod packing_tests {
+    use super::*;
+
+    #[test]
+    fn packed_qos_round_trips_every_field() {
+        let full = QosLevel {
+            max_up_bps: Some(1),
+            max_down_bps: Some(u64::MAX - 1),
+            committed_up_bps: Some(3),
+            committed_down_bps: Some(4),
+            burst_bytes: Some(u32::MAX),
+            priority: Some(7),
+            mtu: Some(9000),
+            targets: ServiceTargets {
+                availability_ppm: Some(999_900),
+                error_rate_ppm: Some(10),
+                loss_ppm: Some(0),
+                setup_time_ms: Some(2000),
+                repair_time_ms: Some(3_600_000),
+            },
+        };
+        for q in [
+            full,
+            QosLevel::default(),
+            QosLevel {
+                max_down_bps: Some(5),
+                mtu: Some(1500),
+                ..QosLevel::default()
+            },
+        ] {
+            let p = PackedQos::pack(&q);
+            assert_eq!(p.vals.len(), p.mask.count_ones() as usize);
+            assert_eq!(p.unpack(), q);
+        }
+        assert_eq!(unpack_time(pack_time(None)), None);
+        assert_eq!(unpack_time(pack_time(Some(42))), Some(42));
     }
 }

@@ -215,7 +215,7 @@ mod tests {
             let submitted = self.engine.submit(req, now).unwrap();
             if !submitted.duplicate {
                 let event = self.engine.event(submitted.id).unwrap();
-                self.store.append_event(event).unwrap();
+                self.store.append_event(&event).unwrap();
             }
             self.flush_audit();
             submitted.id
@@ -224,7 +224,7 @@ mod tests {
         fn modify(&mut self, id: u64, amendment: Amendment, now: u64) {
             self.engine.modify(id, amendment, now).unwrap();
             self.store
-                .amend_event(self.engine.event(id).unwrap())
+                .amend_event(&self.engine.event(id).unwrap())
                 .unwrap();
             self.flush_audit();
         }
@@ -349,8 +349,8 @@ mod tests {
                 );
             }
             assert_eq!(
-                restored.engine.events().cloned().collect::<Vec<_>>(),
-                never_crashed.engine.events().cloned().collect::<Vec<_>>()
+                restored.engine.events().collect::<Vec<_>>(),
+                never_crashed.engine.events().collect::<Vec<_>>()
             );
             assert_eq!(restored.engine.next_due(), never_crashed.engine.next_due());
 

@@ -90,11 +90,53 @@ pub enum StoreError {
     },
     #[error("event {id} is {state:?}; only pending events can be amended")]
     NotPending { id: u64, state: EventState },
+    /// `begin_batch` while a batch is open (batches do not nest).
+    #[error("a write batch is already open")]
+    BatchOpen,
+    /// `commit_batch` without `begin_batch`.
+    #[error("no write batch is open")]
+    NoBatch,
+    /// The checkpointer thread could not be started.
+    #[error("cannot start the WAL checkpointer thread: {0}")]
+    Checkpointer(String),
+}
+
+/// How durable a batch must be when [`Store::commit_batch`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On stable storage (fsync'd): survives a process kill and a power cut. For everything
+    /// an API answer acknowledges: accepted, amended and cancelled events, modems.
+    Synced,
+    /// Survives a process kill (the write is in the operating system's hands), and is made
+    /// durable by the next `Synced` commit; a power cut or kernel crash before that may roll
+    /// it back. Only for state a restore recomputes from `Synced` state and the clock: the
+    /// start and stop state changes of a tick (and their audit lines). Losing them means the
+    /// restore fires those starts and stops again, exactly once, as after a crash just before
+    /// the tick — the store stays consistent (a commit is all or nothing either way).
+    Deferred,
 }
 
 /// What the controller needs from durable storage. Every write is one transaction and is
 /// durable when the call returns `Ok`: the caller may acknowledge it then, and not before.
+///
+/// **Batches** (group commit). Between [`Store::begin_batch`] and [`Store::commit_batch`] the
+/// writes form one transaction: each write still changes nothing when it fails, but none is
+/// durable until `commit_batch` returns `Ok`, and a crash or a failed commit loses all of
+/// them together. The controller uses a batch for every call (an event and its audit line, a
+/// tick's state changes and theirs are one commit) and for many submissions at once, so that
+/// requests arriving while a commit is being synced share the next one: one fsync for many
+/// events, each acknowledged only after its batch is durable.
 pub trait Store: Send {
+    /// Opens a batch. Batches do not nest ([`StoreError::BatchOpen`]).
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError>;
+
+    /// Commits the open batch: with [`Durability::Synced`] durable when this returns `Ok`
+    /// (see [`Durability`] for the other). On `Err` nothing of the batch is stored.
+    fn commit_batch(&mut self) -> Result<(), StoreError>;
+
+    /// Abandons the open batch (if any): nothing of it is stored.
+    fn rollback_batch(&mut self);
+
     /// Creates a modem or replaces its base plan.
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError>;
 

@@ -24,11 +24,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, Savepoint, Transaction, TransactionBehavior,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError};
+use super::{Durability, Store, StoreError};
 use crate::provision::{
     AuditEntry, AuditWhat, Event, EventRequest, EventState, ModemRecord, QosLevel, Snapshot,
     StoredEvent,
@@ -82,6 +84,76 @@ const MIGRATIONS: &[&str] = &["
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Inside [`Store::begin_batch`] … [`Store::commit_batch`]: one open `BEGIN IMMEDIATE`
+    /// transaction, each write a savepoint in it.
+    in_batch: bool,
+    /// The connection's `PRAGMA synchronous`: `FULL`, except while a
+    /// [`Durability::Deferred`] batch is open.
+    synchronous: &'static str,
+    _checkpointer: Checkpointer,
+}
+
+/// How often the checkpointer copies the write-ahead log into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The store's checkpointer: a thread with its own connection that runs
+/// `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (automatic checkpoints are off
+/// on the store's connection). A passive checkpoint never blocks the writer. The thread ends
+/// when the store is dropped.
+struct Checkpointer {
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path).map_err(sqlite("checkpointer: open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite("checkpointer: set busy timeout"))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("shaper-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Checkpointer(e.to_string()))?;
+        Ok(Checkpointer { _stop: stop })
+    }
+}
+
+/// One write: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside a batch. Either way
+/// a write that fails part-way changes nothing (dropping it rolls it back).
+enum Tx<'c> {
+    Own(Transaction<'c>),
+    InBatch(Savepoint<'c>),
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            Tx::Own(t) => t,
+            Tx::InBatch(s) => s,
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Commits an own transaction (durable on return); releases a savepoint (durable with
+    /// its batch).
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Tx::Own(t) => t.commit(),
+            Tx::InBatch(s) => s.commit(),
+        }
+    }
 }
 
 fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -227,7 +299,18 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sqlite("set foreign_keys"))?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn, path })
+        // Checkpoints (copying the log into the database file, with its own syncs) run on a
+        // thread of their own, not inside a commit that an API answer or a tick waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(sqlite("set wal_autocheckpoint"))?;
+        let checkpointer = Checkpointer::start(&path)?;
+        Ok(SqliteStore {
+            conn,
+            path,
+            in_batch: false,
+            synchronous: "FULL",
+            _checkpointer: checkpointer,
+        })
     }
 
     /// The database file.
@@ -246,10 +329,27 @@ impl SqliteStore {
             .map_err(sqlite("integrity_check"))
     }
 
-    fn write(&mut self, op: &'static str) -> Result<Transaction<'_>, StoreError> {
-        self.conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite(op))
+    fn write(&mut self, op: &'static str) -> Result<Tx<'_>, StoreError> {
+        if self.in_batch {
+            self.conn.savepoint().map(Tx::InBatch).map_err(sqlite(op))
+        } else {
+            self.conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map(Tx::Own)
+                .map_err(sqlite(op))
+        }
+    }
+
+    /// Back to `synchronous=FULL` after a [`Durability::Deferred`] batch: every write outside
+    /// a batch is synced.
+    fn restore_full_sync(&mut self) -> Result<(), StoreError> {
+        if self.synchronous != "FULL" && self.conn.is_autocommit() {
+            self.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(sqlite("set synchronous"))?;
+            self.synchronous = "FULL";
+        }
+        Ok(())
     }
 
     /// A read transaction, so multi-statement reads see one consistent state.
@@ -258,17 +358,17 @@ impl SqliteStore {
     }
 }
 
-fn event_state(tx: &Transaction<'_>, id: u64) -> Result<Option<EventState>, StoreError> {
+fn event_state(tx: &Connection, id: u64) -> Result<Option<EventState>, StoreError> {
     let name: Option<String> = tx
-        .query_row("SELECT state FROM events WHERE id = ?1", [id], |r| r.get(0))
-        .optional()
+        .prepare_cached("SELECT state FROM events WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
         .map_err(sqlite("read event state"))?;
     name.map(|n| parse_state(id, &n)).transpose()
 }
 
 /// Names the constraint an event insert violated, from inside its (still open) transaction.
 fn explain_event_conflict(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     event: &Event,
     source: rusqlite::Error,
 ) -> Result<StoreError, StoreError> {
@@ -335,6 +435,63 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn begin_batch(&mut self, durability: Durability) -> Result<(), StoreError> {
+        if self.in_batch {
+            return Err(StoreError::BatchOpen);
+        }
+        // In WAL mode NORMAL writes the commit to the log without syncing it; the next FULL
+        // commit's sync covers it (the log is one sequential file).
+        let sync = match durability {
+            Durability::Synced => "FULL",
+            Durability::Deferred => "NORMAL",
+        };
+        if sync != self.synchronous {
+            self.conn
+                .pragma_update(None, "synchronous", sync)
+                .map_err(sqlite("begin_batch: set synchronous"))?;
+            self.synchronous = sync;
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sqlite("begin_batch"))?;
+        self.in_batch = true;
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if !self.in_batch {
+            return Err(StoreError::NoBatch);
+        }
+        self.in_batch = false;
+        let committed = self.conn.execute_batch("COMMIT");
+        self.restore_full_sync()?;
+        match committed {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                // A failed COMMIT may leave the transaction open: end it, so that nothing of
+                // the batch is applied later by accident.
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(StoreError::Sqlite {
+                    op: "commit_batch",
+                    source,
+                })
+            }
+        }
+    }
+
+    fn rollback_batch(&mut self) {
+        if std::mem::take(&mut self.in_batch) && !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a store batch");
+            }
+        }
+        if let Err(e) = self.restore_full_sync() {
+            tracing::error!(error = %e, "after rolling back a store batch");
+        }
+    }
+
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
         if id.is_empty() {
             return Err(StoreError::EmptyModem);
@@ -366,25 +523,28 @@ impl Store for SqliteStore {
         let qos = to_json("event grant", &event.qos)?;
         let request = to_json("event request", &stored.request)?;
         let tx = self.write("append_event")?;
-        let inserted = tx.execute(
-            "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
                                  created_ms, start_due_ms, state, request, revision)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                      (SELECT COALESCE(MAX(revision), 0) + 1 FROM events))",
-            rusqlite::params![
-                event.id,
-                event.modem,
-                source,
-                qos,
-                event.start_ms,
-                event.stop_ms,
-                event.idempotency_key,
-                event.created_ms,
-                event.start_due_ms,
-                state_name(event.state),
-                request,
-            ],
-        );
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    event.id,
+                    event.modem,
+                    source,
+                    qos,
+                    event.start_ms,
+                    event.stop_ms,
+                    event.idempotency_key,
+                    event.created_ms,
+                    event.start_due_ms,
+                    state_name(event.state),
+                    request,
+                ])
+            });
         match inserted {
             Ok(_) => tx.commit().map_err(sqlite("append_event: commit")),
             Err(e) if is_constraint(&e) => Err(explain_event_conflict(&tx, event, e)?),
@@ -406,11 +566,9 @@ impl Store for SqliteStore {
             });
         }
         if from != state {
-            tx.execute(
-                "UPDATE events SET state = ?1 WHERE id = ?2",
-                (state_name(state), id),
-            )
-            .map_err(sqlite("set_event_state"))?;
+            tx.prepare_cached("UPDATE events SET state = ?1 WHERE id = ?2")
+                .and_then(|mut stmt| stmt.execute((state_name(state), id)))
+                .map_err(sqlite("set_event_state"))?;
         }
         tx.commit().map_err(sqlite("set_event_state: commit"))
     }
