@@ -51,6 +51,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/bin/pgrep"),
     ("prometheus", "/usr/bin/promtool"),
+    ("tshark", "/usr/bin/tshark"),
 ];
 
 fn deps() -> anyhow::Result<()> {

@@ -285,7 +285,7 @@ pub fn keygen<R: rand::CryptoRng + rand::RngCore>(
         ),
     )?;
     println!(
-        "key id {id}: secret {} , public {}",
+        "key id {id}: secret {}, public {}",
         key_path.display(),
         pub_path.display()
     );
