@@ -57,7 +57,7 @@ pub enum FieldError {
 /// Reads a big-endian unsigned integer of exactly `width` bytes.
 ///
 /// # Errors
-/// [`FieldError::Length`] for another length; [`FieldError::NotAggregate`] never.
+/// [`FieldError::Length`] naming `path` for any other length.
 pub fn uint(path: TlvPath, data: &[u8], width: usize) -> Result<u32, FieldError> {
     if data.len() != width {
         return Err(FieldError::Length {
