@@ -262,7 +262,7 @@ fn oversize_values_and_aggregates_are_errors_not_truncations() {
         ],
     }
     .to_tlv();
-    let e = build(&[agg.clone()], &key, None).unwrap_err();
+    let e = build(std::slice::from_ref(&agg), &key, None).unwrap_err();
     assert_eq!(
         e,
         EncodeError::AggregateTooLong {
@@ -285,7 +285,7 @@ fn oversize_values_and_aggregates_are_errors_not_truncations() {
         subs: vec![Tlv::leaf(Some(43), 1, vec![0; 248])],
     }
     .to_tlv();
-    let bytes = build(&[max.clone()], &key, None).unwrap();
+    let bytes = build(std::slice::from_ref(&max), &key, None).unwrap();
     assert_eq!(bytes[1], 255);
     assert_eq!(ConfigFile::decode(&bytes).unwrap().tlvs[0], max);
 }
