@@ -130,10 +130,10 @@ fn encode_oid(arcs: &[u32]) -> Vec<u8> {
     };
     match arcs {
         [a, b, rest @ ..] => {
-            put(a * 40 + b);
+            put(a.saturating_mul(40).saturating_add(*b));
             rest.iter().for_each(|&x| put(x));
         }
-        [a] => put(a * 40),
+        [a] => put(a.saturating_mul(40)),
         [] => {}
     }
     out

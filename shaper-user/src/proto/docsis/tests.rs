@@ -792,6 +792,35 @@ proptest! {
     }
 
     #[test]
+    fn mutated_signed_files_never_panic_and_are_never_accepted(
+        muts in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let s = test_signer(6);
+        let good = signed_file(&s);
+        let mut b = good.clone();
+        for (at, x) in &muts {
+            b[at.index(good.len())] ^= x;
+        }
+        if truncate {
+            b.truncate(cut.index(good.len()));
+        }
+        let mics = verify_mics(&b, &docsis_key());
+        let sig = verify_signature(&b, &trust(&[&s]));
+        if b != good {
+            prop_assert!(mics.is_err() || sig.is_err(), "a changed file passed both checks");
+        }
+        if let Ok(f) = ConfigFile::decode(&b) {
+            prop_assert_eq!(f.encode().unwrap(), b.clone());
+            prop_assert_eq!(text::parse(&text::render(&f)).unwrap(), f.tlvs.clone());
+            let _ = f.service_flows();
+            let _ = f.vendor_specific();
+            let _ = f.network_access();
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_and_decoded_ones_round_trip(
         bytes in prop::collection::vec(any::<u8>(), 0..300)
     ) {
