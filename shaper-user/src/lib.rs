@@ -16,6 +16,7 @@ pub mod lab;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod modem;
 pub mod policy;
 pub mod proto;
 pub mod provision;

@@ -119,6 +119,12 @@ enum Cmd {
         #[arg(long)]
         modem: String,
     },
+    /// DOCSIS modem configuration files: decode to text, encode from text with MICs and an
+    /// optional signature, verify, generate signing keys (docs/MODEM-CONFIG.md).
+    ModemConfig {
+        #[command(subcommand)]
+        cmd: shaper::modem::cli::ModemConfigCmd,
+    },
     /// The lab demo: network namespaces sub — gw — net joined by veth pairs, the data plane on
     /// gw, real traffic with iperf3. Needs root, iperf3, iproute2 and ping.
     Demo,
@@ -238,6 +244,7 @@ fn main() -> ExitCode {
             run(&v, detach_on_exit)
         }),
         Cmd::Demo => shaper::demo::run(),
+        Cmd::ModemConfig { cmd } => shaper::modem::cli::run(cmd),
         Cmd::Provision {
             api,
             modem,
