@@ -4,3 +4,4 @@
 //! tasks that own sockets live elsewhere. `auth` holds the digests the protocols share.
 
 pub mod auth;
+pub mod tftp;
