@@ -50,7 +50,7 @@ fn decimal(value: &str) -> Option<u64> {
 /// `blksize` 8–65464 clamped to [`Config::max_blksize`] (RFC 2348 §3 lets the server answer a
 /// smaller value); `timeout` 1–255 s echoed unchanged (RFC 2349 §2); `tsize` answered with the
 /// file size in octet mode (RFC 2349 §3; omitted in netascii mode, where the size on the wire
-/// differs, as tftpd-hpa does); `windowsize` 1–65535 clamped to [`Config::max_windowsize`]
+/// differs, as tftpd-hpa does, and for an empty file, which curl refuses as `tsize 0`); `windowsize` 1–65535 clamped to [`Config::max_windowsize`]
 /// (RFC 7440 §3). Unknown options are omitted.
 ///
 /// # Errors
@@ -96,7 +96,10 @@ pub fn negotiate(
                 _ => Err("RFC 2349 timeout is 1-255 seconds"),
             },
             2 => match (n, mode) {
-                (Some(_), Mode::Octet) => Ok(file_len.to_string()),
+                (Some(_), Mode::Octet) if file_len > 0 => Ok(file_len.to_string()),
+                // Empty file: curl 7.88 rejects `tsize 0` in an OACK as illegal (exit 71, also
+                // against tftpd-hpa), so the option is left out and the client learns the size
+                // from the empty DATA 1.
                 (Some(_), _) => continue,
                 (None, _) => Err("RFC 2349 tsize is a decimal octet count"),
             },
@@ -232,6 +235,18 @@ mod tests {
         }
         // Unknown options are still omitted, not refused.
         assert!(negotiate(&opts(&[("rollover", "0")]), 1, Mode::Octet, &c).is_ok());
+    }
+
+    #[test]
+    fn tsize_is_omitted_for_an_empty_file() {
+        let n = negotiate(
+            &opts(&[("tsize", "0"), ("blksize", "1024")]),
+            0,
+            Mode::Octet,
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(oack(&n), [("blksize", "1024")]);
     }
 
     #[test]
