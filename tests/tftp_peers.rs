@@ -121,7 +121,7 @@ impl Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
-            self.rt.block_on(s.shutdown());
+            let _ = self.rt.block_on(s.shutdown());
         }
     }
 }
@@ -468,7 +468,8 @@ fn shutdown_aborts_running_transfers_with_error_0_and_stops_listening() {
     c.ack(tid, 0);
     c.recv().expect("DATA 1");
     let server = rig.server.take().unwrap();
-    rig.rt.block_on(server.shutdown());
+    let stats = rig.rt.block_on(server.shutdown());
+    assert_eq!(stats.completed.load(Ordering::Relaxed), 0);
     let (_, p) = c.recv().expect("error at shutdown");
     assert_eq!(&p[..4], &[0, 5, 0, 0], "{p:?}");
     assert!(String::from_utf8_lossy(&p).contains("shutting down"));
@@ -523,4 +524,22 @@ fn http_serves_the_same_files_to_curl() {
         assert_eq!(rc, 0, "{log}");
         assert!(log.ends_with(code), "{path}: {log}");
     }
+}
+
+#[test]
+fn a_new_request_from_a_reused_client_port_starts_a_new_transfer() {
+    // Under load the kernel hands a finished client's port to the next one while our transfer
+    // for the old client may still be waiting for its last ACK; the new request must not wait.
+    let rig = Rig::new("reuse", ServerConfig::default());
+    rig.put("a.bin", &content(2000, 10));
+    rig.put("b.bin", &content(100, 11));
+    let c = Raw::new(rig.addr);
+    c.send_rrq("a.bin", &[]);
+    let (tid_a, _) = c.recv().expect("DATA 1 of a.bin");
+    c.ack(tid_a, 1); // verified, still running
+    c.recv().expect("DATA 2 of a.bin");
+    c.send_rrq("b.bin", &[]);
+    let (tid_b, p) = c.recv().expect("DATA 1 of b.bin");
+    assert_ne!(tid_b, tid_a);
+    assert_eq!((data_block(&p), p.len()), (1, 104));
 }

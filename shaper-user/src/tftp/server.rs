@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,20 +86,26 @@ pub struct Stats {
 /// Per-client bookkeeping shared by the accept loop and the transfer tasks.
 #[derive(Default)]
 struct Registry {
+    next_id: u64,
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
     by_peer: HashMap<SocketAddr, Active>,
 }
 
 struct Active {
+    /// Distinguishes this transfer from a later one of the same peer address.
+    id: u64,
     request: Box<[u8]>,
     nudge: Arc<Notify>,
+    /// Set by the task once the client acknowledged something.
+    verified: Arc<AtomicBool>,
 }
 
 /// Releases a transfer's slot when its task ends, however it ends.
 struct Slot {
     registry: Arc<Mutex<Registry>>,
     peer: SocketAddr,
+    id: u64,
 }
 
 impl Drop for Slot {
@@ -112,8 +118,28 @@ impl Drop for Slot {
                 r.per_ip.remove(&self.peer.ip());
             }
         }
-        r.by_peer.remove(&self.peer);
+        if r.by_peer.get(&self.peer).is_some_and(|a| a.id == self.id) {
+            r.by_peer.remove(&self.peer);
+        }
     }
+}
+
+/// Receive buffer asked for the listening socket. A reboot storm delivers thousands of RRQs in
+/// a burst; the default 208 KiB holds about 200 of them, and a dropped RRQ costs the modem its
+/// retransmission timeout. The kernel caps the value at `net.core.rmem_max`.
+const LISTEN_RCVBUF: usize = 4 << 20;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(LISTEN_RCVBUF);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// A bound, not yet running TFTP server.
@@ -146,12 +172,10 @@ impl TftpServer {
         if config.max_transfers == 0 || config.max_per_client == 0 {
             return Err(ServerError::ZeroLimit);
         }
-        let socket = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let socket = bind_listener(config.bind).map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         Ok(Self {
             socket,
             config,
@@ -225,7 +249,7 @@ impl TftpServer {
                         }
                         Accept::Read(_) => {
                             stats.requests.fetch_add(1, Ordering::Relaxed);
-                            let Some((slot, nudge)) = admit(&registry, &config, peer, bytes, &stats)
+                            let Some((slot, nudge, verified)) = admit(&registry, &config, peer, bytes, &stats)
                             else {
                                 continue;
                             };
@@ -237,6 +261,7 @@ impl TftpServer {
                                 stats.clone(),
                                 slot,
                                 nudge,
+                                verified,
                                 abort_rx.clone(),
                             ));
                         }
@@ -263,8 +288,10 @@ impl TftpServer {
     }
 }
 
-/// Admits a request under the concurrency limits. A repeat of a running transfer's request from
-/// the same TID nudges that transfer instead. Over a limit the request is dropped silently: the
+/// Admits a request under the concurrency limits. A repeat of the request of a running,
+/// still unverified transfer from the same TID nudges that transfer instead (the client missed
+/// our first reply). Any other request from that TID is a new transfer: the client has moved
+/// on (ports are reused quickly under load), and the old transfer ends on its own. Over a limit the request is dropped silently: the
 /// client repeats it after its own timeout, which is the back-off a reboot storm needs, and an
 /// error would make a cable modem abandon its provisioning cycle and start over with DHCP;
 /// silence also gives a spoofed source nothing.
@@ -274,13 +301,13 @@ fn admit(
     peer: SocketAddr,
     request: &[u8],
     stats: &Stats,
-) -> Option<(Slot, Arc<Notify>)> {
+) -> Option<(Slot, Arc<Notify>, Arc<AtomicBool>)> {
     let mut r = registry.lock().expect("registry lock");
     if let Some(active) = r.by_peer.get(&peer) {
-        if *active.request == *request {
+        if *active.request == *request && !active.verified.load(Ordering::Relaxed) {
             active.nudge.notify_one();
+            return None;
         }
-        return None;
     }
     let per_ip = r.per_ip.get(&peer.ip()).copied().unwrap_or(0);
     if r.total >= config.max_transfers || per_ip >= config.max_per_client {
@@ -290,19 +317,26 @@ fn admit(
     r.total += 1;
     *r.per_ip.entry(peer.ip()).or_default() += 1;
     let nudge = Arc::new(Notify::new());
+    let verified = Arc::new(AtomicBool::new(false));
+    r.next_id += 1;
+    let id = r.next_id;
     r.by_peer.insert(
         peer,
         Active {
+            id,
             request: request.into(),
             nudge: nudge.clone(),
+            verified: verified.clone(),
         },
     );
     Some((
         Slot {
             registry: registry.clone(),
             peer,
+            id,
         },
         nudge,
+        verified,
     ))
 }
 
@@ -323,6 +357,7 @@ async fn transfer(
     stats: Arc<Stats>,
     _slot: Slot,
     nudge: Arc<Notify>,
+    verified: Arc<AtomicBool>,
     mut abort: watch::Receiver<bool>,
 ) {
     let Ok(Packet::Rrq(req)) = Packet::parse(&request) else {
@@ -371,6 +406,9 @@ async fn transfer(
                         stats.stray.fetch_add(1, Ordering::Relaxed);
                     }
                     t.handle(now(), from, &inb[..n]);
+                    if t.is_verified() && !verified.load(Ordering::Relaxed) {
+                        verified.store(true, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => debug!(%peer, error = %e, "tftp: receive failed"),
             },
@@ -409,11 +447,13 @@ impl ServerHandle {
         &self.stats
     }
 
-    /// Stops accepting requests and waits for the drain described in [`TftpServer::run`].
-    pub async fn shutdown(self) {
+    /// Stops accepting requests, waits for the drain described in [`TftpServer::run`] and
+    /// returns the final counters.
+    pub async fn shutdown(self) -> Arc<Stats> {
         let _ = self.stop.send(true);
         if let Err(e) = self.task.await {
             warn!(error = %e, "tftp: server task failed");
         }
+        self.stats
     }
 }
