@@ -162,7 +162,7 @@ fn start_tftpd_hpa(root: &Path) -> (Child, SocketAddr) {
         "{IN_TFTPD} missing: install the Debian package tftpd-hpa (cargo xtask deps)"
     );
     let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let child = Command::new(IN_TFTPD)
+    let mut child = Command::new(IN_TFTPD)
         .arg("-L")
         .arg("-s")
         .arg(root)
@@ -182,6 +182,8 @@ fn start_tftpd_hpa(root: &Path) -> (Child, SocketAddr) {
             return (child, addr);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("in.tftpd did not answer on {addr}");
 }
 

@@ -530,7 +530,13 @@ fn http_serves_the_same_files_to_curl() {
 fn a_new_request_from_a_reused_client_port_starts_a_new_transfer() {
     // Under load the kernel hands a finished client's port to the next one while our transfer
     // for the old client may still be waiting for its last ACK; the new request must not wait.
-    let rig = Rig::new("reuse", ServerConfig::default());
+    let rig = Rig::new(
+        "reuse",
+        ServerConfig {
+            shutdown_grace: Duration::from_millis(100),
+            ..ServerConfig::default()
+        },
+    );
     rig.put("a.bin", &content(2000, 10));
     rig.put("b.bin", &content(100, 11));
     let c = Raw::new(rig.addr);
