@@ -22,3 +22,4 @@ pub mod proto;
 pub mod provision;
 pub mod sessions;
 pub mod store;
+pub mod tftp;

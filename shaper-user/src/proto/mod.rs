@@ -6,3 +6,4 @@
 pub mod auth;
 pub mod radius;
 pub mod docsis;
+pub mod tftp;
