@@ -4,3 +4,5 @@
 //! tasks that own sockets live elsewhere. `auth` holds the digests the protocols share.
 
 pub mod auth;
+pub mod dhcp;
+pub mod snmp;
