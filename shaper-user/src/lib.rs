@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod lab;
 pub mod metrics;
 pub mod model;
+pub mod modem;
 pub mod policy;
 pub mod proto;
 pub mod provision;
