@@ -412,6 +412,88 @@ pub async fn run_printing(cfg: EmulatorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Flags of `shaper modem-emulator`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EmulatorArgs {
+    /// The emulated modem's MAC (a FORCERENEW must carry it in chaddr).
+    #[arg(long, value_parser = parse_mac_arg)]
+    pub mac: [u8; 6],
+    /// DHCP client address to listen on for FORCERENEW.
+    #[arg(long, default_value = "0.0.0.0:68")]
+    pub dhcp_listen: SocketAddr,
+    /// SNMP agent address to listen on.
+    #[arg(long, default_value = "0.0.0.0:161")]
+    pub snmp_listen: SocketAddr,
+    /// RFC 6704 reconfigure key, 32 hex digits (without it every FORCERENEW is refused).
+    #[arg(long, value_name = "HEX", value_parser = parse_key_hex)]
+    pub forcerenew_key: Option<[u8; DIGEST_LEN]>,
+    /// Only accept FORCERENEWs with a replay counter above this (that of the DHCPACK).
+    #[arg(long, value_name = "N")]
+    pub initial_replay: Option<u64>,
+    /// SNMP community allowed to SET docsDevResetNow.
+    #[arg(long, default_value = "private")]
+    pub community: String,
+    /// SNMP community allowed only to read (a SET with it gets noAccess).
+    #[arg(long)]
+    pub ro_community: Option<String>,
+}
+
+fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
+    super::reboot::parse_mac(s).map_err(|e| e.to_string())
+}
+
+/// 32 hex digits to a 16-byte key.
+pub fn parse_key_hex(s: &str) -> Result<[u8; DIGEST_LEN], String> {
+    let s = s.trim();
+    if s.len() != 2 * DIGEST_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("expected {} hex digits", 2 * DIGEST_LEN));
+    }
+    let mut k = [0u8; DIGEST_LEN];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(k)
+}
+
+impl EmulatorArgs {
+    /// The emulator configuration these flags describe.
+    #[must_use]
+    pub fn config(&self) -> EmulatorConfig {
+        let EmulatorArgs {
+            mac,
+            dhcp_listen,
+            snmp_listen,
+            forcerenew_key,
+            initial_replay,
+            community,
+            ro_community,
+        } = self;
+        EmulatorConfig {
+            mac: *mac,
+            dhcp_listen: Some(*dhcp_listen),
+            snmp_listen: Some(*snmp_listen),
+            reconfigure_key: *forcerenew_key,
+            delayed: None,
+            initial_replay: *initial_replay,
+            agent: Agent {
+                rw_community: community.as_bytes().to_vec(),
+                ro_community: ro_community.as_ref().map(|c| c.as_bytes().to_vec()),
+            },
+        }
+    }
+}
+
+/// Entry point of `shaper modem-emulator`: a current-thread runtime running
+/// [`run_printing`].
+pub fn run_cli(args: &EmulatorArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?
+        .block_on(run_printing(args.config()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +610,16 @@ mod tests {
             agent().handle(&resp.encode().unwrap()),
             Err(SnmpError::UnsupportedPdu(0xa2))
         );
+    }
+
+    #[test]
+    fn key_hex() {
+        assert_eq!(
+            parse_key_hex("000102030405060708090a0b0c0d0e0F").unwrap(),
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        );
+        assert!(parse_key_hex("0001").is_err());
+        assert!(parse_key_hex("zz0102030405060708090a0b0c0d0e0f").is_err());
     }
 
     #[test]
