@@ -51,6 +51,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/bin/pgrep"),
     ("prometheus", "/usr/bin/promtool"),
+    ("snmpd", "/usr/sbin/snmpd"),
+    ("snmp", "/usr/bin/snmpset"),
+    ("tshark", "/usr/bin/tshark"),
 ];
 
 fn deps() -> anyhow::Result<()> {

@@ -328,18 +328,30 @@ impl ForceRenewSender {
             key.auth(),
             replay,
         );
-        let sock = UdpSocket::bind(self.source)
-            .await
-            .map_err(|source| ForceRenewError::Bind {
-                addr: self.source,
-                source,
-            })?;
+        let sock = bind_reusable(self.source).map_err(|source| ForceRenewError::Bind {
+            addr: self.source,
+            source,
+        })?;
         let to = SocketAddr::new(IpAddr::V4(ip), self.client_port);
         sock.send_to(&bytes, to)
             .await
             .map_err(|source| ForceRenewError::Send { to, source })?;
         Ok(())
     }
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR`, so the sender can use port
+/// 67 beside a DHCP server (or an earlier sender) whose socket also set it; it only sends.
+fn bind_reusable(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 /// Why an operator hook failed.
