@@ -998,4 +998,31 @@ mod tests {
         assert_eq!(&b[240..], &hex("910101ff")[..]); // RFC 6704 §4, as dhcpcd sends it
         assert_eq!(Message::decode(&b).unwrap(), m);
     }
+
+    /// What the fuzz target checks, over single-byte mutations of a signed FORCERENEW's
+    /// options: no panic, whatever decodes round-trips, and no mutation still verifies
+    /// (except in `hops`/`giaddr`, which the HMAC excludes).
+    #[test]
+    fn mutations_never_verify_and_round_trip() {
+        let good = encode_forcerenew(&fr(), ForceRenewAuth::ReconfigureKey(&KEY), 5);
+        let keys = ClientKeys {
+            reconfigure_key: Some(&KEY),
+            delayed: None,
+        };
+        for i in (0..44).chain(236..good.len()) {
+            for x in [0x00, 0x01, 0x09, 0x1c, 0x5a, 0xff] {
+                let mut b = good.clone();
+                if b[i] == x {
+                    continue;
+                }
+                b[i] = x;
+                if let Ok(m) = Message::decode(&b) {
+                    assert_eq!(Message::decode(&m.encode().unwrap()).unwrap(), m);
+                }
+                let r = verify_forcerenew(&b, &MAC, keys, &mut ReplayWindow::default());
+                let excluded = i == OFF_HOPS || (OFF_GIADDR..OFF_GIADDR + 4).contains(&i);
+                assert_eq!(r.is_ok(), excluded, "byte {i} = {x:#04x}: {r:?}");
+            }
+        }
+    }
 }

@@ -914,4 +914,23 @@ mod tests {
             ))
         );
     }
+
+    /// What the fuzz target checks, over every single-byte mutation of the captured vectors:
+    /// no panic, and whatever decodes round-trips.
+    #[test]
+    fn single_byte_mutations_round_trip_or_fail_cleanly() {
+        for v in [SET_PRIVATE_1, RESP_WRONG_VALUE, RESP_NO_ACCESS, GET_PUBLIC] {
+            let good = hex(v);
+            for i in 0..good.len() {
+                for x in [0x00, 0x01, 0x7f, 0x80, 0x81, 0x84, 0xff] {
+                    let mut b = good.clone();
+                    b[i] = x;
+                    if let Ok(m) = Message::decode(&b) {
+                        let again = Message::decode(&m.encode().unwrap()).unwrap();
+                        assert_eq!(again, m, "byte {i} = {x:#04x}");
+                    }
+                }
+            }
+        }
+    }
 }
