@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shaper::modem::emulator::Agent;
+use shaper::modem::emulator::{Agent, AgentReply};
 use shaper::proto::snmp::Message;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,9 +17,11 @@ fuzz_target!(|data: &[u8]| {
         rw_community: b"private".to_vec(),
         ro_community: Some(b"public".to_vec()),
     };
-    if let Ok(reply) = agent.handle(data) {
-        if let Some(resp) = reply.response {
-            Message::decode(&resp).expect("the agent's response decodes");
-        }
+    if let Ok(AgentReply {
+        response: Some(resp),
+        ..
+    }) = agent.handle(data)
+    {
+        Message::decode(&resp).expect("the agent's response decodes");
     }
 });

@@ -552,7 +552,7 @@ impl Rebooter {
                             .map_err(RebootError::from)
                     })
                     .await;
-                (r.map(|()| ()), n, e)
+                (r, n, e)
             }
             RebootMethod::ForceRenew { key, xid } => {
                 let (r, n, e) = self
