@@ -340,8 +340,12 @@ impl ForceRenewSender {
     }
 }
 
-/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR`, so the sender can use port
-/// 67 beside a DHCP server (or an earlier sender) whose socket also set it; it only sends.
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR`; it only sends.
+///
+/// Without it, binding port 67 fails with EADDRINUSE while an earlier sender's socket is still
+/// alive: closing it does not free the port when a `fork` elsewhere in the process (any child
+/// being spawned) holds a copy of the descriptor until its `exec` (seen in the modem_reboot
+/// tests). It also lets the sender share port 67 with a DHCP server socket that set it too.
 fn bind_reusable(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),

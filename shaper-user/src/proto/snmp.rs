@@ -131,13 +131,13 @@ impl Oid {
             return Err(SnmpError::BadOid("last sub-identifier unterminated"));
         }
         let first = subids[0];
-        let (a, b) = match first {
+        let (a, b): (u32, u64) = match first {
             0..=39 => (0, first),
             40..=79 => (1, first - 40),
             _ => (2, first - 80),
         };
         let mut arcs = Vec::with_capacity(subids.len() + 1);
-        arcs.push(a as u32);
+        arcs.push(a);
         arcs.push(u32::try_from(b).map_err(|_| SnmpError::BadOid("second arc exceeds 32 bits"))?);
         for &s in &subids[1..] {
             arcs.push(u32::try_from(s).map_err(|_| SnmpError::BadOid("arc exceeds 32 bits"))?);
@@ -606,15 +606,17 @@ fn decode_int(data: &[u8], what: &'static str, max: usize) -> Result<i64, SnmpEr
     Ok(v)
 }
 
+/// X.690 §8.1.3: short form below 128, else long form with the minimal number of octets.
 fn put_len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let b = (len as u32).to_be_bytes();
-        let skip = b.iter().take_while(|&&x| x == 0).count();
-        out.push(0x80 | (4 - skip) as u8);
-        out.extend_from_slice(&b[skip..]);
+        out.push(u8::try_from(len).expect("below 0x80"));
+        return;
     }
+    let b = len.to_be_bytes();
+    let skip = b.iter().take_while(|&&x| x == 0).count();
+    let octets = u8::try_from(b.len() - skip).expect("a usize has at most 8 octets");
+    out.push(0x80 | octets);
+    out.extend_from_slice(&b[skip..]);
 }
 
 fn put_tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
