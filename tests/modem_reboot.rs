@@ -271,7 +271,8 @@ fn snmp_reset_against_net_snmp_snmpd() {
             "pass script log: {log}"
         );
 
-        // The read-only community: snmpd answers noAccess; every attempt fails naming it.
+        // The read-only community: snmpd answers noAccess, a failure naming it; a definite
+        // refusal is not retried.
         let denied = rb
             .reboot(
                 &target(RebootMethod::Snmp {
@@ -281,11 +282,32 @@ fn snmp_reset_against_net_snmp_snmpd() {
             )
             .await;
         assert!(!denied.ok);
-        assert_eq!(denied.attempts, 2);
-        let e = denied.last_error.unwrap();
+        assert_eq!(denied.attempts, 1);
+        let e = denied.last_error.clone().unwrap();
         assert!(e.contains("noAccess"), "{e}");
-        let json = serde_json::to_value(&denied.errors).unwrap();
-        assert_eq!(json.as_array().unwrap().len(), 2);
+        let json = serde_json::to_value(&denied).unwrap();
+        assert_eq!(json["method"], "snmp");
+        assert_eq!(json["errors"].as_array().unwrap().len(), 1);
+
+        // No agent on another port: retried, with backoff.
+        let mut silent = rebooter(2);
+        silent.snmp.port = SNMP_PORT + 1;
+        silent.snmp.timeout = Duration::from_millis(200);
+        let lost = silent
+            .reboot(
+                &target(RebootMethod::Snmp {
+                    community: "private".into(),
+                }),
+                0,
+            )
+            .await;
+        assert!(!lost.ok);
+        assert_eq!(lost.attempts, 2);
+        assert!(
+            lost.last_error.as_deref().unwrap().contains("unreachable"),
+            "{lost:?}"
+        );
+        assert!(lost.duration_ms >= 50, "{lost:?}");
 
         // Value check through our codec: 2 is wrongValue (index 1), a read gives false(2).
         let resp = snmp_exchange(

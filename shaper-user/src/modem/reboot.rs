@@ -179,6 +179,8 @@ pub enum SnmpResetError {
         after: Duration,
         mismatched: u32,
     },
+    #[error("SNMP agent {agent} unreachable: nothing listens there (ICMP port unreachable)")]
+    Unreachable { agent: SocketAddr },
     #[error("encoding the SetRequest: {0}")]
     Encode(#[source] SnmpError),
     #[error("SNMP agent {agent} refused docsDevResetNow: {source}")]
@@ -261,6 +263,9 @@ impl SnmpReset {
                         after: self.timeout,
                         mismatched,
                     });
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(SnmpResetError::Unreachable { agent });
                 }
                 Ok(r) => r.map_err(io("recv"))?,
             };
@@ -445,6 +450,26 @@ pub enum RebootError {
     Hook(#[from] HookError),
 }
 
+impl RebootError {
+    /// Whether trying again cannot help: missing configuration, or an SNMP agent's definite
+    /// answer about the request itself (noAccess, wrongValue, authorizationError, …). genErr,
+    /// resourceUnavailable, commitFailed and undoFailed (RFC 3416 §4.2.5) may pass, as may
+    /// timeouts, socket errors and a failed or hung hook.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        use snmp::ErrorStatus as S;
+        match self {
+            RebootError::Snmp(e) => match e.status() {
+                Some(S::GenErr | S::ResourceUnavailable | S::CommitFailed | S::UndoFailed) => false,
+                Some(_) => true,
+                None => matches!(e, SnmpResetError::Encode(_)),
+            },
+            RebootError::ForceRenew(e) => matches!(e, ForceRenewError::NotConfigured),
+            RebootError::Hook(e) => matches!(e, HookError::NotConfigured),
+        }
+    }
+}
+
 /// Attempts and exponential backoff: the delay after attempt `n` (1-based) is
 /// `base_delay * 2^(n-1)`, capped at `max_delay` (RFC 3203 §4 asks for backoff on retries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,8 +502,9 @@ impl RetryPolicy {
             .map_or(self.max_delay, |d| d.min(self.max_delay))
     }
 
-    /// Run `f(attempt)` until it succeeds or the attempts are used up, sleeping (tokio time)
-    /// between tries. Returns the last result, the number of attempts and every error text.
+    /// Run `f(attempt)` until it succeeds, fails [permanently](RebootError::is_permanent) or
+    /// the attempts are used up, sleeping (tokio time) between tries. Returns the last result,
+    /// the number of attempts and every error text.
     pub async fn run<F, Fut, T>(&self, mut f: F) -> (Result<T, RebootError>, u32, Vec<String>)
     where
         F: FnMut(u32) -> Fut,
@@ -493,7 +519,7 @@ impl RetryPolicy {
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "reboot attempt failed");
                     errors.push(e.to_string());
-                    if attempt >= attempts {
+                    if attempt >= attempts || e.is_permanent() {
                         return (Err(e), attempt, errors);
                     }
                 }
@@ -698,7 +724,7 @@ mod tests {
                 async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     if attempt < 3 {
-                        Err(RebootError::Hook(HookError::NotConfigured))
+                        Err(hung())
                     } else {
                         Ok(attempt)
                     }
@@ -707,21 +733,70 @@ mod tests {
             .await;
         assert_eq!(r.unwrap(), 3);
         assert_eq!(n, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert_eq!(errors.len(), 2);
         // 1 s after attempt 1, 2 s after attempt 2.
         assert_eq!(start.elapsed(), Duration::from_secs(3));
 
         let start = Instant::now();
-        let (r, n, errors) = p
-            .run(|_| async { Err::<(), _>(RebootError::Hook(HookError::NotConfigured)) })
-            .await;
+        let (r, n, errors) = p.run(|_| async { Err::<(), _>(hung()) }).await;
         assert!(matches!(
             r,
-            Err(RebootError::Hook(HookError::NotConfigured))
+            Err(RebootError::Hook(HookError::Timeout { .. }))
         ));
         assert_eq!(n, 4);
-        assert_eq!(errors, vec!["no reboot command hook is configured"; 4]);
+        assert_eq!(
+            errors,
+            vec!["/usr/bin/true did not finish within 1s (killed)"; 4]
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(1 + 2 + 4));
+
+        // A permanent error is not retried.
+        let start = Instant::now();
+        let (r, n, _) = p
+            .run(|_| async { Err::<(), _>(RebootError::Hook(HookError::NotConfigured)) })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(n, 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    fn hung() -> RebootError {
+        RebootError::Hook(HookError::Timeout {
+            program: "/usr/bin/true".into(),
+            after: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn permanent_errors() {
+        let refused = |status| {
+            RebootError::Snmp(SnmpResetError::Refused {
+                agent: "127.0.0.1:161".parse().unwrap(),
+                source: ReplyError::Status {
+                    status,
+                    index: 1,
+                    oid: None,
+                },
+            })
+        };
+        assert!(refused(ErrorStatus::NoAccess).is_permanent());
+        assert!(refused(ErrorStatus::WrongValue).is_permanent());
+        assert!(refused(ErrorStatus::AuthorizationError).is_permanent());
+        assert!(!refused(ErrorStatus::GenErr).is_permanent());
+        assert!(!refused(ErrorStatus::ResourceUnavailable).is_permanent());
+        let timeout = RebootError::Snmp(SnmpResetError::Timeout {
+            agent: "127.0.0.1:161".parse().unwrap(),
+            after: Duration::from_secs(1),
+            mismatched: 0,
+        });
+        assert!(!timeout.is_permanent());
+        let unreachable = RebootError::Snmp(SnmpResetError::Unreachable {
+            agent: "127.0.0.1:161".parse().unwrap(),
+        });
+        assert!(!unreachable.is_permanent());
+        assert!(RebootError::ForceRenew(ForceRenewError::NotConfigured).is_permanent());
+        assert!(!hung().is_permanent());
     }
 
     /// A one-shot agent on loopback answering with `status`, after first sending a stale
@@ -867,8 +942,9 @@ mod tests {
             )
             .await;
         assert!(!out.ok);
-        assert_eq!(out.attempts, 2);
-        assert_eq!(out.replay_counter, Some(51));
+        // Missing configuration is permanent: no retry.
+        assert_eq!(out.attempts, 1);
+        assert_eq!(out.replay_counter, Some(50));
         assert_eq!(
             out.last_error.as_deref(),
             Some("no FORCERENEW sender is configured")
