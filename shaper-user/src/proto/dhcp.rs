@@ -32,6 +32,9 @@ pub const BOOTREPLY: u8 = 2;
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Length of the fixed BOOTP header before the cookie (RFC 2131 §2, figure 1).
 pub const FIXED_LEN: usize = 236;
+/// RFC 1542 §2.1: BOOTP messages are at least 300 octets; servers pad shorter replies (ISC
+/// dhcpd does) so that strict clients and relays accept them.
+pub const MIN_BOOTP_LEN: usize = 300;
 /// DHCP server port (RFC 2131 §4.1).
 pub const SERVER_PORT: u16 = 67;
 /// DHCP client port (RFC 2131 §4.1).
@@ -508,7 +511,9 @@ pub struct ForceRenew {
 }
 
 /// Build a FORCERENEW: BOOTREPLY, option 53 = 9, option 54, then option 90 signed with
-/// `auth` and carrying `replay` (RFC 3203 §4, RFC 3118 §5.3, RFC 6704 §3).
+/// `auth` and carrying `replay` (RFC 3203 §4, RFC 3118 §5.3, RFC 6704 §3), padded with zeros
+/// after the end option to [`MIN_BOOTP_LEN`]. The HMAC covers the padding too: it is part of
+/// the message as the client receives it.
 #[must_use]
 pub fn encode_forcerenew(fr: &ForceRenew, auth: ForceRenewAuth<'_>, replay: u64) -> Vec<u8> {
     let mut m = Message::reply_to(fr.client_mac, fr.xid);
@@ -518,7 +523,9 @@ pub fn encode_forcerenew(fr: &ForceRenew, auth: ForceRenewAuth<'_>, replay: u64)
     m.options.push(DhcpOption::ServerId(fr.server_id));
     let (key, info): (&[u8], Vec<u8>) = match auth {
         ForceRenewAuth::Unauthenticated => {
-            return m.encode().expect("fixed options fit");
+            let mut b = m.encode().expect("fixed options fit");
+            pad_to_min(&mut b);
+            return b;
         }
         ForceRenewAuth::ReconfigureKey(k) => {
             let mut info = vec![RKAP_TYPE_HMAC];
@@ -543,10 +550,17 @@ pub fn encode_forcerenew(fr: &ForceRenew, auth: ForceRenewAuth<'_>, replay: u64)
         info,
     }));
     let (mut bytes, offsets) = m.encode_with_offsets().expect("fixed options fit");
+    pad_to_min(&mut bytes);
     let hmac_at = offsets[2] + hmac_offset_in_value(protocol).expect("known protocol");
     let mac = message_hmac(key, &bytes, hmac_at);
     bytes[hmac_at..hmac_at + DIGEST_LEN].copy_from_slice(&mac);
     bytes
+}
+
+fn pad_to_min(b: &mut Vec<u8>) {
+    if b.len() < MIN_BOOTP_LEN {
+        b.resize(MIN_BOOTP_LEN, code::PAD);
+    }
 }
 
 /// The keys a client holds to check a FORCERENEW.
@@ -752,17 +766,18 @@ mod tests {
         let hmac_at = want.len();
         want.extend([0; 16]);
         want.push(0xff);
+        assert_eq!(want.len(), 240 + 3 + 6 + 30 + 1);
+        want.resize(MIN_BOOTP_LEN, 0); // RFC 1542 §2.1 padding
         assert_eq!(b.len(), want.len());
         assert_eq!(b[..hmac_at], want[..hmac_at]);
-        assert_eq!(b[hmac_at + 16], 0xff);
+        assert_eq!(b[hmac_at + 16..], want[hmac_at + 16..]);
         // The HMAC, recomputed independently over the zeroed-field message.
         assert_eq!(b[hmac_at..hmac_at + 16], hmac_md5(&KEY, &[&want]));
-        assert_eq!(b.len(), 240 + 3 + 6 + 30 + 1);
 
         let m = Message::decode(&b).unwrap();
         assert_eq!(m.message_type(), Some(MessageType::FORCERENEW));
         assert_eq!(m.server_id(), Some(Ipv4Addr::new(198, 18, 0, 1)));
-        assert_eq!(m.encode().unwrap(), b);
+        assert_eq!(m.encode().unwrap(), b[..280]);
     }
 
     #[test]
@@ -783,7 +798,9 @@ mod tests {
         let hmac_at = want.len();
         want.extend([0; 16]);
         want.push(0xff);
+        want.resize(MIN_BOOTP_LEN, 0);
         assert_eq!(b[..hmac_at], want[..hmac_at]);
+        assert_eq!(b[hmac_at + 16..], want[hmac_at + 16..]);
         assert_eq!(b[hmac_at..hmac_at + 16], hmac_md5(secret, &[&want]));
 
         let keys = ClientKeys {
@@ -883,7 +900,7 @@ mod tests {
         ));
         // Truncating inside option 90 is malformed, not "wrong key".
         assert!(matches!(
-            verify_forcerenew(&good[..good.len() - 5], &MAC, keys, &mut w),
+            verify_forcerenew(&good[..275], &MAC, keys, &mut w),
             Err(ForceRenewReject::Malformed(DhcpError::OptionTruncated {
                 code: 90,
                 ..
@@ -948,8 +965,10 @@ mod tests {
 
     #[test]
     fn decoder_errors() {
-        let mut b = encode_forcerenew(&fr(), ForceRenewAuth::ReconfigureKey(&KEY), 1);
+        let signed = encode_forcerenew(&fr(), ForceRenewAuth::ReconfigureKey(&KEY), 1);
+        let mut b = Message::decode(&signed).unwrap().encode().unwrap();
         let n = b.len();
+        assert_eq!((n, b[n - 1]), (280, 0xff));
         assert_eq!(Message::decode(&b[..n - 1]), Err(DhcpError::MissingEnd));
         // Pads before the end and padding after it are fine.
         let mut padded = b[..n - 1].to_vec();
