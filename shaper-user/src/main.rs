@@ -125,6 +125,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: shaper::modem::cli::ModemConfigCmd,
     },
+    /// Emulate a modem's reboot triggers: accept an authenticated FORCERENEW (UDP 68) and an
+    /// SNMP SET of docsDevResetNow (UDP 161); print one JSON line per accepted trigger.
+    ModemEmulator(shaper::modem::emulator::EmulatorArgs),
     /// The lab demo: network namespaces sub — gw — net joined by veth pairs, the data plane on
     /// gw, real traffic with iperf3. Needs root, iperf3, iproute2 and ping.
     Demo,
@@ -245,6 +248,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Demo => shaper::demo::run(),
         Cmd::ModemConfig { cmd } => shaper::modem::cli::run(cmd),
+        Cmd::ModemEmulator(args) => shaper::modem::emulator::run_cli(&args),
         Cmd::Provision {
             api,
             modem,

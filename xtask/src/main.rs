@@ -58,6 +58,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tftp-hpa", "/usr/bin/tftp"),
     ("atftp", "/usr/bin/atftp"),
     ("tftpd-hpa", "/usr/sbin/in.tftpd"),
+    ("snmpd", "/usr/sbin/snmpd"),
+    ("snmp", "/usr/bin/snmpset"),
 ];
 
 fn deps() -> anyhow::Result<()> {

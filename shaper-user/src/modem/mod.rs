@@ -11,3 +11,8 @@ pub use configfile::{
     BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, load_and_verify, modem_config,
     settings, verify, write_atomic,
 };
+//! Modem-side operations: making a modem re-fetch its configuration (`reboot`) and a modem
+//! emulator that receives those triggers (`emulator`), for the lab and interop tests.
+
+pub mod emulator;
+pub mod reboot;

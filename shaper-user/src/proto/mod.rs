@@ -7,3 +7,5 @@ pub mod auth;
 pub mod radius;
 pub mod docsis;
 pub mod tftp;
+pub mod dhcp;
+pub mod snmp;
