@@ -549,3 +549,24 @@ fn a_new_request_from_a_reused_client_port_starts_a_new_transfer() {
     assert_ne!(tid_b, tid_a);
     assert_eq!((data_block(&p), p.len()), (1, 104));
 }
+
+#[test]
+fn total_limit_drops_excess_requests_silently() {
+    let rig = Rig::new(
+        "total",
+        ServerConfig {
+            max_transfers: 2,
+            max_per_client: 10,
+            shutdown_grace: Duration::from_millis(100),
+            ..ServerConfig::default()
+        },
+    );
+    rig.put("f.bin", &content(2000, 12));
+    let clients: Vec<Raw> = (0..3).map(|_| Raw::new(rig.addr)).collect();
+    for c in &clients {
+        c.send_rrq("f.bin", &[]);
+    }
+    let answered = clients.iter().filter(|c| c.recv().is_some()).count();
+    assert_eq!(answered, 2, "two slots in total");
+    assert_eq!(rig.stats().dropped_busy.load(Ordering::Relaxed), 1);
+}
