@@ -1,18 +1,17 @@
-//! Cable-modem side of provisioning: the DOCSIS configuration files that carry a modem's
-//! QoS (DESIGN.md §1.3, §1.5; issue 4), and the `shaper modem-config` operator commands.
+//! Cable-modem side of provisioning (DESIGN.md §1.3–1.5; issue 4): the DOCSIS configuration
+//! files that carry a modem's QoS and the `shaper modem-config` operator commands
+//! (`configfile`, `cli`), making a modem re-fetch its configuration (`reboot`), and a modem
+//! emulator that receives those triggers (`emulator`), for the lab and interop tests.
 //!
-//! The byte-level codec, MICs and signature are in [`crate::proto::docsis`] (sans-IO); this
-//! module maps QoS levels to files and back and does the file-system work.
+//! The byte-level codecs, MICs and signature are in [`crate::proto`] (sans-IO); this module
+//! maps QoS levels to files and back and does the file-system and socket work.
 
 pub mod cli;
 pub mod configfile;
+pub mod emulator;
+pub mod reboot;
 
 pub use configfile::{
     BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, load_and_verify, modem_config,
     settings, verify, write_atomic,
 };
-//! Modem-side operations: making a modem re-fetch its configuration (`reboot`) and a modem
-//! emulator that receives those triggers (`emulator`), for the lab and interop tests.
-
-pub mod emulator;
-pub mod reboot;
