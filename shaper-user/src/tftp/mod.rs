@@ -11,6 +11,7 @@
 //! hundred bytes to a few KiB, and holding them lets every retransmission and every window be
 //! a slice without file I/O in the transfer loop.
 
+pub mod client;
 pub mod handler;
 pub mod http;
 pub mod server;

@@ -34,6 +34,7 @@
 //! - Errors to requests are cut to the request's own length ([`packet::encode_error`]); the
 //!   "wrong TID" error 5 is sent only for a well-formed, non-ERROR packet, at most one pending.
 
+pub mod client;
 mod options;
 pub mod packet;
 mod transfer;
