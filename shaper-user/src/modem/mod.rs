@@ -8,6 +8,6 @@ pub mod cli;
 pub mod configfile;
 
 pub use configfile::{
-    BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, load_and_verify, modem_config,
-    settings, verify, write_atomic,
+    BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, build_batch, load_and_verify,
+    modem_config, settings, verify, write_atomic,
 };
