@@ -9,7 +9,7 @@ use std::{
 };
 
 use shaper::{
-    modem::{BuildOptions, build},
+    modem::{BuildOptions, build, build_batch},
     proto::docsis::{CmtsKey, Signer},
     provision::{QosLevel, ServiceTargets},
 };
@@ -323,6 +323,22 @@ fn tshark_dissects_a_generated_file_without_errors() {
     ] {
         assert!(out.contains(want), "{want:?} not in tshark output:\n{out}");
     }
+    // A batch-signed file (signature block with a Merkle path, 247 bytes) reads as cleanly.
+    let opts = BuildOptions {
+        cmts_key: &key,
+        signer: Some(&signer),
+        max_cpe: 4,
+    };
+    let batch = build_batch(
+        &[("cm-0001", &qos), ("cm-0002", &qos), ("cm-0003", &qos)],
+        &opts,
+    )
+    .unwrap();
+    let out = tshark_dissect(&d, "batch", &batch[2]);
+    for bad in ["Malformed", "Expert Info (Error"] {
+        assert!(!out.contains(bad), "{bad:?} in tshark output:\n{out}");
+    }
+    assert!(out.contains("7 CMTS MIC: "), "{out}");
     // The check can fail: a truncated file is reported malformed.
     let out = tshark_dissect(&d, "cut", &bytes[..40]);
     assert!(out.contains("Malformed"), "{out}");

@@ -12,6 +12,6 @@ pub mod emulator;
 pub mod reboot;
 
 pub use configfile::{
-    BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, load_and_verify, modem_config,
-    settings, verify, write_atomic,
+    BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, build_batch, load_and_verify,
+    modem_config, settings, verify, write_atomic,
 };

@@ -372,3 +372,39 @@ fn load_errors_name_the_path() {
     write_atomic(&p, b"two").unwrap();
     assert_eq!(fs::read(&p).unwrap(), b"two");
 }
+
+#[test]
+fn batch_built_files_load_back_each_to_its_own_qos() {
+    let (k, s) = (key(), signer(5));
+    let ids: Vec<String> = (0..40).map(|i| format!("cm-{i:03}")).collect();
+    let levels: Vec<QosLevel> = (0..40u64)
+        .map(|i| QosLevel {
+            max_down_bps: Some((i + 51) * 1_000_000),
+            ..plan()
+        })
+        .collect();
+    let items: Vec<(&str, &QosLevel)> = ids.iter().map(String::as_str).zip(&levels).collect();
+    let files = build_batch(&items, &opts(&k, Some(&s))).unwrap();
+    assert_eq!(files.len(), 40);
+    for (i, f) in files.iter().enumerate() {
+        let c = verify(f, &k, &trusted(&[&s])).unwrap();
+        assert_eq!(c.modem.as_deref(), Some(ids[i].as_str()));
+        assert_eq!(c.qos, levels[i]);
+        assert_eq!(c.signed_by, Some(s.key_id()));
+    }
+    // Unsigned batches are plain builds.
+    let plain = build_batch(&items[..2], &opts(&k, None)).unwrap();
+    assert_eq!(
+        plain[1],
+        build(ids[1].as_str(), &levels[1], &opts(&k, None)).unwrap()
+    );
+    // One bad level fails the batch with its error.
+    let bad = QosLevel {
+        max_up_bps: Some(MAX_DOCSIS_RATE_BPS + 1),
+        ..QosLevel::default()
+    };
+    assert!(matches!(
+        build_batch(&[("a", &plan()), ("b", &bad)], &opts(&k, Some(&s))),
+        Err(ConfigFileError::RateAboveDocsis { .. })
+    ));
+}

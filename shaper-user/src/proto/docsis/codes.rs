@@ -173,6 +173,7 @@ table!(SHAPER:
     8 "VendorIdentifier" Kind::Oui,
     32 "ShaperSignatureKeyId" Kind::Hex,
     33 "ShaperSignature" Kind::Hex,
+    34 "ShaperBatchPath" Kind::Hex,
 );
 
 fn table(ctx: Ctx) -> &'static [CodeInfo] {

@@ -632,6 +632,155 @@ fn key_ids_are_stable() {
     assert_eq!(Signer::from_seed(&g.seed()).key_id(), g.key_id());
 }
 
+fn batch_settings(n: usize) -> Vec<Vec<Tlv>> {
+    (0..n)
+        .map(|i| {
+            vec![
+                Tlv::network_access(true),
+                Tlv::max_cpe(u8::try_from(i % 250).unwrap() + 1),
+                shaper_block(vec![Tlv::leaf(
+                    Some(43),
+                    SUB_MODEM_ID,
+                    format!("cm-{i}").into_bytes(),
+                )]),
+            ]
+        })
+        .collect()
+}
+
+/// The settings of a decoded file with its signature block replaced by `block`, MICs dropped.
+fn with_block(file: &[u8], block: Tlv) -> Vec<Tlv> {
+    let f = ConfigFile::decode(file).unwrap();
+    let mut out: Vec<Tlv> = f
+        .tlvs
+        .into_iter()
+        .filter(|t| !matches!(t.code(), CM_MIC | CMTS_MIC) && !is_signature_block(t))
+        .collect();
+    out.push(block);
+    out
+}
+
+fn sig_block(file: &[u8]) -> Tlv {
+    ConfigFile::decode(file)
+        .unwrap()
+        .tlvs
+        .into_iter()
+        .find(is_signature_block)
+        .unwrap()
+}
+
+#[test]
+fn batch_signed_files_each_verify_on_their_own() {
+    let s = test_signer(11);
+    let t = trust(&[&s]);
+    for n in [1, 2, 3, 5, 16, 17, 32, 33, 70] {
+        let files = build_batch(&batch_settings(n), &docsis_key(), &s).unwrap();
+        assert_eq!(files.len(), n);
+        for (i, f) in files.iter().enumerate() {
+            verify_mics(f, &docsis_key()).unwrap();
+            assert_eq!(verify_signature(f, &t), Ok(s.key_id()), "n={n} i={i}");
+            assert_eq!(&ConfigFile::decode(f).unwrap().encode().unwrap(), f);
+        }
+    }
+    // A batch of one is a plainly signed file.
+    let one = batch_settings(1);
+    assert_eq!(
+        build_batch(&one, &docsis_key(), &s).unwrap()[0],
+        build(&one[0], &docsis_key(), Some(&s)).unwrap()
+    );
+    // A full batch's block (depth 5) still fits one TLV: 5 + 10 + 66 + 2 + 2 + 160 = 245.
+    let full = build_batch(&batch_settings(32), &docsis_key(), &s).unwrap();
+    assert_eq!(sig_block(&full[31]).encoded_len(), 2 + 245);
+    // Batch signing refuses a signature block among the settings, like build.
+    let mut bad = batch_settings(2);
+    bad[1].push(signature_tlv(b"x", &s));
+    assert!(matches!(
+        build_batch(&bad, &docsis_key(), &s),
+        Err(EncodeError::Computed { code: 43, .. })
+    ));
+}
+
+#[test]
+fn batch_signatures_catch_every_change_and_do_not_travel() {
+    let s = test_signer(12);
+    let t = trust(&[&s]);
+    let files = build_batch(&batch_settings(5), &docsis_key(), &s).unwrap();
+    let good = &files[3];
+    let sig_end = {
+        let sc = scan(good).unwrap();
+        sc.spans[sc.spans.len() - 2].start
+    };
+    for i in 0..good.len() {
+        let mut b = good.clone();
+        b[i] ^= 0x01;
+        let sig = verify_signature(&b, &t);
+        assert!(
+            verify_mics(&b, &docsis_key()).is_err() || sig.is_err(),
+            "flip at {i} passed both checks"
+        );
+        if i < sig_end {
+            assert!(sig.is_err(), "flip at {i} passed the signature check");
+        }
+    }
+    // File 1's signature block on file 3's settings (MICs recomputed): refused.
+    let moved = build(
+        &with_block(&files[3], sig_block(&files[1])),
+        &docsis_key(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        verify_signature(&moved, &t),
+        Err(SignatureError::Invalid { .. })
+    ));
+    // Another index in the same tree: refused; an index outside the tree: malformed block.
+    let block = sig_block(&files[3]);
+    let Tlv::Aggregate { code, mut subs } = block.clone() else {
+        panic!()
+    };
+    let Tlv::Unknown { data, .. } = &mut subs[3] else {
+        panic!("{:?}", subs[3])
+    };
+    data[1] = 2;
+    let other = Tlv::Aggregate {
+        code,
+        subs: subs.clone(),
+    };
+    let b = build(&with_block(&files[3], other), &docsis_key(), None).unwrap();
+    assert!(matches!(
+        verify_signature(&b, &t),
+        Err(SignatureError::Invalid { .. })
+    ));
+    let Tlv::Unknown { data, .. } = &mut subs[3] else {
+        panic!()
+    };
+    data[1] = 8; // depth 3 holds indices 0..8
+    let outside = Tlv::Aggregate {
+        code,
+        subs: subs.clone(),
+    };
+    let b = build(&with_block(&files[3], outside), &docsis_key(), None).unwrap();
+    assert!(matches!(
+        verify_signature(&b, &t),
+        Err(SignatureError::BadBlock { .. })
+    ));
+    // A path that is not whole hashes: malformed block.
+    let Tlv::Unknown { data, .. } = &mut subs[3] else {
+        panic!()
+    };
+    data.truncate(2 + 31);
+    let b = build(
+        &with_block(&files[3], Tlv::Aggregate { code, subs }),
+        &docsis_key(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        verify_signature(&b, &t),
+        Err(SignatureError::BadBlock { .. })
+    ));
+}
+
 // ---- text form --------------------------------------------------------------------------
 
 #[test]

@@ -16,6 +16,7 @@
 //! | 7 | targets | modem id the file was made for, UTF-8 | 1–200 B |
 //! | 32 | signature | signing key id | 8 B |
 //! | 33 | signature | Ed25519 signature | 64 B |
+//! | 34 | signature | batch position: index (2 B) ‖ Merkle path (32 B per level, 1–5) | 34–162 B |
 
 use super::fields::{VENDOR_ID, VENDOR_SPECIFIC, VendorSpecific};
 use super::tlv::Tlv;
@@ -41,6 +42,8 @@ pub const SUB_MODEM_ID: u8 = 7;
 pub const SUB_KEY_ID: u8 = 32;
 /// Signature block: Ed25519 signature.
 pub const SUB_SIGNATURE: u8 = 33;
+/// Signature block of a batch-signed file: its leaf index and Merkle path.
+pub const SUB_BATCH_PATH: u8 = 34;
 
 /// True when `t` is a TLV 43 whose first sub-TLV is shaper's OUI.
 #[must_use]
