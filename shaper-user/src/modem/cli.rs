@@ -192,7 +192,8 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn cmts_key(path: &Path) -> anyhow::Result<CmtsKey> {
+/// The CMTS shared secret from a key file (as rlaager/docsis reads it); empty is an error.
+pub(crate) fn cmts_key(path: &Path) -> anyhow::Result<CmtsKey> {
     let k = CmtsKey::from_key_file(&read(path)?);
     if k.as_bytes().is_empty() {
         bail!("{}: the CMTS shared secret is empty", path.display());
@@ -225,7 +226,8 @@ fn read_signer(path: &Path) -> anyhow::Result<Signer> {
     Ok(Signer::from_seed(&key_bytes(path)?))
 }
 
-fn read_public(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+/// A trusted Ed25519 public key from a `keygen` `.pub` file.
+pub(crate) fn read_public(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
     docsis::verifying_key(&key_bytes(path)?)
         .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 public key: {e}", path.display()))
 }

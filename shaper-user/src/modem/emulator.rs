@@ -10,9 +10,15 @@
 //!   `true(1)` (noError); another value is wrongValue, a non-INTEGER wrongType, any other
 //!   object noCreation; the read-only community gets noAccess (as snmpd answers) and an
 //!   unknown community authorizationError. GET returns `false(2)` (TruthValue, RFC 4639).
+//! - Configuration fetch (what a cable modem does after the reset): the boot file is read by
+//!   TFTP ([`crate::tftp::client::fetch`]) and checked by [`check_config`] as a CM checks
+//!   it: the CM MIC always, the CMTS MIC when the emulator is given the shared secret, and the
+//!   Ed25519 signature when trusted keys are given. [`ModemState`] keeps the applied
+//!   configuration; a file that fails leaves the previous one applied.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,9 +28,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::configfile::{ConfigFileError, ModemConfig, modem_config};
 use crate::proto::auth::DIGEST_LEN;
 use crate::proto::dhcp::{self, ClientKeys, ForceRenewReject, ReplayWindow};
+use crate::proto::docsis::{self, CmtsKey, ConfigFile, TrustedKeys, VerifyError};
 use crate::proto::snmp::{self, ErrorStatus, Message, Oid, PduKind, SnmpError, Value, VarBind};
+use crate::tftp::client::{ClientConfig, FetchError, fetch};
 
 /// How a reboot was triggered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -384,11 +393,217 @@ async fn snmp_task(
     }
 }
 
-/// `shaper modem-emulator`: run until SIGINT/SIGTERM, printing one JSON line per accepted
-/// trigger on stdout (the TFTP re-fetch is to follow the trigger).
-pub async fn run_printing(cfg: EmulatorConfig) -> anyhow::Result<()> {
+/// Why the emulated modem fetched its configuration file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchReason {
+    /// Power-on (`--fetch-at-start`).
+    Start,
+    /// After an accepted FORCERENEW.
+    ForceRenew,
+    /// After an SNMP `SET docsDevResetNow.0 = 1`.
+    Snmp,
+}
+
+impl From<TriggerMethod> for FetchReason {
+    fn from(m: TriggerMethod) -> FetchReason {
+        match m {
+            TriggerMethod::ForceRenew => FetchReason::ForceRenew,
+            TriggerMethod::Snmp => FetchReason::Snmp,
+        }
+    }
+}
+
+/// The keys a modem checks its configuration file with.
+#[derive(Clone, Debug, Default)]
+pub struct ModemKeys {
+    /// The CMTS shared secret: when given, the CMTS MIC is checked too (a real CM cannot;
+    /// the emulator can, to catch a controller that seals with the wrong secret).
+    pub cmts_key: Option<CmtsKey>,
+    /// When not empty, a valid signature by one of these keys is required.
+    pub trusted: TrustedKeys,
+}
+
+/// Why a fetched configuration file was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigRejected {
+    #[error("{0}")]
+    Fetch(#[from] FetchError),
+    #[error("{file}: {source}")]
+    Invalid {
+        file: String,
+        #[source]
+        source: ConfigFileError,
+    },
+}
+
+/// Checks a configuration file's bytes as the emulated modem does: CM MIC (always), CMTS
+/// MIC (with [`ModemKeys::cmts_key`]), signature (when [`ModemKeys::trusted`] is not empty),
+/// then the settings ([`modem_config`]).
+///
+/// # Errors
+/// The first check that fails: [`ConfigFileError::Mic`] names the MIC and offset,
+/// [`ConfigFileError::Signature`] the key or the reason, other variants the setting.
+pub fn check_config(bytes: &[u8], keys: &ModemKeys) -> Result<ModemConfig, ConfigFileError> {
+    match &keys.cmts_key {
+        Some(k) => docsis::verify_mics(bytes, k)?,
+        None => docsis::verify_cm_mic(bytes)?,
+    };
+    let signed_by = if keys.trusted.is_empty() {
+        None
+    } else {
+        Some(docsis::verify_signature(bytes, &keys.trusted)?)
+    };
+    let file = ConfigFile::decode(bytes).map_err(VerifyError::from)?;
+    Ok(ModemConfig {
+        signed_by,
+        ..modem_config(&file)?
+    })
+}
+
+/// The outcome of one fetch, printed as one JSON line.
+#[derive(Debug)]
+pub enum ConfigEvent {
+    /// The file verified and is now applied.
+    Applied {
+        reason: FetchReason,
+        file: String,
+        bytes: usize,
+        config: ModemConfig,
+    },
+    /// The fetch or a check failed; the previous configuration stays applied.
+    Rejected {
+        reason: FetchReason,
+        file: String,
+        error: ConfigRejected,
+    },
+}
+
+impl ConfigEvent {
+    /// `{"event":"config","method":…,"file":…,"bytes":N,"modem":…,"qos":{…},"signed_by":…}`
+    /// or `{"event":"config_error","method":…,"file":…,"error":…}` (`signed_by` and `modem`
+    /// are null when absent).
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        match self {
+            ConfigEvent::Applied {
+                reason,
+                file,
+                bytes,
+                config,
+            } => serde_json::json!({
+                "event": "config",
+                "method": reason,
+                "file": file,
+                "bytes": bytes,
+                "modem": config.modem,
+                "qos": config.qos,
+                "signed_by": config.signed_by.map(|k| k.to_string()),
+            }),
+            ConfigEvent::Rejected {
+                reason,
+                file,
+                error,
+            } => serde_json::json!({
+                "event": "config_error",
+                "method": reason,
+                "file": file,
+                "error": error.to_string(),
+            }),
+        }
+        .to_string()
+    }
+}
+
+/// The emulated modem's configuration: what it applied last, and how it checks new files.
+#[derive(Debug, Default)]
+pub struct ModemState {
+    pub keys: ModemKeys,
+    /// The configuration in force; `None` until a file was accepted.
+    pub applied: Option<ModemConfig>,
+}
+
+impl ModemState {
+    /// A modem with nothing applied yet.
+    #[must_use]
+    pub fn new(keys: ModemKeys) -> ModemState {
+        ModemState {
+            keys,
+            applied: None,
+        }
+    }
+
+    /// Applies the result of a fetch of `file`: a file that passes [`check_config`] replaces
+    /// the applied configuration; a failed fetch or check leaves it as it was.
+    pub fn apply(
+        &mut self,
+        reason: FetchReason,
+        file: &str,
+        fetched: Result<Vec<u8>, FetchError>,
+    ) -> ConfigEvent {
+        let checked = fetched.map_err(ConfigRejected::from).and_then(|bytes| {
+            check_config(&bytes, &self.keys)
+                .map(|c| (bytes.len(), c))
+                .map_err(|source| ConfigRejected::Invalid {
+                    file: file.to_string(),
+                    source,
+                })
+        });
+        match checked {
+            Ok((bytes, config)) => {
+                self.applied = Some(config.clone());
+                ConfigEvent::Applied {
+                    reason,
+                    file: file.to_string(),
+                    bytes,
+                    config,
+                }
+            }
+            Err(error) => ConfigEvent::Rejected {
+                reason,
+                file: file.to_string(),
+                error,
+            },
+        }
+    }
+}
+
+/// Where and how the emulated modem fetches its configuration file.
+#[derive(Clone, Debug)]
+pub struct FetchSetup {
+    /// The TFTP server (DHCP `siaddr`/option 66 on a real network).
+    pub server: SocketAddr,
+    /// The boot file name (DHCP `file`/option 67).
+    pub file: String,
+    pub keys: ModemKeys,
+    pub client: ClientConfig,
+    /// Fetch once before waiting for triggers, as a modem does at power-on.
+    pub at_start: bool,
+}
+
+/// Fetches `setup.file` and applies it to `state`.
+pub async fn fetch_and_apply(
+    setup: &FetchSetup,
+    state: &mut ModemState,
+    reason: FetchReason,
+) -> ConfigEvent {
+    let fetched = fetch(setup.server, &setup.file, setup.client).await;
+    state.apply(reason, &setup.file, fetched)
+}
+
+fn print_line(line: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").context("writing to stdout")?;
+    out.flush().context("flushing stdout")
+}
+
+/// `shaper modem-emulator`: run until SIGINT/SIGTERM, printing one JSON line per accepted
+/// trigger on stdout and, with `fetch`, one per configuration fetch that follows it (and one
+/// at start with [`FetchSetup::at_start`]).
+pub async fn run_printing(cfg: EmulatorConfig, fetch: Option<FetchSetup>) -> anyhow::Result<()> {
+    use anyhow::Context;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let emu = Emulator::start(cfg.clone(), tx)
         .await
@@ -396,13 +611,23 @@ pub async fn run_printing(cfg: EmulatorConfig) -> anyhow::Result<()> {
     tracing::info!(dhcp = ?emu.dhcp_addr, snmp = ?emu.snmp_addr, "modem emulator listening");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    let mut state = ModemState::new(fetch.as_ref().map(|f| f.keys.clone()).unwrap_or_default());
+    if let Some(setup) = fetch.as_ref().filter(|f| f.at_start) {
+        let ev = fetch_and_apply(setup, &mut state, FetchReason::Start).await;
+        print_line(&ev.to_json())?;
+    }
     loop {
         tokio::select! {
             t = rx.recv() => {
                 let Some(t) = t else { break };
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", t.to_json()).context("writing to stdout")?;
-                out.flush().context("flushing stdout")?;
+                print_line(&t.to_json())?;
+                if let Some(setup) = &fetch {
+                    let ev = fetch_and_apply(setup, &mut state, t.method.into()).await;
+                    if let ConfigEvent::Rejected { error, .. } = &ev {
+                        tracing::warn!(%error, "emulator: configuration refused; the previous one stays applied");
+                    }
+                    print_line(&ev.to_json())?;
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -436,6 +661,23 @@ pub struct EmulatorArgs {
     /// SNMP community allowed only to read (a SET with it gets noAccess).
     #[arg(long)]
     pub ro_community: Option<String>,
+    /// TFTP server to fetch the configuration file from after each accepted reboot trigger.
+    #[arg(long, value_name = "ADDR:PORT", requires = "config_file")]
+    pub tftp_server: Option<SocketAddr>,
+    /// The modem's boot file name (a DHCP server would hand it out).
+    #[arg(long, value_name = "NAME", requires = "tftp_server")]
+    pub config_file: Option<String>,
+    /// Check the CMTS MIC too, with the shared secret in this file (a real CM checks only the
+    /// CM MIC).
+    #[arg(long, value_name = "PATH", requires = "tftp_server")]
+    pub cmts_key_file: Option<PathBuf>,
+    /// A trusted Ed25519 public key file (`shaper modem-config keygen`); repeatable. When
+    /// given, the file must be signed by one of them.
+    #[arg(long, value_name = "PATH", requires = "tftp_server")]
+    pub trusted_key: Vec<PathBuf>,
+    /// Fetch the configuration file once at start, before any trigger.
+    #[arg(long, requires = "tftp_server")]
+    pub fetch_at_start: bool,
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
@@ -467,6 +709,7 @@ impl EmulatorArgs {
             initial_replay,
             community,
             ro_community,
+            ..
         } = self;
         EmulatorConfig {
             mac: *mac,
@@ -481,17 +724,45 @@ impl EmulatorArgs {
             },
         }
     }
+
+    /// The fetch setup these flags describe (`None` without `--tftp-server`); reads the key
+    /// files.
+    ///
+    /// # Errors
+    /// A key file that cannot be read or holds no valid key, naming the file.
+    pub fn fetch_setup(&self) -> anyhow::Result<Option<FetchSetup>> {
+        let (Some(server), Some(file)) = (self.tftp_server, self.config_file.as_ref()) else {
+            return Ok(None);
+        };
+        let cmts_key = self
+            .cmts_key_file
+            .as_deref()
+            .map(super::cli::cmts_key)
+            .transpose()?;
+        let mut trusted = TrustedKeys::new();
+        for p in &self.trusted_key {
+            trusted.add(super::cli::read_public(p)?);
+        }
+        Ok(Some(FetchSetup {
+            server,
+            file: file.clone(),
+            keys: ModemKeys { cmts_key, trusted },
+            client: ClientConfig::default(),
+            at_start: self.fetch_at_start,
+        }))
+    }
 }
 
 /// Entry point of `shaper modem-emulator`: a current-thread runtime running
 /// [`run_printing`].
 pub fn run_cli(args: &EmulatorArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    let fetch = args.fetch_setup()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")?
-        .block_on(run_printing(args.config()))
+        .block_on(run_printing(args.config(), fetch))
 }
 
 #[cfg(test)]
@@ -620,6 +891,179 @@ mod tests {
         );
         assert!(parse_key_hex("0001").is_err());
         assert!(parse_key_hex("zz0102030405060708090a0b0c0d0e0f").is_err());
+    }
+
+    mod config {
+        use super::super::*;
+        use crate::modem::configfile::{BuildOptions, build};
+        use crate::proto::docsis::Signer;
+        use crate::provision::QosLevel;
+
+        fn cmts() -> CmtsKey {
+            CmtsKey::new(b"lab-cmts-secret")
+        }
+
+        fn signer(n: u8) -> Signer {
+            Signer::from_seed(&[n; 32])
+        }
+
+        fn qos(down: u64) -> QosLevel {
+            QosLevel {
+                max_down_bps: Some(down),
+                max_up_bps: Some(10_000_000),
+                ..QosLevel::default()
+            }
+        }
+
+        fn file(down: u64, s: Option<&Signer>) -> Vec<u8> {
+            build(
+                "cm1",
+                &qos(down),
+                &BuildOptions {
+                    cmts_key: &cmts(),
+                    signer: s,
+                    max_cpe: 4,
+                },
+            )
+            .unwrap()
+        }
+
+        fn keys(cmts_key: Option<CmtsKey>, trusted: &[&Signer]) -> ModemKeys {
+            let mut t = TrustedKeys::new();
+            for s in trusted {
+                t.add(s.verifying_key());
+            }
+            ModemKeys {
+                cmts_key,
+                trusted: t,
+            }
+        }
+
+        fn json(ev: &ConfigEvent) -> serde_json::Value {
+            serde_json::from_str(&ev.to_json()).unwrap()
+        }
+
+        #[test]
+        fn valid_file_is_applied_and_printed_with_its_qos() {
+            let s = signer(1);
+            let bytes = file(40_000_000, Some(&s));
+            let len = bytes.len();
+            let mut m = ModemState::new(keys(Some(cmts()), &[&s]));
+            let ev = m.apply(FetchReason::ForceRenew, "abc.cfg", Ok(bytes));
+            let v = json(&ev);
+            assert_eq!(v["event"], "config", "{v}");
+            assert_eq!(v["method"], "forcerenew");
+            assert_eq!(v["file"], "abc.cfg");
+            assert_eq!(v["bytes"], len);
+            assert_eq!(v["modem"], "cm1");
+            assert_eq!(v["signed_by"], s.key_id().to_string());
+            let q: QosLevel = serde_json::from_value(v["qos"].clone()).unwrap();
+            assert_eq!(q, qos(40_000_000));
+            assert_eq!(m.applied.as_ref().unwrap().qos, qos(40_000_000));
+            assert_eq!(m.applied.as_ref().unwrap().max_cpe, Some(4));
+
+            // Unsigned file, no keys at all: the CM MIC alone is checked; signed_by is null.
+            let mut m = ModemState::new(ModemKeys::default());
+            let v = json(&m.apply(FetchReason::Start, "x.cfg", Ok(file(10_000_000, None))));
+            assert_eq!(v["event"], "config", "{v}");
+            assert_eq!(v["method"], "start");
+            assert_eq!(v["signed_by"], serde_json::Value::Null);
+            assert_eq!(v["qos"]["max_down_bps"], 10_000_000);
+        }
+
+        #[test]
+        fn corrupted_byte_is_refused_naming_the_cm_mic_and_the_previous_config_stays() {
+            let mut m = ModemState::new(ModemKeys::default());
+            m.apply(FetchReason::Start, "a.cfg", Ok(file(10_000_000, None)));
+            let mut bad = file(40_000_000, None);
+            // Flip a bit inside the downstream service flow's max sustained rate.
+            let pos = bad
+                .windows(4)
+                .position(|w| w == 40_000_000u32.to_be_bytes())
+                .unwrap();
+            bad[pos + 3] ^= 1;
+            let ev = m.apply(FetchReason::Snmp, "a.cfg", Ok(bad));
+            let v = json(&ev);
+            assert_eq!(v["event"], "config_error", "{v}");
+            assert_eq!(v["method"], "snmp");
+            assert_eq!(v["file"], "a.cfg");
+            let err = v["error"].as_str().unwrap();
+            assert!(err.contains("CM MIC") && err.contains("mismatch"), "{err}");
+            assert!(matches!(
+                ev,
+                ConfigEvent::Rejected {
+                    error: ConfigRejected::Invalid {
+                        source: ConfigFileError::Mic(VerifyError::Mismatch {
+                            mic: docsis::Mic::Cm,
+                            ..
+                        }),
+                        ..
+                    },
+                    ..
+                }
+            ));
+            assert_eq!(
+                m.applied.as_ref().unwrap().qos.max_down_bps,
+                Some(10_000_000)
+            );
+        }
+
+        #[test]
+        fn cmts_mic_is_checked_only_with_the_shared_secret() {
+            let bytes = file(40_000_000, None);
+            // A CM without the secret accepts it.
+            assert!(check_config(&bytes, &keys(None, &[])).is_ok());
+            // With the wrong secret the CMTS MIC fails.
+            let e = check_config(&bytes, &keys(Some(CmtsKey::new(b"other")), &[])).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigFileError::Mic(VerifyError::Mismatch {
+                        mic: docsis::Mic::Cmts,
+                        ..
+                    })
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("CMTS MIC"), "{e}");
+        }
+
+        #[test]
+        fn wrong_or_missing_signature_is_refused() {
+            let (good, other) = (signer(1), signer(2));
+            let mut m = ModemState::new(keys(Some(cmts()), &[&good]));
+
+            let ev = m.apply(
+                FetchReason::ForceRenew,
+                "b.cfg",
+                Ok(file(40_000_000, Some(&other))),
+            );
+            let v = json(&ev);
+            assert_eq!(v["event"], "config_error", "{v}");
+            let err = v["error"].as_str().unwrap();
+            assert!(
+                err.contains("signature") && err.contains(&other.key_id().to_string()),
+                "{err}"
+            );
+
+            let v = json(&m.apply(FetchReason::ForceRenew, "b.cfg", Ok(file(40_000_000, None))));
+            assert_eq!(v["event"], "config_error", "{v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("unsigned file"),
+                "{v}"
+            );
+            assert!(m.applied.is_none());
+        }
+
+        #[test]
+        fn failed_fetch_is_a_config_error() {
+            let mut m = ModemState::new(ModemKeys::default());
+            let err = FetchError::Io(std::io::Error::from(std::io::ErrorKind::AddrNotAvailable));
+            let v = json(&m.apply(FetchReason::Snmp, "c.cfg", Err(err)));
+            assert_eq!(v["event"], "config_error", "{v}");
+            assert!(v["error"].as_str().unwrap().contains("TFTP socket"), "{v}");
+            assert!(m.applied.is_none());
+        }
     }
 
     #[test]

@@ -179,6 +179,21 @@ pub(crate) fn seal(out: &mut Vec<u8>, spans: &mut Vec<Span>, key: &CmtsKey) {
 /// # Errors
 /// [`VerifyError`] naming the MIC, its offset and expected/actual digests, or the malformation.
 pub fn verify_mics(bytes: &[u8], key: &CmtsKey) -> Result<Scan, VerifyError> {
+    check_mics(bytes, Some(key))
+}
+
+/// What a cable modem checks (MULPI D.2.2): the file's layout as [`verify_mics`] requires it
+/// and the CM MIC digest. The CMTS MIC must be present and 16 bytes long, but its digest is not
+/// checked: only the CMTS holds the shared secret.
+///
+/// # Errors
+/// As [`verify_mics`], without CMTS MIC mismatches.
+pub fn verify_cm_mic(bytes: &[u8]) -> Result<Scan, VerifyError> {
+    check_mics(bytes, None)
+}
+
+/// Layout and CM MIC checks, and the CMTS MIC digest when `key` is given.
+fn check_mics(bytes: &[u8], key: Option<&CmtsKey>) -> Result<Scan, VerifyError> {
     let scan = scan(bytes)?;
     let find = |mic: Mic| -> Result<(usize, &Span), VerifyError> {
         let mut it = scan
@@ -233,7 +248,9 @@ pub fn verify_mics(bytes: &[u8], key: &CmtsKey) -> Result<Scan, VerifyError> {
         }
     };
     check(Mic::Cm, cm, cm_mic(bytes, cm.start))?;
-    check(Mic::Cmts, cmts, cmts_mic(bytes, &scan.spans, key))?;
+    if let Some(key) = key {
+        check(Mic::Cmts, cmts, cmts_mic(bytes, &scan.spans, key))?;
+    }
     Ok(scan)
 }
 

@@ -33,7 +33,7 @@ pub use fields::{
 };
 pub use mic::{
     CM_MIC, CMTS_MIC, CMTS_MIC_ORDER, CmtsKey, Digest, MAX_KEY_LEN, Mic, VerifyError, cm_mic,
-    cmts_mic, decode_verified, verify_mics,
+    cmts_mic, decode_verified, verify_cm_mic, verify_mics,
 };
 pub use sign::{
     BATCH_CONTEXT, KeyId, MAX_BATCH, SIGNATURE_CONTEXT, SIGNATURE_TLV_LEN, SignatureError, Signer,
