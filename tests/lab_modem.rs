@@ -11,9 +11,11 @@
 //! and iperf3 (UDP, net → sub) must see 40 Mbit/s; after the stop a `reboot` and a `config`
 //! granting 10 Mbit/s, and 10 Mbit/s. The previous file versions stay in `config_dir`.
 //!
-//! Two variants: the reboot by RFC 3203 FORCERENEW and by SNMP `docsDevResetNow`. They run one
-//! after the other (a lock), each in its own namespaces, which are deleted on exit, also on
-//! panic. Needs root, iproute2 and iperf3.
+//! Two variants: the reboot by RFC 3203 FORCERENEW and by SNMP `docsDevResetNow`. A third
+//! test runs the modem half alone (our TFTP server and `Rebooter`, no controller): start
+//! fetch, a good file, a corrupted one, one signed by an untrusted key, a good one again. The
+//! tests run one after the other (a lock), each in its own namespaces, which are deleted on
+//! exit, also on panic. Needs root, iproute2 and iperf3.
 //!
 //! Run: `cargo test -p shaper-user --test lab_modem -- --nocapture`.
 
@@ -556,4 +558,233 @@ mac = "{MAC}"
         "config_dir holds {versions:?} besides {stable}"
     );
     drop(emu);
+}
+
+/// One step of [`emulator_refetches_and_verifies_after_each_reboot`]: the trigger, the file
+/// written before it (max down, signer, corrupted), and the expected outcome: `Ok(max_down)`
+/// or `Err(text the error must contain)`.
+type Step<'a> = (
+    shaper::modem::reboot::RebootTarget,
+    u64,
+    &'a shaper::proto::docsis::Signer,
+    bool,
+    Result<u64, &'static str>,
+);
+
+/// The modem half on its own, with the real emulator binary and no controller: our TFTP
+/// server serves the file, our `Rebooter` triggers; the emulator must apply each good file,
+/// refuse a corrupted one (CM MIC) and one signed by an untrusted key, keeping the previous
+/// configuration, and fetch at start with `--fetch-at-start`.
+#[test]
+fn emulator_refetches_and_verifies_after_each_reboot() {
+    use shaper::modem::configfile::{BuildOptions, build};
+    use shaper::modem::reboot::{
+        ForceRenewKey, ForceRenewSender, RebootMethod, RebootTarget, Rebooter, RetryPolicy,
+        SnmpReset,
+    };
+    use shaper::proto::docsis::Signer;
+    use shaper::provision::QosLevel;
+    use shaper::tftp::{FsHandler, ServerConfig, TftpServer};
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    let _lab = LAB.lock().unwrap_or_else(PoisonError::into_inner);
+    let ns = shaper::lab::NetNs::unique("lme").expect("netns (needs root)");
+    let dir = std::env::temp_dir().join(format!("shaper-lme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let served = dir.join("tftp");
+    std::fs::create_dir_all(&served).unwrap();
+    struct RmDir(PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = RmDir(dir.clone());
+
+    let cmts = CmtsKey::new(CMTS_SECRET.as_bytes());
+    let cmts_file = dir.join("cmts.key");
+    std::fs::write(&cmts_file, format!("{CMTS_SECRET}\n")).unwrap();
+    let signing = dir.join("signing");
+    shaper_cli(&["modem-config", "keygen", "--out", signing.to_str().unwrap()]);
+    let seed_hex = log_text(&dir.join("signing.key"))
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let signer = Signer::from_seed(&seed);
+    let stranger = Signer::from_seed(&[7; 32]);
+    let name = "0123456789abcdef0123456789abcdef.cfg";
+    let write = |down: u64, s: &Signer, corrupt: bool| {
+        let qos = QosLevel {
+            max_down_bps: Some(down),
+            max_up_bps: Some(BASE_DOWN),
+            ..QosLevel::default()
+        };
+        let opts = BuildOptions {
+            cmts_key: &cmts,
+            signer: Some(s),
+            max_cpe: 4,
+        };
+        let mut bytes = build("cm1", &qos, &opts).unwrap();
+        if corrupt {
+            let pos = bytes
+                .windows(4)
+                .position(|w| w == u32::try_from(down).unwrap().to_be_bytes())
+                .unwrap();
+            bytes[pos + 3] ^= 1;
+        }
+        shaper::modem::write_atomic(&served.join(name), &bytes).unwrap();
+    };
+    write(BASE_DOWN, &signer, false);
+
+    let key: [u8; 16] =
+        std::array::from_fn(|i| u8::from_str_radix(&FORCERENEW_KEY[2 * i..2 * i + 2], 16).unwrap());
+    let (emu_out, emu_err) = (dir.join("emulator.out"), dir.join("emulator.err"));
+    let mut emu = Emulator {
+        child: ns
+            .command(env!("CARGO_BIN_EXE_shaper"))
+            .args([
+                "modem-emulator",
+                "--mac",
+                MAC,
+                "--dhcp-listen",
+                "127.0.0.1:68",
+                "--snmp-listen",
+                "127.0.0.1:161",
+                "--forcerenew-key",
+                FORCERENEW_KEY,
+                "--tftp-server",
+                "127.0.0.1:69",
+                "--config-file",
+                name,
+                "--cmts-key-file",
+                cmts_file.to_str().unwrap(),
+                "--trusted-key",
+                dir.join("signing.pub").to_str().unwrap(),
+                "--fetch-at-start",
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&emu_out).unwrap())
+            .stderr(std::fs::File::create(&emu_err).unwrap())
+            .spawn()
+            .expect("spawn shaper modem-emulator"),
+        stdout: emu_out,
+        stderr: emu_err,
+    };
+    let no_log = dir.join("no-gateway.log");
+
+    let rebooter = Rebooter {
+        snmp: SnmpReset {
+            port: 161,
+            timeout: Duration::from_secs(2),
+        },
+        forcerenew: Some(ForceRenewSender {
+            source: "127.0.0.1:67".parse().unwrap(),
+            server_id: Ipv4Addr::LOCALHOST,
+            client_port: 68,
+        }),
+        hook: None,
+        retry: RetryPolicy {
+            attempts: 1,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(50),
+        },
+    };
+    let target = |method| RebootTarget {
+        modem: "cm1".into(),
+        mac: [0x02, 0x00, 0x5e, 0x00, 0x00, 0x01],
+        ip: Ipv4Addr::LOCALHOST,
+        method,
+    };
+    let snmp = || {
+        target(RebootMethod::Snmp {
+            community: "private".into(),
+        })
+    };
+    let forcerenew = || {
+        target(RebootMethod::ForceRenew {
+            key: ForceRenewKey::Reconfigure(key),
+            xid: 0,
+        })
+    };
+
+    let served_root = served.clone();
+    ns.run_in(|| {
+        // Workers are created from this thread, so they are in the namespace too.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let server = TftpServer::bind(
+                    ServerConfig {
+                        bind: "127.0.0.1:69".parse().unwrap(),
+                        ..ServerConfig::default()
+                    },
+                    Arc::new(FsHandler::new(&served_root).unwrap()),
+                )
+                .await
+                .unwrap()
+                .spawn();
+                // Power-on: the emulator's start fetch (its client retries until the server
+                // is up) grants the base plan.
+                let (ev, mut at) = emu.wait_fetch(0, &no_log);
+                assert_eq!(ev[at]["event"], "config", "{}", emu.context());
+                assert_eq!(ev[at]["method"], "start");
+                assert_eq!(ev[at]["qos"]["max_down_bps"].as_u64(), Some(BASE_DOWN));
+
+                let steps: [Step<'_>; 4] = [
+                    (snmp(), BOOST_DOWN, &signer, false, Ok(BOOST_DOWN)),
+                    (forcerenew(), BASE_DOWN, &signer, true, Err("CM MIC")),
+                    (
+                        snmp(),
+                        BASE_DOWN,
+                        &stranger,
+                        false,
+                        Err("not among the trusted keys"),
+                    ),
+                    (forcerenew(), BASE_DOWN, &signer, false, Ok(BASE_DOWN)),
+                ];
+                for (replay, (t, down, s, corrupt, want)) in (1u64..).zip(steps) {
+                    write(down, s, corrupt);
+                    let out = rebooter.reboot(&t, replay).await;
+                    assert!(out.ok, "{out:?}; {}", emu.context());
+                    let (ev, i) = emu.wait_fetch(at + 1, &no_log);
+                    let method = ev[i - 1]["method"].clone();
+                    assert_eq!(ev[i - 1]["event"], "reboot", "{}", emu.context());
+                    assert_eq!(ev[i]["method"], method, "{}", emu.context());
+                    assert_eq!(ev[i]["file"], name);
+                    match want {
+                        Ok(d) => {
+                            assert_eq!(ev[i]["event"], "config", "{}", emu.context());
+                            assert_eq!(ev[i]["qos"]["max_down_bps"].as_u64(), Some(d));
+                            assert_eq!(ev[i]["signed_by"], signer.key_id().to_string());
+                        }
+                        Err(text) => {
+                            assert_eq!(ev[i]["event"], "config_error", "{}", emu.context());
+                            let e = ev[i]["error"].as_str().unwrap();
+                            assert!(e.contains(text), "{e}");
+                        }
+                    }
+                    at = i;
+                }
+                let methods: Vec<Value> = emu
+                    .events()
+                    .iter()
+                    .filter(|e| e["event"] == "reboot")
+                    .map(|e| e["method"].clone())
+                    .collect();
+                assert_eq!(methods, ["snmp", "forcerenew", "snmp", "forcerenew"]);
+                eprintln!("emulator events:\n{}", log_text(&emu.stdout));
+                server.shutdown().await;
+            });
+    })
+    .unwrap();
 }
