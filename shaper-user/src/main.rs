@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use shaper::controller::Controller;
+use shaper::modem::pipeline::ConfigDirHandler;
+use shaper::modem::watch::Watcher;
+use shaper::tftp::{ServerConfig, TftpServer};
 use shaper::{api, config, gateway};
 
 /// The longest the tick task sleeps, whatever [`Controller::next_due`] says: immediate events
@@ -201,7 +204,11 @@ enum TokenCmd {
 fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -445,6 +452,10 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
             if let Err(e) = t.ticker.await {
                 warn!("tick task: {e}");
             }
+            if let Some(tftp) = t.tftp {
+                tftp.shutdown().await;
+                info!("TFTP server stopped");
+            }
             info!("controller stopped; its state is in the store");
         }
         if detach_on_exit {
@@ -461,6 +472,8 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
 struct ControllerTasks {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     ticker: tokio::task::JoinHandle<()>,
+    /// The TFTP server of the modem files, when `tftp_listen` is set.
+    tftp: Option<shaper::tftp::ServerHandle>,
 }
 
 /// Opens the controller on the gateway's data plane, then serves its API on `plan.listen` and
@@ -478,8 +491,38 @@ async fn start_controller(
     if tokens.is_empty() {
         warn!(file = %path.display(), "no API tokens: every modem and event request gets 401");
     }
-    let ctl = gateway::open_controller(plan, gw, api::system_now_ms())?;
+    let (ctl, pipeline) = gateway::open_controller(plan, gw, api::system_now_ms())?;
     let ctl = Arc::new(Mutex::new(ctl));
+    let mut tftp = None;
+    let mut files: Option<Arc<dyn shaper::tftp::Handler>> = None;
+    if let (Some(opts), Some(shared)) = (&plan.pipeline, &pipeline) {
+        let handler: Arc<dyn shaper::tftp::Handler> =
+            Arc::new(ConfigDirHandler::new(&opts.config_dir).with_context(|| {
+                format!(
+                    "controller.modem_pipeline.config_dir: {}",
+                    opts.config_dir.display()
+                )
+            })?);
+        if let Some(addr) = opts.tftp_listen {
+            let server = TftpServer::bind(
+                ServerConfig {
+                    bind: addr,
+                    ..ServerConfig::default()
+                },
+                handler.clone(),
+            )
+            .await
+            .with_context(|| format!("controller.modem_pipeline.tftp_listen: {addr}"))?;
+            info!(listen = %server.local_addr(), dir = %opts.config_dir.display(), "TFTP serving modem files");
+            tftp = Some(server.spawn());
+        }
+        if let Some(dir) = &opts.incoming_dir {
+            let keys = opts.load_keys()?;
+            let watcher = Watcher::new(dir, keys.cmts, keys.trusted, shared.clone())?;
+            tokio::spawn(watcher.run(ctl.clone(), stop.clone()));
+        }
+        files = Some(handler);
+    }
     let listener = tokio::net::TcpListener::bind(plan.listen)
         .await
         .with_context(|| format!("controller.listen: binding {}", plan.listen))?;
@@ -490,9 +533,12 @@ async fn start_controller(
         Arc::new(api::system_now_ms),
     )
     .context("metrics registry")?;
-    let app = api::router(
-        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics)),
-    );
+    let mut state =
+        api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
+    if let (Some(shared), Some(files)) = (pipeline, files) {
+        state = state.with_pipeline(shared, files);
+    }
+    let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -503,7 +549,11 @@ async fn start_controller(
             .map_err(anyhow::Error::from)
     });
     let ticker = tokio::spawn(tick_loop(ctl, stop));
-    Ok(ControllerTasks { server, ticker })
+    Ok(ControllerTasks {
+        server,
+        ticker,
+        tftp,
+    })
 }
 
 /// Calls [`Controller::tick`] when the next start or stop is due, and at least every

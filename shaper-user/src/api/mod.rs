@@ -19,6 +19,13 @@
 //! | DELETE | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
 //! | GET    | `/openapi.json`      | anyone (no token)                              |
 //! | GET    | `/metrics`           | admin (Prometheus text format)                 |
+//! | GET    | `/v1/modem-files`    | admin, csr (operator-dropped modem files)      |
+//! | GET    | `/files/{name}`      | anyone (no token): the modem pipeline's files  |
+//!
+//! `/files/{name}` serves the modem configuration files the pipeline writes, as TFTP does,
+//! without authentication: modems cannot present a token, and the names are 128-bit HMACs no
+//! one can guess (docs/MODEM-CONFIG.md). Only `<name>.cfg` directly in the pipeline's
+//! directory is served; 404 when the pipeline is off.
 //!
 //! `/metrics` ([`crate::metrics`]) needs an admin token because its top-flow series carry
 //! subscribers' peer addresses: give Prometheus one (`authorization: { credentials_file: ... }`
@@ -46,6 +53,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::controller::Controller;
 use crate::metrics::Metrics;
+use crate::modem::pipeline::PipelineShared;
+use crate::tftp::Handler;
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
@@ -61,6 +70,11 @@ pub struct AppState {
     pub clock: Clock,
     /// What `GET /metrics` serves; `None` = 404.
     pub metrics: Option<Arc<Metrics>>,
+    /// The modem pipeline's state (`pipeline` in `GET /v1/modems/{id}`,
+    /// `GET /v1/modem-files`); `None` when it is off.
+    pub pipeline: Option<Arc<PipelineShared>>,
+    /// What `GET /files/{name}` serves (the pipeline's files); `None` = 404.
+    pub files: Option<Arc<dyn Handler>>,
 }
 
 impl AppState {
@@ -71,6 +85,18 @@ impl AppState {
             tokens,
             clock: Arc::new(system_now_ms),
             metrics: None,
+            pipeline: None,
+            files: None,
+        }
+    }
+
+    /// The same state, showing the modem pipeline's state and serving its files.
+    #[must_use]
+    pub fn with_pipeline(self, pipeline: Arc<PipelineShared>, files: Arc<dyn Handler>) -> AppState {
+        AppState {
+            pipeline: Some(pipeline),
+            files: Some(files),
+            ..self
         }
     }
 
@@ -100,7 +126,7 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 8] = [
+pub const ROUTES: [Route; 10] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
@@ -133,6 +159,14 @@ pub const ROUTES: [Route; 8] = [
         method: "GET",
         path: "/metrics",
     },
+    Route {
+        method: "GET",
+        path: "/v1/modem-files",
+    },
+    Route {
+        method: "GET",
+        path: "/files/{name}",
+    },
 ];
 
 fn handler(route: Route) -> MethodRouter<AppState> {
@@ -149,6 +183,8 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         ("DELETE", "/v1/events/{id}") => on(filter, routes::delete_event),
         ("GET", "/openapi.json") => on(filter, routes::openapi_json),
         ("GET", "/metrics") => on(filter, routes::metrics),
+        ("GET", "/v1/modem-files") => on(filter, routes::modem_files),
+        ("GET", "/files/{name}") => on(filter, routes::file),
         (method, path) => unreachable!("no handler for {method} {path}"),
     }
 }

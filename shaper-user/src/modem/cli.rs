@@ -1,4 +1,4 @@
-//! `shaper modem-config decode|encode|verify|keygen`: the operators' tools for DOCSIS
+//! `shaper modem-config decode|encode|verify|keygen|name`: the operators' tools for DOCSIS
 //! configuration files (docs/MODEM-CONFIG.md). The shell around [`crate::proto::docsis`] and
 //! [`super::configfile`]: it reads and writes files and takes randomness from the OS.
 //!
@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::proto::docsis::{
     self, CM_MIC, CMTS_MIC, CmtsKey, ConfigFile, Signer, TrustedKeys, is_signature_block, text,
@@ -65,6 +65,20 @@ pub enum ModemConfigCmd {
         /// Path prefix of the two files.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+    },
+    /// Print the file name the modem pipeline gives a modem's file: version 0 (the default)
+    /// is the stable name a DHCP server hands the modem as its boot file; 1, 2, … are the
+    /// kept versions.
+    Name {
+        /// The file-name key (`[controller.modem_pipeline] name_key_file`): 64 hex digits.
+        #[arg(long, value_name = "PATH")]
+        name_key_file: PathBuf,
+        /// The modem id.
+        #[arg(long)]
+        modem: String,
+        /// The version (0 = the stable "current" name).
+        #[arg(long, default_value_t = 0)]
+        version: u64,
     },
 }
 
@@ -129,6 +143,18 @@ pub fn run(cmd: ModemConfigCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ModemConfigCmd::Keygen { out } => keygen(&out, &mut rand::rngs::OsRng),
+        ModemConfigCmd::Name {
+            name_key_file,
+            modem,
+            version,
+        } => {
+            let key = super::keys::key32(&name_key_file)?;
+            println!(
+                "{}",
+                configfile::ConfigStore::new(".", key, 1).file_name(&modem, version)
+            );
+            Ok(())
+        }
     }
 }
 
@@ -192,44 +218,16 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// The CMTS shared secret from a key file (as rlaager/docsis reads it); empty is an error.
-pub(crate) fn cmts_key(path: &Path) -> anyhow::Result<CmtsKey> {
-    let k = CmtsKey::from_key_file(&read(path)?);
-    if k.as_bytes().is_empty() {
-        bail!("{}: the CMTS shared secret is empty", path.display());
-    }
-    Ok(k)
-}
-
-/// The 32 bytes of a key file: the first line that is neither empty nor a `#` comment, as 64
-/// hex digits.
-fn key_bytes(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .with_context(|| format!("{}: no key line", path.display()))?;
-    let bad = || format!("{}: expected 64 hex digits (32 bytes)", path.display());
-    if line.len() != 64 {
-        bail!(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&line[2 * i..2 * i + 2], 16).with_context(bad)?;
-    }
-    Ok(out)
+fn cmts_key(path: &Path) -> anyhow::Result<CmtsKey> {
+    Ok(super::keys::cmts_key(path)?)
 }
 
 fn read_signer(path: &Path) -> anyhow::Result<Signer> {
-    Ok(Signer::from_seed(&key_bytes(path)?))
+    Ok(super::keys::signer(path)?)
 }
 
-/// A trusted Ed25519 public key from a `keygen` `.pub` file.
-pub(crate) fn read_public(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
-    docsis::verifying_key(&key_bytes(path)?)
-        .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 public key: {e}", path.display()))
+fn read_public(path: &Path) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    Ok(super::keys::public(path)?)
 }
 
 fn hex(b: &[u8]) -> String {

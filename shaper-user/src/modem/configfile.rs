@@ -449,8 +449,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConfigFileError> {
 /// controller recomputes it to tell the modem (and to revert to the previous version) without
 /// keeping an index.
 ///
-/// Versions are consecutive per modem; writing version `v` removes version `v - keep`, so
-/// the last `keep` versions stay on disk for revert.
+/// Versions are consecutive per modem from 1; writing version `v` removes version `v - keep`,
+/// so the last `keep` versions stay on disk for revert. Version 0 is reserved: the modem
+/// pipeline ([`super::pipeline`]) keeps a copy of the newest version under it, the stable name
+/// a DHCP server hands the modem as its boot file; it is never pruned.
 #[derive(Clone)]
 pub struct ConfigStore {
     dir: PathBuf,
@@ -518,7 +520,8 @@ impl ConfigStore {
     ) -> Result<PathBuf, ConfigFileError> {
         let path = self.path(modem, version);
         write_atomic(&path, bytes)?;
-        if let Some(old) = version.checked_sub(self.keep) {
+        // Version 0 is the stable "current" name (docs/MODEM-CONFIG.md): never pruned.
+        if let Some(old) = version.checked_sub(self.keep).filter(|&v| v > 0) {
             let old = self.path(modem, old);
             match fs::remove_file(&old) {
                 Ok(()) => {}

@@ -737,11 +737,11 @@ impl EmulatorArgs {
         let cmts_key = self
             .cmts_key_file
             .as_deref()
-            .map(super::cli::cmts_key)
+            .map(super::keys::cmts_key)
             .transpose()?;
         let mut trusted = TrustedKeys::new();
         for p in &self.trusted_key {
-            trusted.add(super::cli::read_public(p)?);
+            trusted.add(super::keys::public(p)?);
         }
         Ok(Some(FetchSetup {
             server,

@@ -9,7 +9,10 @@
 pub mod cli;
 pub mod configfile;
 pub mod emulator;
+pub mod keys;
+pub mod pipeline;
 pub mod reboot;
+pub mod watch;
 
 pub use configfile::{
     BuildOptions, ConfigFileError, ConfigStore, ModemConfig, build, build_batch, load_and_verify,

@@ -246,6 +246,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces a known modem's base plan (the layers of its active grants stay on top).
+    pub fn set_base(&mut self, id: &str, base: QosLevel) -> Result<(), ProvisionError> {
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: id.to_owned(),
+                error,
+            })?;
+        let m = self
+            .modems
+            .get_mut(id)
+            .ok_or_else(|| ProvisionError::UnknownModem(id.to_owned()))?;
+        m.base = base;
+        Ok(())
+    }
+
     /// The base plan of a modem.
     pub fn base(&self, modem: &str) -> Option<&QosLevel> {
         self.modems.get(modem).map(|m| &m.base)
