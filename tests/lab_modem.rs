@@ -9,7 +9,9 @@
 //! and the Ed25519 signature. A boost to 40 Mbit/s down starts 2 s after the POST and stops 8 s
 //! later. At the start the emulator must print a `reboot` then a `config` granting 40 Mbit/s,
 //! and iperf3 (UDP, net → sub) must see 40 Mbit/s; after the stop a `reboot` and a `config`
-//! granting 10 Mbit/s, and 10 Mbit/s. The previous file versions stay in `config_dir`.
+//! granting 10 Mbit/s, and 10 Mbit/s. Before the boost, the gateway's power-on provisioning
+//! (version 1 at the base plan, and a reboot) must reach the modem too. The previous file
+//! versions stay in `config_dir`, each verifying with the controller's keys.
 //!
 //! Two variants: the reboot by RFC 3203 FORCERENEW and by SNMP `docsDevResetNow`. A third
 //! test runs the modem half alone (our TFTP server and `Rebooter`, no controller): start
@@ -422,21 +424,6 @@ mac = "{MAC}"
         ),
     )
     .unwrap();
-    let log = dir.join("shaper.log");
-    let child = guard.child.insert(start(&gw, &config, &log));
-    wait_ready(child, &gw, api_port, &log);
-    let http = |method: &str, path: &str, body: Option<&str>| {
-        shaper_run::http(&gw, api_port, TOKEN, method, path, body).unwrap()
-    };
-    let (status, body) = http("GET", "/v1/modems/cm1", None);
-    assert_eq!(status, 200, "{body}");
-    let modem: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        modem["effective"]["max_down_bps"].as_u64(),
-        Some(BASE_DOWN),
-        "{modem}"
-    );
-
     // The modem, on its address in sub.
     let (emu_out, emu_err) = (dir.join("emulator.out"), dir.join("emulator.err"));
     let sub_addr = |port: u16| format!("{SUB}:{port}");
@@ -474,7 +461,28 @@ mac = "{MAC}"
         stderr: emu_err,
     };
     wait_emulator_bound(&topo.sub, &mut emu);
-    let before = emu.events().len();
+
+    let log = dir.join("shaper.log");
+    let child = guard.child.insert(start(&gw, &config, &log));
+    wait_ready(child, &gw, api_port, &log);
+    let http = |method: &str, path: &str, body: Option<&str>| {
+        shaper_run::http(&gw, api_port, TOKEN, method, path, body).unwrap()
+    };
+    let (status, body) = http("GET", "/v1/modems/cm1", None);
+    assert_eq!(status, 200, "{body}");
+    let modem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        modem["effective"]["max_down_bps"].as_u64(),
+        Some(BASE_DOWN),
+        "{modem}"
+    );
+
+    // Power-on provisioning: the pipeline writes version 1 at the base plan and reboots the
+    // modem (SNMP retries until the agent answers; the emulator is up before the gateway so a
+    // FORCERENEW, sent once, is not lost).
+    let (ev, boot) = emu.wait_fetch(0, &log);
+    assert_reconfigured(&ev[..=boot], 0, reboot.method(), &key_id, BASE_DOWN);
+    let before = boot + 1;
 
     // The boost, timed on the system clock (the controller's clock).
     let posted = now_ms();
@@ -540,23 +548,38 @@ mac = "{MAC}"
         *b = u8::from_str_radix(&pub_hex[2 * i..2 * i + 2], 16).unwrap();
     }
     trusted.add(verifying_key(&pub_bytes).unwrap());
-    let current = load_and_verify(
-        &configs.join(&stable),
-        &CmtsKey::new(CMTS_SECRET.as_bytes()),
-        &trusted,
-    )
-    .unwrap_or_else(|e| panic!("{stable}: {e}"));
+    let cmts = CmtsKey::new(CMTS_SECRET.as_bytes());
+    let grants = |name: &str| {
+        load_and_verify(&configs.join(name), &cmts, &trusted)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let current = grants(&stable);
     assert_eq!(current.qos.max_down_bps, Some(BASE_DOWN));
     assert_eq!(current.modem.as_deref(), Some("cm1"));
-    let versions: Vec<String> = std::fs::read_dir(&configs)
+    let mut versions: Vec<(String, Option<u64>)> = std::fs::read_dir(&configs)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != &stable && !n.starts_with('.'))
+        .filter(|n| n != &stable && n.ends_with(".cfg"))
+        .map(|n| {
+            let down = grants(&n).qos.max_down_bps;
+            (n, down)
+        })
         .collect();
+    versions.sort();
+    eprintln!(
+        "{}: config_dir versions besides {stable}: {versions:?}",
+        reboot.method()
+    );
     assert!(
         versions.len() >= 2,
         "config_dir holds {versions:?} besides {stable}"
     );
+    for want in [BOOST_DOWN, BASE_DOWN] {
+        assert!(
+            versions.iter().any(|(_, d)| *d == Some(want)),
+            "no kept version grants {want} bit/s: {versions:?}"
+        );
+    }
     drop(emu);
 }
 
