@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
 };
 
@@ -14,6 +14,8 @@ use serde::Deserialize;
 use crate::api::{Role as TokenRole, TokenEntry, TokenError, TokenTable};
 use crate::controller::{ControllerConfig, EnforcementConfig};
 use crate::dataplane::{Limits, Role, htb};
+use crate::modem::pipeline::{ModemReboot, PipelineError, PipelineOptions};
+use crate::modem::reboot::{ForceRenewKey, RebootMethod, parse_mac};
 use crate::policy::{ClassConfig, PortRange, Prefix, Rule, SubscriberKey, validate_rules};
 use crate::provision::{QosError, QosLevel};
 
@@ -110,6 +112,39 @@ pub struct ControllerSection {
     pub class_last: Option<u32>,
     #[serde(default)]
     pub enforcement: EnforcementConfig,
+    /// The modem pipeline (files, delivery, reboots); required when
+    /// `enforcement.modem_pipeline` is on.
+    pub modem_pipeline: Option<ModemPipelineSection>,
+}
+
+/// `[controller.modem_pipeline]` (docs/MODEM-CONFIG.md). Relative paths are relative to the
+/// configuration file's directory.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModemPipelineSection {
+    /// Where the pipeline writes the files (created if absent).
+    pub config_dir: PathBuf,
+    /// Where operators drop files for the controller to check and enforce.
+    pub incoming_dir: Option<PathBuf>,
+    /// The CMTS MIC shared secret.
+    pub cmts_key_file: PathBuf,
+    /// Ed25519 secret key (`shaper modem-config keygen`) signing generated files.
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys accepted on dropped files (none: signatures are not checked).
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// 32-byte secret (64 hex digits) naming the files.
+    pub name_key_file: PathBuf,
+    pub keep_versions: Option<u64>,
+    pub max_cpe: Option<u8>,
+    /// Serve `config_dir` by TFTP on this address.
+    pub tftp_listen: Option<String>,
+    pub reboot_attempts: Option<u32>,
+    pub reboot_backoff_ms: Option<u64>,
+    pub snmp_port: Option<u16>,
+    pub forcerenew_source_port: Option<u16>,
+    /// Command hook: program and arguments.
+    pub hook: Option<Vec<String>>,
 }
 
 /// `[[modem]]`: a modem, its addresses and its base plan.
@@ -129,6 +164,16 @@ pub struct ModemSection {
     /// Traffic priority 0..=7, higher is better.
     pub priority: Option<u8>,
     pub mtu: Option<u16>,
+    /// The modem's MAC address (needed to reboot it).
+    pub mac: Option<String>,
+    /// How the modem pipeline reboots it: "snmp", "forcerenew", "command" or "none".
+    pub reboot: Option<String>,
+    /// SNMP write community for `reboot = "snmp"`.
+    pub snmp_community: Option<String>,
+    /// RFC 6704 reconfigure key, 32 hex digits, for `reboot = "forcerenew"`.
+    pub forcerenew_key: Option<String>,
+    /// The xid the modem's DHCP client expects in a FORCERENEW.
+    pub forcerenew_xid: Option<u32>,
 }
 
 /// One `[[modem]]`, checked.
@@ -137,6 +182,8 @@ pub struct ModemPlan {
     pub id: String,
     pub addrs: Vec<SubscriberKey>,
     pub base: QosLevel,
+    /// How the modem pipeline reboots it; `None`: it does not.
+    pub reboot: Option<ModemReboot>,
 }
 
 /// `[controller]` and the `[[modem]]`s, checked.
@@ -147,6 +194,8 @@ pub struct ControllerPlan {
     pub tokens_file: PathBuf,
     pub config: ControllerConfig,
     pub enforcement: EnforcementConfig,
+    /// `[controller.modem_pipeline]`, paths resolved.
+    pub pipeline: Option<PipelineOptions>,
     pub modems: Vec<ModemPlan>,
 }
 
@@ -330,8 +379,23 @@ pub struct Validated {
     pub nsm: Option<crate::nsm::config::NsmPlan>,
 }
 
-/// Parses and validates TOML text.
+/// Reads, parses and validates a configuration file; relative paths in it (the modem
+/// pipeline's) are relative to its directory.
+pub fn parse_file(path: &Path) -> Result<Validated, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("config", format!("reading {}: {e}", path.display())))?;
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    parse_in(&text, base.unwrap_or(Path::new(".")))
+}
+
+/// Parses and validates TOML text; relative paths are taken as they are (relative to the
+/// working directory).
 pub fn parse(text: &str) -> Result<Validated, ConfigError> {
+    parse_in(text, Path::new(""))
+}
+
+/// Parses and validates TOML text; relative paths are relative to `base`.
+pub fn parse_in(text: &str, base: &Path) -> Result<Validated, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let key = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
         err(
@@ -343,7 +407,7 @@ pub fn parse(text: &str) -> Result<Validated, ConfigError> {
             e.message().to_string(),
         )
     })?;
-    validate(config)
+    validate_in(config, base)
 }
 
 /// "line N" for a byte offset, so parse errors point somewhere.
@@ -417,8 +481,13 @@ fn parse_proto(v: &toml::Value) -> Result<u8, String> {
     }
 }
 
-/// Checks a parsed configuration.
+/// Checks a parsed configuration (relative paths as they are).
 pub fn validate(config: Config) -> Result<Validated, ConfigError> {
+    validate_in(config, Path::new(""))
+}
+
+/// Checks a parsed configuration; relative paths are relative to `base`.
+pub fn validate_in(config: Config, base: &Path) -> Result<Validated, ConfigError> {
     let dp = &config.dataplane;
     if dp.flow_sample_shift > 31 {
         return Err(err(
@@ -649,7 +718,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     }
     validate_rules(&rules).map_err(|e| err("rule", e.to_string()))?;
     crate::dataplane::rules::compile(&rules, 0, 0).map_err(|e| err("rule", e.to_string()))?;
-    let controller = validate_controller(&config, &ids, &seen)?;
+    let controller = validate_controller(&config, &ids, &seen, base)?;
     let nsm = match (&config.nsm, &controller) {
         (None, _) => None,
         (Some(_), None) => return Err(err("nsm", "needs [controller] (its API and store)")),
@@ -713,6 +782,7 @@ fn validate_controller(
     config: &Config,
     class_ids: &HashMap<u32, usize>,
     static_subs: &HashMap<SubscriberKey, usize>,
+    base_dir: &Path,
 ) -> Result<Option<ControllerPlan>, ConfigError> {
     let Some(c) = &config.controller else {
         if !config.modems.is_empty() {
@@ -738,10 +808,15 @@ fn validate_controller(
             ),
         )
     })?;
-    if c.enforcement.modem_pipeline {
+    let pipeline = c
+        .modem_pipeline
+        .as_ref()
+        .map(|p| validate_pipeline(p, base_dir))
+        .transpose()?;
+    if c.enforcement.modem_pipeline && pipeline.is_none() {
         return Err(err(
-            "controller.enforcement.modem_pipeline",
-            "the modem pipeline has no implementation yet (issue 4); set it to false",
+            "controller.modem_pipeline",
+            "the section is required when controller.enforcement.modem_pipeline = true",
         ));
     }
     let max_classes = config.dataplane.limits.max_classes;
@@ -830,10 +905,12 @@ fn validate_controller(
         };
         base.validate()
             .map_err(|e| err(key(modem_field(&e)), e.to_string()))?;
+        let reboot = validate_reboot(m, i, &addrs, pipeline.as_ref())?;
         modems.push(ModemPlan {
             id: m.id.clone(),
             addrs,
             base,
+            reboot,
         });
     }
     let needed = 2 * modems.len() as u64;
@@ -868,8 +945,185 @@ fn validate_controller(
             htb_minors_up: None,
         },
         enforcement: c.enforcement,
+        pipeline,
         modems,
     }))
+}
+
+/// `path` relative to `base` unless absolute.
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Checks `[controller.modem_pipeline]`, reading every key file.
+fn validate_pipeline(
+    p: &ModemPipelineSection,
+    base: &Path,
+) -> Result<PipelineOptions, ConfigError> {
+    let key = |f: &str| format!("controller.modem_pipeline.{f}");
+    for (f, v) in [
+        ("config_dir", &p.config_dir),
+        ("cmts_key_file", &p.cmts_key_file),
+        ("name_key_file", &p.name_key_file),
+    ] {
+        if v.as_os_str().is_empty() {
+            return Err(err(key(f), "is empty"));
+        }
+    }
+    let mut o = PipelineOptions::new(
+        resolve(base, &p.config_dir),
+        resolve(base, &p.cmts_key_file),
+        resolve(base, &p.name_key_file),
+    );
+    if let Some(d) = &p.incoming_dir {
+        if d.as_os_str().is_empty() {
+            return Err(err(key("incoming_dir"), "is empty"));
+        }
+        let d = resolve(base, d);
+        if d == o.config_dir {
+            return Err(err(
+                key("incoming_dir"),
+                "must differ from config_dir (dropped files are moved away once handled)",
+            ));
+        }
+        o.incoming_dir = Some(d);
+    }
+    o.signing_key_file = p.signing_key_file.as_deref().map(|f| resolve(base, f));
+    o.trusted_keys = p.trusted_keys.iter().map(|f| resolve(base, f)).collect();
+    if let Some(k) = p.keep_versions {
+        if k < 2 {
+            return Err(err(
+                key("keep_versions"),
+                "must be at least 2 (the current file and the previous one, for revert)",
+            ));
+        }
+        o.keep_versions = k;
+    }
+    if let Some(n) = p.max_cpe {
+        if n == 0 {
+            return Err(err(key("max_cpe"), "must be 1..=255"));
+        }
+        o.max_cpe = n;
+    }
+    if let Some(t) = &p.tftp_listen {
+        o.tftp_listen = Some(t.parse().map_err(|_| {
+            err(
+                key("tftp_listen"),
+                format!("{t:?} is not an address:port (e.g. \"198.18.0.1:69\")"),
+            )
+        })?);
+    }
+    if let Some(n) = p.reboot_attempts {
+        if n == 0 {
+            return Err(err(key("reboot_attempts"), "must be at least 1"));
+        }
+        o.reboot_attempts = n;
+    }
+    if let Some(ms) = p.reboot_backoff_ms {
+        o.reboot_backoff_ms = ms;
+    }
+    if let Some(port) = p.snmp_port {
+        if port == 0 {
+            return Err(err(key("snmp_port"), "must be 1..=65535"));
+        }
+        o.snmp_port = port;
+    }
+    if let Some(port) = p.forcerenew_source_port {
+        o.forcerenew_source_port = port;
+    }
+    if let Some(h) = &p.hook {
+        if h.first().is_none_or(String::is_empty) {
+            return Err(err(
+                key("hook"),
+                "must name a program first: [\"/path/to/program\", \"arg\", …]",
+            ));
+        }
+        o.hook = Some(h.clone());
+    }
+    o.load_keys().map_err(|e| match e {
+        PipelineError::Key { field, source } => err(key(&field), source.to_string()),
+        other => err("controller.modem_pipeline", other.to_string()),
+    })?;
+    Ok(o)
+}
+
+/// Checks a `[[modem]]`'s reboot keys.
+fn validate_reboot(
+    m: &ModemSection,
+    i: usize,
+    addrs: &[SubscriberKey],
+    pipeline: Option<&PipelineOptions>,
+) -> Result<Option<ModemReboot>, ConfigError> {
+    let key = |f: &str| format!("modem[{i}].{f}");
+    let mac = m
+        .mac
+        .as_deref()
+        .map(|s| parse_mac(s).map_err(|e| err(key("mac"), e.to_string())))
+        .transpose()?;
+    let fr_key = m
+        .forcerenew_key
+        .as_deref()
+        .map(|s| {
+            crate::modem::keys::hex16(s).ok_or_else(|| {
+                err(
+                    key("forcerenew_key"),
+                    "expected 32 hex digits (the 16-byte RFC 6704 reconfigure key)",
+                )
+            })
+        })
+        .transpose()?;
+    if m.snmp_community.as_deref() == Some("") {
+        return Err(err(key("snmp_community"), "is empty"));
+    }
+    let method = match m.reboot.as_deref().unwrap_or("none") {
+        "none" => return Ok(None),
+        "snmp" => RebootMethod::Snmp {
+            community: m
+                .snmp_community
+                .clone()
+                .ok_or_else(|| err(key("snmp_community"), "required with reboot = \"snmp\""))?,
+        },
+        "forcerenew" => RebootMethod::ForceRenew {
+            key: ForceRenewKey::Reconfigure(fr_key.ok_or_else(|| {
+                err(
+                    key("forcerenew_key"),
+                    "required with reboot = \"forcerenew\"",
+                )
+            })?),
+            xid: m.forcerenew_xid.unwrap_or(0),
+        },
+        "command" => RebootMethod::Command,
+        other => {
+            return Err(err(
+                key("reboot"),
+                format!("{other:?} is not a reboot method (snmp, forcerenew, command, none)"),
+            ));
+        }
+    };
+    let Some(p) = pipeline else {
+        return Err(err(
+            key("reboot"),
+            "rebooting needs a [controller.modem_pipeline] section",
+        ));
+    };
+    if method == RebootMethod::Command && p.hook.is_none() {
+        return Err(err(
+            key("reboot"),
+            "reboot = \"command\" needs controller.modem_pipeline.hook",
+        ));
+    }
+    let mac = mac.ok_or_else(|| err(key("mac"), "required when reboot is not \"none\""))?;
+    if !addrs.iter().any(|a| a.addr.is_ipv4() && a.len == 32) {
+        return Err(err(
+            key("addrs"),
+            "a modem that is rebooted needs an IPv4 address (its management address)",
+        ));
+    }
+    Ok(Some(ModemReboot { mac, method }))
 }
 
 #[cfg(test)]
@@ -1107,7 +1361,7 @@ max_down = "50M"
             parse(&c.replace("dataplane = true", "modem_pipeline = true"))
                 .unwrap_err()
                 .key,
-            "controller.enforcement.modem_pipeline"
+            "controller.modem_pipeline"
         );
         let e = parse(&c.replace(
             "[controller.enforcement]",

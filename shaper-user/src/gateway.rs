@@ -15,6 +15,7 @@ use crate::abi;
 use crate::config::{ControllerPlan, Validated};
 use crate::controller::{Controller, DataplaneEnforcer};
 use crate::dataplane::{Dataplane, LoadOptions, htb};
+use crate::modem::pipeline::{DocsisPipeline, PipelineError, PipelineShared};
 use crate::store::{SqliteStore, Store as _};
 
 /// The data plane (shared with the controller's enforcer) and the HTB trees the gateway
@@ -133,11 +134,13 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
 /// Opens the provisioning controller of `plan` on the gateway's data plane at `now_ms`:
 /// the store's modems that the configuration lists are bound (and reconciled), the listed
 /// modems the store does not know yet are added with their configured base plan.
+/// Also returns the modem pipeline's shared state when the DOCSIS pipeline is on. Must be
+/// called within a tokio runtime (the pipeline reboots modems on it).
 pub fn open_controller(
     plan: &ControllerPlan,
     gw: &Gateway,
     now_ms: u64,
-) -> anyhow::Result<Controller> {
+) -> anyhow::Result<(Controller, Option<Arc<PipelineShared>>)> {
     if let Some(dir) = plan.store.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("controller.store: creating {}", dir.display()))?;
@@ -164,7 +167,21 @@ pub fn open_controller(
         .collect();
     let dp = gw.dataplane.clone();
     let enforcer = plan.enforcement.enforcer(|| DataplaneEnforcer::new(dp));
-    let pipeline = plan.enforcement.pipeline()?;
+    let mut shared = None;
+    let docsis = plan.pipeline.as_ref().map(|opts| {
+        || -> Result<DocsisPipeline, PipelineError> {
+            let keys = opts.load_keys()?;
+            let reboots = plan
+                .modems
+                .iter()
+                .filter_map(|m| m.reboot.clone().map(|r| (m.id.clone(), r)))
+                .collect();
+            let p = DocsisPipeline::open(opts, keys, reboots, tokio::runtime::Handle::current())?;
+            shared = Some(p.shared());
+            Ok(p)
+        }
+    });
+    let pipeline = plan.enforcement.pipeline(docsis)?;
     let (mut ctl, changes) = Controller::open(
         plan.config.clone(),
         Box::new(store),
@@ -209,7 +226,7 @@ pub fn open_controller(
         store = %plan.store.display(),
         "controller open"
     );
-    Ok(ctl)
+    Ok((ctl, shared))
 }
 
 /// Reads kernel events (malformed packets, ICMP answers sent, ...) into `tracing`.

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use shaper::modem::pipeline::ConfigDirHandler;
+use shaper::modem::watch::Watcher;
+use shaper::tftp::{ServerConfig, TftpServer};
 use shaper::{api, config, gateway};
 
 /// How long in-flight API requests get to finish on shutdown.
@@ -115,6 +118,15 @@ enum Cmd {
         #[arg(long)]
         modem: String,
     },
+    /// DOCSIS modem configuration files: decode to text, encode from text with MICs and an
+    /// optional signature, verify, generate signing keys (docs/MODEM-CONFIG.md).
+    ModemConfig {
+        #[command(subcommand)]
+        cmd: shaper::modem::cli::ModemConfigCmd,
+    },
+    /// Emulate a modem's reboot triggers: accept an authenticated FORCERENEW (UDP 68) and an
+    /// SNMP SET of docsDevResetNow (UDP 161); print one JSON line per accepted trigger.
+    ModemEmulator(shaper::modem::emulator::EmulatorArgs),
     /// The lab demo: network namespaces sub — gw — net joined by veth pairs, the data plane on
     /// gw, real traffic with iperf3. Needs root, iperf3, iproute2 and ping.
     Demo,
@@ -188,7 +200,11 @@ enum TokenCmd {
 fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -234,6 +250,8 @@ fn main() -> ExitCode {
             run(&v, detach_on_exit)
         }),
         Cmd::Demo => shaper::demo::run(),
+        Cmd::ModemConfig { cmd } => shaper::modem::cli::run(cmd),
+        Cmd::ModemEmulator(args) => shaper::modem::emulator::run_cli(&args),
         Cmd::Provision {
             api,
             modem,
@@ -450,6 +468,10 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
             if let Err(e) = t.ticker.await {
                 warn!("tick task: {e}");
             }
+            if let Some(tftp) = t.tftp {
+                tftp.shutdown().await;
+                info!("TFTP server stopped");
+            }
             info!("controller stopped; its state is in the store");
         }
         if detach_on_exit {
@@ -466,6 +488,8 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
 struct ControllerTasks {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     ticker: tokio::task::JoinHandle<()>,
+    /// The TFTP server of the modem files, when `tftp_listen` is set.
+    tftp: Option<shaper::tftp::ServerHandle>,
 }
 
 /// Opens the controller on the gateway's data plane, then serves its API on `plan.listen` and
@@ -485,8 +509,38 @@ async fn start_controller(
     if tokens.is_empty() {
         warn!(file = %path.display(), "no API tokens: every modem and event request gets 401");
     }
-    let ctl = gateway::open_controller(plan, gw, api::system_now_ms())?;
+    let (ctl, pipeline) = gateway::open_controller(plan, gw, api::system_now_ms())?;
     let ctl = Arc::new(Mutex::new(ctl));
+    let mut tftp = None;
+    let mut files: Option<Arc<dyn shaper::tftp::Handler>> = None;
+    if let (Some(opts), Some(shared)) = (&plan.pipeline, &pipeline) {
+        let handler: Arc<dyn shaper::tftp::Handler> =
+            Arc::new(ConfigDirHandler::new(&opts.config_dir).with_context(|| {
+                format!(
+                    "controller.modem_pipeline.config_dir: {}",
+                    opts.config_dir.display()
+                )
+            })?);
+        if let Some(addr) = opts.tftp_listen {
+            let server = TftpServer::bind(
+                ServerConfig {
+                    bind: addr,
+                    ..ServerConfig::default()
+                },
+                handler.clone(),
+            )
+            .await
+            .with_context(|| format!("controller.modem_pipeline.tftp_listen: {addr}"))?;
+            info!(listen = %server.local_addr(), dir = %opts.config_dir.display(), "TFTP serving modem files");
+            tftp = Some(server.spawn());
+        }
+        if let Some(dir) = &opts.incoming_dir {
+            let keys = opts.load_keys()?;
+            let watcher = Watcher::new(dir, keys.cmts, keys.trusted, shared.clone())?;
+            tokio::spawn(watcher.run(ctl.clone(), stop.clone()));
+        }
+        files = Some(handler);
+    }
     let listener = tokio::net::TcpListener::bind(plan.listen)
         .await
         .with_context(|| format!("controller.listen: binding {}", plan.listen))?;
@@ -523,6 +577,9 @@ async fn start_controller(
         });
         state = state.with_nsm(nsm).with_change_hook(hook);
     }
+    if let (Some(shared), Some(files)) = (pipeline, files) {
+        state = state.with_pipeline(shared, files);
+    }
     let (clock, wake, hook) = (
         state.clock.clone(),
         state.wake.clone(),
@@ -539,7 +596,11 @@ async fn start_controller(
             .map_err(anyhow::Error::from)
     });
     let ticker = tokio::spawn(api::ticker::tick_loop(ctl, clock, wake, stop, hook));
-    Ok(ControllerTasks { server, ticker })
+    Ok(ControllerTasks {
+        server,
+        ticker,
+        tftp,
+    })
 }
 
 // ---- API client commands ----------------------------------------------------------------

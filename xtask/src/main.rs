@@ -54,6 +54,12 @@ const PACKAGES: &[(&str, &str)] = &[
     ("freeradius-utils", "/usr/bin/radclient"),
     ("freeradius", "/usr/sbin/freeradius"),
     ("tshark", "/usr/bin/tshark"),
+    ("curl", "/usr/bin/curl"),
+    ("tftp-hpa", "/usr/bin/tftp"),
+    ("atftp", "/usr/bin/atftp"),
+    ("tftpd-hpa", "/usr/sbin/in.tftpd"),
+    ("snmpd", "/usr/sbin/snmpd"),
+    ("snmp", "/usr/bin/snmpset"),
 ];
 
 fn deps() -> anyhow::Result<()> {
@@ -78,6 +84,15 @@ fn deps() -> anyhow::Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if missing.contains(&"tftpd-hpa") {
+        // The package starts a daemon on :69 where the host has an init system; the TFTP
+        // benchmark runs its own `in.tftpd` on another port, and :69 belongs to shaper.
+        // Best effort: containers have neither systemd nor a started daemon.
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "tftpd-hpa"])
+            .status();
+        let _ = Command::new("service").args(["tftpd-hpa", "stop"]).status();
+    }
     Ok(())
 }
 

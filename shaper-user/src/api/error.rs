@@ -294,7 +294,8 @@ impl From<ControllerError> for ApiError {
             | ControllerError::NotBound(_)
             | ControllerError::AlreadyBound(_)
             | ControllerError::Enforce(_)
-            | ControllerError::PipelineUnavailable => ApiError::Internal {
+            | ControllerError::PipelineUnconfigured
+            | ControllerError::Pipeline(_) => ApiError::Internal {
                 detail: e.to_string(),
             },
         }

@@ -19,6 +19,13 @@
 //! | DELETE | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
 //! | GET    | `/openapi.json`      | anyone (no token)                              |
 //! | GET    | `/metrics`           | admin (Prometheus text format)                 |
+//! | GET    | `/v1/modem-files`    | admin, csr (operator-dropped modem files)      |
+//! | GET    | `/files/{name}`      | anyone (no token): the modem pipeline's files  |
+//!
+//! `/files/{name}` serves the modem configuration files the pipeline writes, as TFTP does,
+//! without authentication: modems cannot present a token, and the names are 128-bit HMACs no
+//! one can guess (docs/MODEM-CONFIG.md). Only `<name>.cfg` directly in the pipeline's
+//! directory is served; 404 when the pipeline is off.
 //!
 //! `/metrics` ([`crate::metrics`]) needs an admin token because its top-flow series carry
 //! subscribers' peer addresses: give Prometheus one (`authorization: { credentials_file: ... }`
@@ -51,7 +58,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 use crate::controller::{Controller, ControllerError};
 use crate::metrics::Metrics;
+use crate::modem::pipeline::PipelineShared;
 use crate::provision::{EventRequest, Submitted};
+use crate::tftp::Handler;
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
@@ -87,6 +96,11 @@ pub struct AppState {
     pub tick_after_commit: bool,
     /// See [`ChangeHook`].
     pub on_changes: Option<ChangeHook>,
+    /// The modem pipeline's state (`pipeline` in `GET /v1/modems/{id}`,
+    /// `GET /v1/modem-files`); `None` when it is off.
+    pub pipeline: Option<Arc<PipelineShared>>,
+    /// What `GET /files/{name}` serves (the pipeline's files); `None` = 404.
+    pub files: Option<Arc<dyn Handler>>,
 }
 
 /// The reply to one queued submission.
@@ -205,6 +219,18 @@ impl AppState {
             wake: Arc::default(),
             tick_after_commit: false,
             on_changes: None,
+            pipeline: None,
+            files: None,
+        }
+    }
+
+    /// The same state, showing the modem pipeline's state and serving its files.
+    #[must_use]
+    pub fn with_pipeline(self, pipeline: Arc<PipelineShared>, files: Arc<dyn Handler>) -> AppState {
+        AppState {
+            pipeline: Some(pipeline),
+            files: Some(files),
+            ..self
         }
     }
 
@@ -261,7 +287,7 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 26] = [
+pub const ROUTES: [Route; 28] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
@@ -366,6 +392,14 @@ pub const ROUTES: [Route; 26] = [
         method: "DELETE",
         path: "/v1/sessions/{id}",
     },
+    Route {
+        method: "GET",
+        path: "/v1/modem-files",
+    },
+    Route {
+        method: "GET",
+        path: "/files/{name}",
+    },
 ];
 
 fn handler(route: Route) -> MethodRouter<AppState> {
@@ -400,6 +434,8 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         ("PUT", "/v1/sessions/{id}") => on(filter, nsm::put_session),
         ("GET", "/v1/sessions/{id}") => on(filter, nsm::get_session),
         ("DELETE", "/v1/sessions/{id}") => on(filter, nsm::delete_session),
+        ("GET", "/v1/modem-files") => on(filter, routes::modem_files),
+        ("GET", "/files/{name}") => on(filter, routes::file),
         (method, path) => unreachable!("no handler for {method} {path}"),
     }
 }

@@ -72,6 +72,8 @@ impl Rig {
             wake: Arc::default(),
             tick_after_commit: false,
             on_changes: None,
+            pipeline: None,
+            files: None,
         }
         .with_nsm(NsmState {
             service: Arc::new(Mutex::new(svc)),

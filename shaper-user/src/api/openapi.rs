@@ -120,7 +120,48 @@ fn components() -> Value {
                     "id": { "type": "string" },
                     "base": schema_ref("QosLevel"),
                     "effective": { "$ref": "#/components/schemas/QosLevel", "description": "Base plan with the active grants layered on it, normalized." },
-                    "bound": { "type": "boolean", "description": "Whether the modem has a data-plane binding (unbound modems are not enforced)." }
+                    "bound": { "type": "boolean", "description": "Whether the modem has a data-plane binding (unbound modems are not enforced)." },
+                    "pipeline": {
+                        "oneOf": [ schema_ref("ModemPipeline"), { "type": "null" } ],
+                        "description": "The modem pipeline's state; null when the pipeline is off or has made no file for the modem yet."
+                    }
+                }
+            },
+            "ModemPipeline": {
+                "type": "object",
+                "required": ["version", "file", "version_file", "last_reboot"],
+                "properties": {
+                    "version": { "type": "integer", "description": "Newest configuration-file version written (versions start at 1)." },
+                    "file": { "type": "string", "description": "The stable file name (version 0): what DHCP hands the modem as its boot file; it always holds the newest version. Served by TFTP and at /files/{name}." },
+                    "version_file": opt("string", "The file name of the newest version."),
+                    "last_reboot": {
+                        "oneOf": [ schema_ref("RebootRecord"), { "type": "null" } ],
+                        "description": "The last reboot since the controller started; null if none yet."
+                    }
+                }
+            },
+            "RebootRecord": {
+                "type": "object",
+                "required": ["method", "ok", "skipped", "attempts", "last_error", "at_ms", "version"],
+                "properties": {
+                    "method": { "type": "string", "enum": ["snmp", "forcerenew", "command", "none"] },
+                    "ok": { "type": "boolean" },
+                    "skipped": { "type": "boolean", "description": "The modem has no reboot method: nothing was sent." },
+                    "attempts": { "type": "integer", "description": "Attempts made (retries with exponential backoff)." },
+                    "last_error": opt("string", "The last attempt's error, when it failed."),
+                    "at_ms": { "type": "integer", "description": "When it finished, ms since the Unix epoch." },
+                    "version": { "type": "integer", "description": "The file version it delivered." }
+                }
+            },
+            "ModemFile": {
+                "type": "object",
+                "required": ["name", "ok", "modem", "reason", "at_ms"],
+                "properties": {
+                    "name": { "type": "string", "description": "The file name in the incoming directory." },
+                    "ok": { "type": "boolean", "description": "True: applied as the modem's base plan (moved to applied/); false: refused (moved to rejected/), nothing changed." },
+                    "modem": opt("string", "The modem it named, when known."),
+                    "reason": { "type": "string", "description": "Why it was refused (bad MIC, bad signature, malformed, unknown modem, …), or what was done." },
+                    "at_ms": { "type": "integer" }
                 }
             },
             "Source": {
@@ -293,6 +334,30 @@ pub fn document() -> Value {
                     "summary": "This document.",
                     "security": [],
                     "responses": { "200": ok("OpenAPI 3.1 document.", json!({ "type": "object" })) }
+                }
+            },
+            "/v1/modem-files": {
+                "get": {
+                    "operationId": "listModemFiles",
+                    "summary": "Modem configuration files operators dropped in the incoming directory, as handled, oldest first (the last 256).",
+                    "description": "Roles: admin, csr. Empty when the modem pipeline or its incoming directory is off.",
+                    "responses": responses(
+                        &[("200", ok("The files.", json!({ "type": "array", "items": schema_ref("ModemFile") })))],
+                        auth_errors(&[])
+                    )
+                }
+            },
+            "/files/{name}": {
+                "get": {
+                    "operationId": "getFile",
+                    "summary": "A modem configuration file the pipeline wrote (the same files TFTP serves).",
+                    "description": "No token: modems cannot present one, and the names are 128-bit HMACs no one without the name key can guess. Only `<name>.cfg` directly in the pipeline's directory.",
+                    "security": [],
+                    "parameters": [ { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                    "responses": {
+                        "200": { "description": "The file.", "content": { "application/octet-stream": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } } },
+                        "404": problem("No such file, or the modem pipeline is off.")
+                    }
                 }
             },
             "/metrics": {

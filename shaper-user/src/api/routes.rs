@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::{Principal, client_key};
 use super::error::ApiError;
 use crate::controller::Controller;
+use crate::modem::pipeline::{FileRecord, PipelineStatus};
 use crate::provision::{
     Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source, Submitted,
 };
@@ -187,6 +188,9 @@ pub struct ModemView {
     pub effective: QosLevel,
     /// Whether the modem has a data-plane binding (an unbound modem is not enforced).
     pub bound: bool,
+    /// The modem pipeline's state for the modem; `null` when the pipeline is off or has made
+    /// no file for it yet.
+    pub pipeline: Option<PipelineStatus>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -351,6 +355,7 @@ pub async fn get_modem(
         detail: e.body_text(),
     })?;
     principal.require_modem(&id)?;
+    let pipeline = state.pipeline.as_ref().and_then(|p| p.status(&id));
     with_controller(&state, move |ctl, _| {
         let base = *ctl.engine().base(&id).ok_or_else(|| ApiError::NotFound {
             detail: format!("unknown modem {id}"),
@@ -362,6 +367,7 @@ pub async fn get_modem(
             base,
             effective,
             bound,
+            pipeline,
         }))
     })
     .await
@@ -546,6 +552,59 @@ pub async fn metrics(
             detail: format!("rendering metrics: {e}"),
         })?;
     Ok(([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// `GET /v1/modem-files`: the operator-dropped files the controller handled, oldest first
+/// (admin and CSR tokens).
+pub async fn modem_files(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<FileRecord>>, ApiError> {
+    if !matches!(principal.role, super::Role::Admin | super::Role::Csr) {
+        return Err(ApiError::Forbidden {
+            detail: "modem files need an admin or CSR token".into(),
+        });
+    }
+    Ok(Json(
+        state
+            .pipeline
+            .as_ref()
+            .map(|p| p.files())
+            .unwrap_or_default(),
+    ))
+}
+
+/// `GET /files/{name}`: a modem configuration file, without authentication (see the module
+/// documentation).
+pub async fn file(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::BadRequest {
+        field: Some("name".into()),
+        detail: e.body_text(),
+    })?;
+    let not_found = || ApiError::NotFound {
+        detail: format!("no file {name:?}"),
+    };
+    let handler = state.files.clone().ok_or_else(not_found)?;
+    let n = name.clone();
+    let data = tokio::task::spawn_blocking(move || handler.open(&n))
+        .await
+        .map_err(|e| ApiError::Internal {
+            detail: format!("file task: {e}"),
+        })?
+        .map_err(|e| match crate::tftp::http::status(&e) {
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN => not_found(),
+            _ => ApiError::Internal {
+                detail: format!("reading {name:?}: {e}"),
+            },
+        })?;
+    Ok((
+        [(CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from(Bytes::from_owner(data)),
+    )
+        .into_response())
 }
 
 /// Any path no route serves.

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::controller::{ControllerConfig, Disabled};
+use crate::modem::pipeline::{ConfigDirHandler, FileRecord, PipelineShared};
 use crate::policy::SubscriberKey;
 use crate::provision::{EventRequest, EventState, QosLevel, Source};
 use crate::store::{SqliteStore, Store, TempDir};
@@ -48,6 +49,9 @@ impl Rig {
     fn new(name: &str) -> Rig {
         let dir = TempDir::new(&format!("api-{name}"));
         let db = dir.path().join("shaper.db");
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("x.cfg"), b"modem file").unwrap();
         let store = SqliteStore::open(&db).unwrap();
         let (mut ctl, _) = Controller::open(
             ControllerConfig::default(),
@@ -88,6 +92,8 @@ impl Rig {
             wake: Arc::default(),
             tick_after_commit: false,
             on_changes: None,
+            pipeline: Some(Arc::new(PipelineShared::default())),
+            files: Some(Arc::new(ConfigDirHandler::new(&files).unwrap())),
         };
         Rig {
             _dir: dir,
@@ -171,9 +177,9 @@ impl Rig {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = headers
-            .get("content-type")
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"text/plain"));
+        let text = headers.get("content-type").is_some_and(|ct| {
+            ct.as_bytes().starts_with(b"text/plain") || ct == "application/octet-stream"
+        });
         let value = if bytes.is_empty() {
             Value::Null
         } else if text {
@@ -221,6 +227,8 @@ fn template(path: &str) -> &str {
     let path = path.split('?').next().unwrap();
     if path.starts_with("/v1/modems/") {
         "/v1/modems/{id}"
+    } else if path.starts_with("/files/") {
+        "/files/{name}"
     } else {
         path
     }
@@ -264,6 +272,8 @@ async fn authorization_matrix() {
         ("DELETE", "/v1/events/{id}", Target::Id(9999), None, [404, 404, 404, 403, 404, 401, 401]),
         ("GET", "/openapi.json", Target::None, None, [200; 7]),
         ("GET", "/metrics", Target::None, None, [200, 403, 403, 403, 403, 401, 401]),
+        ("GET", "/v1/modem-files", Target::None, None, [200, 200, 403, 403, 403, 401, 401]),
+        ("GET", "/files/0123456789abcdef0123456789abcdef.cfg", Target::None, None, [404; 7]),
     ];
     // The network service manager's routes have their own matrix (api::nsm_tests).
     for route in ROUTES.iter().filter(|r| !nsm::is_nsm_path(r.path)) {
@@ -795,7 +805,8 @@ async fn openapi_covers_exactly_the_routes() {
         let uri = path
             .replace("{id}", "1")
             .replace("{app}", "a")
-            .replace("{alloc}", "1");
+            .replace("{alloc}", "1")
+            .replace("{name}", "x.cfg");
         let (s, _, _) = rig.call(method, &uri, None, None).await;
         assert!(
             s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
@@ -809,4 +820,38 @@ async fn openapi_covers_exactly_the_routes() {
             assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{other} {uri}");
         }
     }
+}
+
+#[tokio::test]
+async fn pipeline_files_and_records() {
+    let rig = Rig::new("files");
+    // Files: no token needed; only top-level *.cfg names; 404 otherwise.
+    let (s, headers, body) = rig.call("GET", "/files/x.cfg", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(body, "modem file");
+    for missing in ["/files/y.cfg", "/files/..%2Fshaper.db", "/files/shaper.db"] {
+        let (s, _, _) = rig.call("GET", missing, None, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{missing}");
+    }
+    // Modem-file records, as the watcher leaves them.
+    let shared = rig.state.pipeline.clone().unwrap();
+    shared.record_file(FileRecord {
+        name: "cm1.cfg".into(),
+        ok: false,
+        modem: None,
+        reason: "MIC check failed: CM MIC mismatch".into(),
+        at_ms: T0,
+    });
+    let (s, _, list) = rig
+        .call("GET", "/v1/modem-files", Some("t-csr"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list[0]["name"], "cm1.cfg");
+    assert_eq!(list[0]["ok"], false);
+    assert!(list[0]["reason"].as_str().unwrap().contains("MIC"));
+    // No file made for cm1 yet: its pipeline state is null.
+    let (s, _, modem) = rig.call("GET", "/v1/modems/cm1", Some("t-csr"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(modem["pipeline"].is_null(), "{modem}");
 }

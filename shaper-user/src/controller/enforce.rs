@@ -177,6 +177,14 @@ pub enum EnforceError {
         what: String,
         owner: String,
     },
+    /// The modem pipeline could not generate or store the modem's file; nothing was delivered
+    /// and the previous file stays in force.
+    #[error("modem {modem}: modem pipeline: {source}")]
+    Pipeline {
+        modem: String,
+        #[source]
+        source: crate::modem::pipeline::PipelineError,
+    },
     /// Removing part of a modem failed; the listed parts are still in the data plane.
     #[error("modem {modem}: removal left {left}")]
     Remove { modem: String, left: String },

@@ -42,8 +42,8 @@
 //!
 //! Two, behind narrow traits, each switchable off in configuration ([`EnforcementConfig`]):
 //! the data plane ([`Enforcer`], real implementation [`DataplaneEnforcer`]) and the modem
-//! pipeline ([`ModemPipeline`]: configuration file, delivery, reboot — issue 4; until then only
-//! [`Disabled`]).
+//! pipeline ([`ModemPipeline`]: configuration file, delivery, reboot — issue 4; the real one is
+//! [`crate::modem::pipeline::DocsisPipeline`]).
 
 mod enforce;
 mod pool;
@@ -160,13 +160,23 @@ impl EnforcementConfig {
         }
     }
 
-    /// The modem pipeline this configuration selects. Switching it on is refused until
-    /// issue 4 provides an implementation.
-    pub fn pipeline(&self) -> Result<Box<dyn ModemPipeline>, ControllerError> {
-        if self.modem_pipeline {
-            Err(ControllerError::PipelineUnavailable)
-        } else {
-            Ok(Box::new(Disabled))
+    /// The modem pipeline this configuration selects: the DOCSIS pipeline `docsis` opens
+    /// (`[controller.modem_pipeline]`; `None` when that section is absent) when it is on,
+    /// [`Disabled`] when it is off (`docsis` is then not called).
+    ///
+    /// # Errors
+    /// The pipeline is on without its section, or opening it failed.
+    pub fn pipeline<F>(&self, docsis: Option<F>) -> Result<Box<dyn ModemPipeline>, ControllerError>
+    where
+        F: FnOnce() -> Result<
+            crate::modem::pipeline::DocsisPipeline,
+            crate::modem::pipeline::PipelineError,
+        >,
+    {
+        match (self.modem_pipeline, docsis) {
+            (false, _) => Ok(Box::new(Disabled)),
+            (true, None) => Err(ControllerError::PipelineUnconfigured),
+            (true, Some(open)) => Ok(Box::new(open()?)),
         }
     }
 }
@@ -218,11 +228,15 @@ pub enum ControllerError {
         "the controller's memory is ahead of its store ({0}); reopen it from the store to resync"
     )]
     Poisoned(String),
-    #[error("the modem pipeline is switched on, but no implementation exists yet (issue 4)")]
-    PipelineUnavailable,
     /// The store could not open a write batch; nothing was changed.
     #[error("store: cannot open a write batch: {0}")]
     BatchNotOpened(String),
+    #[error(
+        "controller.modem_pipeline: the section is required when controller.enforcement.modem_pipeline = true"
+    )]
+    PipelineUnconfigured,
+    #[error("modem pipeline: {0}")]
+    Pipeline(#[from] crate::modem::pipeline::PipelineError),
 }
 
 /// One enforcement target that failed for a modem.
@@ -518,6 +532,7 @@ impl Controller {
             ));
             return Err(e.into());
         }
+        tracing::info!(modem, "base plan replaced");
         self.enforce(modem, now_ms, now_ms);
         Ok(())
     }

@@ -698,16 +698,21 @@ fn bindings_are_checked_and_unbind_removes_from_both_targets() {
 }
 
 #[test]
-fn the_pipeline_cannot_be_switched_on_before_it_exists() {
+fn the_pipeline_needs_its_section_and_is_disabled_when_off() {
+    type Open = fn() -> Result<
+        crate::modem::pipeline::DocsisPipeline,
+        crate::modem::pipeline::PipelineError,
+    >;
     let on = EnforcementConfig {
         dataplane: false,
         modem_pipeline: true,
     };
     assert!(matches!(
-        on.pipeline(),
-        Err(ControllerError::PipelineUnavailable)
+        on.pipeline(None::<Open>),
+        Err(ControllerError::PipelineUnconfigured)
     ));
-    assert!(EnforcementConfig::default().pipeline().is_ok());
+    let never: Open = || unreachable!("the pipeline is switched off");
+    assert!(EnforcementConfig::default().pipeline(Some(never)).is_ok());
     let cfg: EnforcementConfig = toml::from_str("dataplane = false").unwrap();
     assert_eq!(
         cfg,

@@ -4,4 +4,8 @@
 //! tasks that own sockets live elsewhere. `auth` holds the digests the protocols share.
 
 pub mod auth;
+pub mod dhcp;
+pub mod docsis;
 pub mod radius;
+pub mod snmp;
+pub mod tftp;

@@ -1,0 +1,185 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::controller::{ControllerConfig, Disabled, ModemPipeline};
+use crate::modem::configfile::{BuildOptions, build};
+use crate::modem::pipeline::{DocsisPipeline, PipelineKeys, PipelineOptions};
+use crate::policy::SubscriberKey;
+use crate::proto::docsis::Signer;
+use crate::provision::QosLevel;
+use crate::store::{SqliteStore, Store as _, TempDir};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn cmts() -> CmtsKey {
+    CmtsKey::new(b"cmts-secret")
+}
+
+fn base() -> QosLevel {
+    QosLevel {
+        max_down_bps: Some(10_000_000),
+        max_up_bps: Some(1_000_000),
+        ..QosLevel::default()
+    }
+}
+
+fn dropped() -> QosLevel {
+    QosLevel {
+        max_down_bps: Some(80_000_000),
+        max_up_bps: Some(8_000_000),
+        priority: Some(4),
+        ..QosLevel::default()
+    }
+}
+
+fn file(modem: &str, qos: &QosLevel, signer: Option<&Signer>) -> Vec<u8> {
+    let key = cmts();
+    build(
+        modem,
+        qos,
+        &BuildOptions {
+            cmts_key: &key,
+            signer,
+            max_cpe: 2,
+        },
+    )
+    .unwrap()
+}
+
+/// A controller with modem cm1 over a store in `dir`, with `pipeline`.
+fn controller(dir: &Path, pipeline: Box<dyn ModemPipeline>) -> Mutex<Controller> {
+    let store = SqliteStore::open(dir.join("shaper.db")).unwrap();
+    let (mut ctl, _) = Controller::open(
+        ControllerConfig::default(),
+        Box::new(store),
+        Box::new(Disabled),
+        pipeline,
+        Vec::new(),
+        T0,
+    )
+    .unwrap();
+    let b = ctl
+        .propose_binding(
+            "cm1",
+            vec![SubscriberKey {
+                addr: "198.18.0.10".parse().unwrap(),
+                len: 32,
+            }],
+        )
+        .unwrap();
+    ctl.add_modem(b, base(), T0).unwrap();
+    Mutex::new(ctl)
+}
+
+fn stored_base(dir: &Path) -> QosLevel {
+    let s = SqliteStore::open(dir.join("shaper.db")).unwrap();
+    s.modem("cm1").unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
+    let dir = TempDir::new("watch-valid");
+    let mut o = PipelineOptions::new(
+        dir.path().join("cfg"),
+        dir.path().join("cmts.key"),
+        dir.path().join("name.key"),
+    );
+    o.keep_versions = 2;
+    let keys = PipelineKeys {
+        cmts: cmts(),
+        signer: None,
+        trusted: TrustedKeys::new(),
+        name_key: [7; 32],
+    };
+    let p =
+        DocsisPipeline::open(&o, keys, BTreeMap::new(), tokio::runtime::Handle::current()).unwrap();
+    let shared = p.shared();
+    let store = p.store().clone();
+    let ctl = controller(dir.path(), Box::new(p));
+    // The base plan was delivered as version 1.
+    assert_eq!(shared.status("cm1").unwrap().version, 1);
+    let incoming = dir.path().join("incoming");
+    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared.clone()).unwrap();
+    std::fs::write(
+        incoming.join("operator-42.cfg"),
+        file("cm1", &dropped(), None),
+    )
+    .unwrap();
+    // First sight: left alone until it is seen unchanged.
+    assert!(w.scan(&ctl, T0 + 1).is_empty());
+    assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&base()));
+    let records = w.scan(&ctl, T0 + 2);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.modem.as_deref(), Some("cm1"));
+    assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&dropped()));
+    assert_eq!(stored_base(dir.path()), dropped());
+    assert!(incoming.join(APPLIED).join("operator-42.cfg").is_file());
+    assert!(!incoming.join("operator-42.cfg").exists());
+    // The pipeline generated and delivered the new level as version 2.
+    assert_eq!(shared.status("cm1").unwrap().version, 2);
+    let c = load_and_verify(&store.path("cm1", 0), &cmts(), &TrustedKeys::new()).unwrap();
+    assert_eq!(c.qos, dropped().normalized());
+    assert_eq!(shared.files(), records);
+    // Nothing more to do.
+    assert!(w.scan(&ctl, T0 + 3).is_empty());
+
+    // A file without a modem id in it, named after the modem.
+    let plain =
+        crate::modem::cli::encode_text("NetworkAccess 1\nMaxCPE 2\n", &cmts(), None).unwrap();
+    std::fs::write(incoming.join("cm1.cfg"), plain).unwrap();
+    w.scan(&ctl, T0 + 4);
+    let records = w.scan(&ctl, T0 + 5);
+    assert!(records[0].ok, "{records:?}");
+    assert_eq!(stored_base(dir.path()), QosLevel::default());
+}
+
+#[test]
+fn invalid_files_are_refused_and_change_nothing() {
+    let dir = TempDir::new("watch-invalid");
+    let ctl = controller(dir.path(), Box::new(Disabled));
+    let incoming = dir.path().join("incoming");
+    let shared = Arc::new(PipelineShared::default());
+    let signer = Signer::from_seed(&[9; 32]);
+    let mut trusted = TrustedKeys::new();
+    trusted.add(signer.verifying_key());
+    let mut w = Watcher::new(&incoming, cmts(), trusted, shared.clone()).unwrap();
+
+    let mut bad_mic = file("cm1", &dropped(), Some(&signer));
+    let n = bad_mic.len();
+    bad_mic[n - 6] ^= 1; // inside the CMTS MIC
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bad-mic.cfg", bad_mic, "MIC"),
+        ("unsigned.cfg", file("cm1", &dropped(), None), "signature"),
+        (
+            "other-key.cfg",
+            file("cm1", &dropped(), Some(&Signer::from_seed(&[8; 32]))),
+            "not among the trusted keys",
+        ),
+        ("garbage.cfg", b"garbage".to_vec(), "MIC"),
+        (
+            "unknown.cfg",
+            file("cm9", &dropped(), Some(&signer)),
+            "unknown modem \"cm9\"",
+        ),
+    ];
+    for (name, bytes, _) in &cases {
+        std::fs::write(incoming.join(name), bytes).unwrap();
+    }
+    std::fs::write(incoming.join("notes.txt"), b"ignored").unwrap();
+    assert!(w.scan(&ctl, T0 + 1).is_empty());
+    let records = w.scan(&ctl, T0 + 2);
+    assert_eq!(records.len(), cases.len(), "{records:?}");
+    for (name, _, reason) in &cases {
+        let r = records.iter().find(|r| r.name == *name).unwrap();
+        assert!(!r.ok, "{r:?}");
+        assert!(r.reason.contains(reason), "{name}: {}", r.reason);
+        assert!(incoming.join(REJECTED).join(name).is_file(), "{name}");
+    }
+    // The previous configuration stays in force.
+    assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&base()));
+    assert_eq!(stored_base(dir.path()), base());
+    assert!(incoming.join("notes.txt").is_file());
+    assert_eq!(shared.files().len(), cases.len());
+}
