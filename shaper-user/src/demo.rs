@@ -232,6 +232,9 @@ pub fn run() -> anyhow::Result<()> {
     let _ = topo.set_mtu(Link::Sub, 1500);
     drop(floor);
     drop(dp);
-    println!("\ndemo done; namespaces removed.");
+    drop(topo);
+    let exe = std::env::current_exe().context("locating the shaper binary")?;
+    crate::demo_modem::run(&exe)?;
+    println!("\ndemo done; namespaces, pins and files removed.");
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod demo;
+pub mod demo_modem;
 pub mod gateway;
 pub mod lab;
 pub mod metrics;
