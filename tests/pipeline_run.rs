@@ -348,6 +348,25 @@ forcerenew_key = "{FR_KEY}"
     let accepted = std::fs::read_to_string(&emu_out).unwrap();
     assert_eq!(accepted.lines().count(), 3, "{accepted}");
 
+    // `shaper status` shows the file and the last reboot.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns_name, env!("CARGO_BIN_EXE_shaper")])
+        .args(["status", "--modem", "cm1", "--api"])
+        .arg(format!("http://127.0.0.1:{PORT}"))
+        .env("SHAPER_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!("file       {stable} (version 4)")),
+        "{text}"
+    );
+    assert!(
+        text.contains("reboot     forcerenew ok after 1 attempt(s), version 4"),
+        "{text}"
+    );
+
     let pid = i32::try_from(guard.child.as_ref().unwrap().id()).unwrap();
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
