@@ -4,7 +4,8 @@
 //! FORCERENEW that `shaper modem-emulator` (same namespace, the modem's address) accepts; an
 //! operator's file dropped in the incoming directory becomes the base plan (version 3), a
 //! garbage file is refused and listed at `GET /v1/modem-files`; cancelling the boost
-//! regenerates the level beneath (version 4) and reboots again. Needs root and iproute2.
+//! regenerates the level beneath (version 4) and reboots again; a boost on cm2 reboots it by
+//! SNMP (a second emulator). Needs root and iproute2.
 //!
 //! Run: `cargo test -p shaper-user --test pipeline_run`.
 
@@ -31,6 +32,7 @@ const BOOST_DOWN: u64 = 50_000_000;
 const DROPPED_DOWN: u64 = 30_000_000;
 const FR_KEY: &str = "00112233445566778899aabbccddeeff";
 const MAC: &str = "02:00:5e:00:00:01";
+const MAC2: &str = "02:00:5e:00:00:02";
 const CMTS: &str = "cmts-secret";
 
 fn http(ns: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -129,8 +131,9 @@ fn run_generates_delivers_reboots_and_takes_dropped_files() {
     }
     ns.run(["ip", "addr", "add", "198.18.0.1/24", "dev", "d0"])
         .unwrap();
-    ns.run(["ip", "addr", "add", "198.18.0.10/32", "dev", "d1"])
-        .unwrap();
+    for a in ["198.18.0.10/32", "198.18.0.11/32"] {
+        ns.run(["ip", "addr", "add", a, "dev", "d1"]).unwrap();
+    }
     let id = std::process::id();
     let mut guard = Guard {
         child: None,
@@ -195,6 +198,13 @@ max_up = "2M"
 mac = "{MAC}"
 reboot = "forcerenew"
 forcerenew_key = "{FR_KEY}"
+[[modem]]
+id = "cm2"
+addrs = ["198.18.0.11"]
+max_down = {BASE_DOWN}
+mac = "{MAC2}"
+reboot = "snmp"
+snmp_community = "private"
 "#,
             pins = guard.pins.display(),
             store = dir.join("db/shaper.db").display(),
@@ -224,6 +234,23 @@ forcerenew_key = "{FR_KEY}"
                 "198.18.0.10:1161",
             ])
             .stdout(std::fs::File::create(&emu_out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let emu2_out = dir.join("emulator2.jsonl");
+    let _emulator2 = Emulator(
+        Command::new("ip")
+            .args(["netns", "exec", &ns_name, env!("CARGO_BIN_EXE_shaper")])
+            .args(["modem-emulator", "--mac", MAC2, "--community", "private"])
+            .args([
+                "--dhcp-listen",
+                "198.18.0.11:68",
+                "--snmp-listen",
+                "198.18.0.11:161",
+            ])
+            .stdout(std::fs::File::create(&emu2_out).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -347,6 +374,40 @@ forcerenew_key = "{FR_KEY}"
     assert_eq!(granted(&dir, &v4).max_down_bps, Some(DROPPED_DOWN));
     let accepted = std::fs::read_to_string(&emu_out).unwrap();
     assert_eq!(accepted.lines().count(), 3, "{accepted}");
+
+    // The SNMP variant: a boost on cm2 reboots it with SET docsDevResetNow.
+    let (status, body) = http(
+        &ns_name,
+        "POST",
+        "/v1/events",
+        Some(&format!(
+            r#"{{"modem":"cm2","qos":{{"max_down_bps":{BOOST_DOWN}}}}}"#
+        )),
+    );
+    assert_eq!(status, 201, "{body}");
+    let cm2 = wait_for(10, "cm2's SNMP reboot is recorded", &log, || {
+        let (s, body) = http(&ns_name, "GET", "/v1/modems/cm2", None);
+        assert_eq!(s, 200, "{body}");
+        let m: Value = serde_json::from_str(&body).unwrap();
+        (m["pipeline"]["last_reboot"]["version"] == 2).then_some(m)
+    });
+    let r = &cm2["pipeline"]["last_reboot"];
+    assert_eq!(
+        (r["method"].as_str(), r["ok"].as_bool()),
+        (Some("snmp"), Some(true)),
+        "{cm2}"
+    );
+    let line = wait_for(10, "the emulator accepts the SNMP reset", &log, || {
+        std::fs::read_to_string(&emu2_out)
+            .ok()
+            .filter(|t| t.contains("snmp"))
+    });
+    assert!(line.contains("\"event\":\"reboot\""), "{line}");
+    let cm2_file = cm2["pipeline"]["file"].as_str().unwrap();
+    assert_eq!(
+        granted(&dir, &tftp_get(&ns_name, cm2_file)).max_down_bps,
+        Some(BOOST_DOWN)
+    );
 
     // `shaper status` shows the file and the last reboot.
     let out = Command::new("ip")
