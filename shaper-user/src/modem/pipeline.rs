@@ -350,12 +350,17 @@ impl PipelineShared {
         e.version_file = Some(version_file);
     }
 
+    /// Keeps `r` as the modem's last reboot unless one for a newer file is already there (two
+    /// reboots in flight for consecutive files may finish out of order).
     fn record_reboot(&self, modem: &str, r: RebootRecord) {
         if let Some(e) = self
             .status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(modem)
+            && e.last_reboot
+                .as_ref()
+                .is_none_or(|l| l.version <= r.version)
         {
             e.last_reboot = Some(r);
         }

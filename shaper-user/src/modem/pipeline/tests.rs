@@ -252,3 +252,25 @@ async fn the_file_handler_serves_only_config_files_at_the_top() {
     }
     assert!(server_id_for(Ipv4Addr::LOCALHOST).is_some());
 }
+
+#[test]
+fn a_late_outcome_for_an_older_file_does_not_hide_the_newer_one() {
+    let shared = PipelineShared::default();
+    shared.set_file("cm1", 3, "a.cfg".into(), "c.cfg".into());
+    let rec = |version, ok| RebootRecord {
+        method: "snmp",
+        ok,
+        skipped: false,
+        attempts: 1,
+        last_error: None,
+        at_ms: 0,
+        version,
+    };
+    shared.record_reboot("cm1", rec(3, true));
+    shared.record_reboot("cm1", rec(2, false));
+    assert_eq!(
+        shared.status("cm1").unwrap().last_reboot,
+        Some(rec(3, true))
+    );
+    assert_eq!(shared.reboots_recorded(), 2);
+}
