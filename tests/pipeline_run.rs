@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::shaper_run::{self, Guard, start};
+use common::shaper_run::{self, Guard};
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -108,6 +108,17 @@ fn http_bytes(ns: &str, path: &str) -> (u16, Vec<u8>) {
     let head = String::from_utf8_lossy(&resp[..head_end]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, resp[head_end + 4..].to_vec())
+}
+
+/// `shaper run --netns NS` from `bin`; stderr goes to `log`.
+fn start(bin: &str, ns: &str, config: &Path, log: &Path) -> Child {
+    Command::new(bin)
+        .args(["run", "--netns", ns, "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn shaper run")
 }
 
 struct Emulator(Child);
@@ -212,10 +223,15 @@ snmp_community = "private"
         ),
     )
     .unwrap();
+    // A private copy of the binary: a shared target directory may be rebuilt by another
+    // checkout while this test runs.
+    let bin = dir.join("shaper");
+    std::fs::copy(env!("CARGO_BIN_EXE_shaper"), &bin).unwrap();
+    let bin = bin.to_str().unwrap().to_owned();
     let log = dir.join("shaper.log");
     let ns_name = ns.name().to_string();
 
-    let check = Command::new(env!("CARGO_BIN_EXE_shaper"))
+    let check = Command::new(&bin)
         .args(["check", "--config"])
         .arg(&config)
         .output()
@@ -225,7 +241,7 @@ snmp_community = "private"
     let emu_out = dir.join("emulator.jsonl");
     let _emulator = Emulator(
         Command::new("ip")
-            .args(["netns", "exec", &ns_name, env!("CARGO_BIN_EXE_shaper")])
+            .args(["netns", "exec", &ns_name, &bin])
             .args(["modem-emulator", "--mac", MAC, "--forcerenew-key", FR_KEY])
             .args([
                 "--dhcp-listen",
@@ -242,7 +258,7 @@ snmp_community = "private"
     let emu2_out = dir.join("emulator2.jsonl");
     let _emulator2 = Emulator(
         Command::new("ip")
-            .args(["netns", "exec", &ns_name, env!("CARGO_BIN_EXE_shaper")])
+            .args(["netns", "exec", &ns_name, &bin])
             .args(["modem-emulator", "--mac", MAC2, "--community", "private"])
             .args([
                 "--dhcp-listen",
@@ -256,7 +272,7 @@ snmp_community = "private"
             .unwrap(),
     );
 
-    let child = guard.child.insert(start(&ns_name, &config, &log));
+    let child = guard.child.insert(start(&bin, &ns_name, &config, &log));
     wait_for(30, "the API answers", &log, || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("shaper run exited with {status}: {}", log_text(&log));
@@ -267,7 +283,7 @@ snmp_community = "private"
     });
 
     // Version 1 at start, under the stable name `modem-config name` prints; no reboot for it.
-    let name = Command::new(env!("CARGO_BIN_EXE_shaper"))
+    let name = Command::new(&bin)
         .args(["modem-config", "name", "--modem", "cm1", "--name-key-file"])
         .arg(dir.join("name.key"))
         .output()
@@ -411,7 +427,7 @@ snmp_community = "private"
 
     // `shaper status` shows the file and the last reboot.
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns_name, env!("CARGO_BIN_EXE_shaper")])
+        .args(["netns", "exec", &ns_name, &bin])
         .args(["status", "--modem", "cm1", "--api"])
         .arg(format!("http://127.0.0.1:{PORT}"))
         .env("SHAPER_TOKEN", TOKEN)
