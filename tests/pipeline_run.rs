@@ -374,7 +374,12 @@ snmp_community = "private"
     assert_eq!(modem["effective"]["max_down_bps"], BOOST_DOWN, "{modem}");
     assert_eq!(modem["effective"]["max_up_bps"], 3_000_000, "{modem}");
     assert_eq!(modem["pipeline"]["version"], 3, "{modem}");
-    assert!(dir.join("incoming/applied/op-1.cfg").is_file());
+    // Moved once handled (just after the controller call).
+    wait_for(10, "the applied file is moved", &log, || {
+        dir.join("incoming/applied/op-1.cfg")
+            .is_file()
+            .then_some(())
+    });
     let v3 = tftp_get(&ns_name, &stable);
     assert_eq!(granted(&dir, &v3).max_up_bps, Some(3_000_000));
 
@@ -388,8 +393,16 @@ snmp_community = "private"
     assert_eq!(modem["pipeline"]["last_reboot"]["ok"], true, "{modem}");
     let v4 = tftp_get(&ns_name, &stable);
     assert_eq!(granted(&dir, &v4).max_down_bps, Some(DROPPED_DOWN));
-    let accepted = std::fs::read_to_string(&emu_out).unwrap();
-    assert_eq!(accepted.lines().count(), 3, "{accepted}");
+    // Three reboots accepted by the modem: the boost, the dropped file, the revert.
+    wait_for(
+        10,
+        "the emulator accepts the third FORCERENEW",
+        &log,
+        || {
+            let t = std::fs::read_to_string(&emu_out).unwrap_or_default();
+            (t.lines().filter(|l| l.contains("forcerenew")).count() == 3).then_some(())
+        },
+    );
 
     // The SNMP variant: a boost on cm2 reboots it with SET docsDevResetNow.
     let (status, body) = http(
