@@ -1419,10 +1419,212 @@ max_down = "50M"
             .filter(|l| !l.starts_with("# "))
             .collect::<Vec<_>>()
             .join("\n");
-        let v = parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
+        // The key files the example names, relative to the configuration's directory.
+        let dir = crate::store::TempDir::new("shipped-example");
+        write_keys(dir.path());
+        let v = parse_in(
+            &format!("{text}\n[controller]\n{uncommented}\n"),
+            dir.path(),
+        )
+        .unwrap();
         let plan = v.controller.unwrap();
         assert_eq!(plan.modems.len(), 1);
         assert_eq!(plan.listen.port(), 8080);
+        let p = plan.pipeline.unwrap();
+        assert_eq!(p.cmts_key_file, dir.path().join("cmts.key"));
+        assert_eq!(p.tftp_listen, Some("198.18.0.1:69".parse().unwrap()));
+        assert!(matches!(
+            plan.modems[0].reboot.as_ref().unwrap().method,
+            RebootMethod::Snmp { .. }
+        ));
+    }
+
+    /// cmts.key, name.key, signing.key and signing.pub in `dir`.
+    fn write_keys(dir: &Path) {
+        let s = crate::proto::docsis::Signer::from_seed(&[5; 32]);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        std::fs::write(dir.join("cmts.key"), "cmts-secret\n").unwrap();
+        std::fs::write(dir.join("name.key"), format!("{}\n", "1f".repeat(32))).unwrap();
+        std::fs::write(dir.join("signing.key"), format!("{}\n", hex(&s.seed()))).unwrap();
+        std::fs::write(
+            dir.join("signing.pub"),
+            format!("{}\n", hex(s.verifying_key().as_bytes())),
+        )
+        .unwrap();
+    }
+
+    const PIPELINE: &str = r#"
+[controller.modem_pipeline]
+config_dir = "cfg"
+incoming_dir = "cfg/incoming"
+cmts_key_file = "cmts.key"
+signing_key_file = "signing.key"
+trusted_keys = ["signing.pub"]
+name_key_file = "name.key"
+keep_versions = 4
+max_cpe = 4
+tftp_listen = "198.18.0.1:69"
+reboot_attempts = 3
+reboot_backoff_ms = 500
+snmp_port = 161
+forcerenew_source_port = 67
+hook = ["/usr/local/bin/reboot-modem"]
+"#;
+
+    fn with_pipeline() -> String {
+        with_controller()
+            .replace("dataplane = true", "dataplane = true\nmodem_pipeline = true")
+            .replace(
+                "[[modem]]\nid = \"cm1\"",
+                &format!(
+                    "{PIPELINE}\n[[modem]]\nid = \"cm1\"\nmac = \"02:00:5e:00:00:01\"\n\
+                     reboot = \"forcerenew\"\nforcerenew_key = \"00112233445566778899aabbccddeeff\"\n\
+                     forcerenew_xid = 7"
+                ),
+            )
+    }
+
+    #[test]
+    fn the_modem_pipeline_section_validates_and_errors_name_the_key() {
+        let dir = crate::store::TempDir::new("pipeline-config");
+        write_keys(dir.path());
+        let ok = with_pipeline();
+        let plan = parse_in(&ok, dir.path()).unwrap().controller.unwrap();
+        let p = plan.pipeline.unwrap();
+        assert_eq!(p.config_dir, dir.path().join("cfg"));
+        assert_eq!(p.incoming_dir, Some(dir.path().join("cfg/incoming")));
+        assert_eq!(p.trusted_keys, vec![dir.path().join("signing.pub")]);
+        assert_eq!(
+            (p.keep_versions, p.reboot_attempts, p.snmp_port),
+            (4, 3, 161)
+        );
+        assert!(p.load_keys().unwrap().signer.is_some());
+        assert_eq!(
+            plan.modems[0].reboot,
+            Some(ModemReboot {
+                mac: [2, 0, 0x5e, 0, 0, 1],
+                method: RebootMethod::ForceRenew {
+                    key: ForceRenewKey::Reconfigure([
+                        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
+                        0xcc, 0xdd, 0xee, 0xff
+                    ]),
+                    xid: 7
+                }
+            })
+        );
+        assert_eq!(plan.modems[1].reboot, None);
+        let key = |text: String| parse_in(&text, dir.path()).unwrap_err().key;
+        let msg = |text: String| parse_in(&text, dir.path()).unwrap_err().to_string();
+        assert!(
+            msg(ok.replace(
+                "cmts_key_file = \"cmts.key\"",
+                "cmts_key_file = \"nope.key\""
+            ))
+            .starts_with("controller.modem_pipeline.cmts_key_file: reading ")
+        );
+        std::fs::write(dir.path().join("bad.key"), "xyz\n").unwrap();
+        for (from, to, want) in [
+            (
+                "name_key_file = \"name.key\"",
+                "name_key_file = \"bad.key\"",
+                "controller.modem_pipeline.name_key_file",
+            ),
+            (
+                "signing_key_file = \"signing.key\"",
+                "signing_key_file = \"bad.key\"",
+                "controller.modem_pipeline.signing_key_file",
+            ),
+            (
+                "[\"signing.pub\"]",
+                "[\"signing.pub\", \"bad.key\"]",
+                "controller.modem_pipeline.trusted_keys[1]",
+            ),
+            (
+                "keep_versions = 4",
+                "keep_versions = 1",
+                "controller.modem_pipeline.keep_versions",
+            ),
+            (
+                "max_cpe = 4",
+                "max_cpe = 0",
+                "controller.modem_pipeline.max_cpe",
+            ),
+            (
+                "198.18.0.1:69",
+                "tftp",
+                "controller.modem_pipeline.tftp_listen",
+            ),
+            (
+                "reboot_attempts = 3",
+                "reboot_attempts = 0",
+                "controller.modem_pipeline.reboot_attempts",
+            ),
+            (
+                "snmp_port = 161",
+                "snmp_port = 0",
+                "controller.modem_pipeline.snmp_port",
+            ),
+            (
+                "[\"/usr/local/bin/reboot-modem\"]",
+                "[]",
+                "controller.modem_pipeline.hook",
+            ),
+            (
+                "incoming_dir = \"cfg/incoming\"",
+                "incoming_dir = \"cfg\"",
+                "controller.modem_pipeline.incoming_dir",
+            ),
+            ("mac = \"02:00:5e:00:00:01\"\n", "", "modem[0].mac"),
+            (
+                "mac = \"02:00:5e:00:00:01\"",
+                "mac = \"02:00:5e\"",
+                "modem[0].mac",
+            ),
+            (
+                "reboot = \"forcerenew\"",
+                "reboot = \"telnet\"",
+                "modem[0].reboot",
+            ),
+            (
+                "00112233445566778899aabbccddeeff",
+                "0011",
+                "modem[0].forcerenew_key",
+            ),
+            (
+                "forcerenew_key = \"00112233445566778899aabbccddeeff\"\n",
+                "",
+                "modem[0].forcerenew_key",
+            ),
+            (
+                "reboot = \"forcerenew\"",
+                "reboot = \"snmp\"",
+                "modem[0].snmp_community",
+            ),
+        ] {
+            assert!(ok.contains(from), "{from}");
+            assert_eq!(key(ok.replace(from, to)), want, "{from} -> {to}");
+        }
+        // The command method needs the hook.
+        let text = ok
+            .replace("reboot = \"forcerenew\"", "reboot = \"command\"")
+            .replace("hook = [\"/usr/local/bin/reboot-modem\"]\n", "");
+        assert_eq!(key(text), "modem[0].reboot");
+        // A rebooted modem needs an IPv4 address.
+        let text = ok.replace("addrs = [\"198.18.0.20\", ", "addrs = [");
+        assert_eq!(key(text), "modem[0].addrs");
+        // The pipeline switched on without its section.
+        let text = with_controller().replace("dataplane = true", "modem_pipeline = true");
+        assert_eq!(
+            msg(text),
+            "controller.modem_pipeline: the section is required when \
+             controller.enforcement.modem_pipeline = true"
+        );
+        let e = parse_in(
+            &ok.replace("max_cpe = 4", "max_cpe = 4\ncolour = 1"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,13 @@ fn now_ms() -> u64 {
 }
 
 /// One HTTP/1.1 exchange with the API on the gateway namespace's loopback.
-fn http(ns: &str, token: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+fn http(
+    ns: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let mut s = in_netns(ns, || TcpStream::connect(("127.0.0.1", API_PORT)))??;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -79,7 +85,10 @@ fn http(ns: &str, token: &str, method: &str, path: &str, body: &str) -> anyhow::
         .nth(1)
         .and_then(|x| x.parse().ok())
         .with_context(|| format!("not an HTTP response: {resp:?}"))?;
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
@@ -249,7 +258,10 @@ forcerenew_xid = 0
             dir = dir.display(),
         ),
     )?;
-    println!("   config {} (SQLite store, keys and files beside it)", config.display());
+    println!(
+        "   config {} (SQLite store, keys and files beside it)",
+        config.display()
+    );
 
     // The modem first: the gateway's power-on provisioning reboots it at once.
     let emu_out = dir.join("emulator.out");
@@ -273,7 +285,11 @@ forcerenew_xid = 0
         .context("starting shaper modem-emulator")?;
     clean.children.push(emu);
     let t0 = Instant::now();
-    while !topo.sub.run(["ss", "-Hlun"])?.contains(&format!("{MODEM}:68")) {
+    while !topo
+        .sub
+        .run(["ss", "-Hlun"])?
+        .contains(&format!("{MODEM}:68"))
+    {
         if t0.elapsed() > WAIT {
             bail!("the modem emulator did not start");
         }
@@ -309,7 +325,10 @@ forcerenew_xid = 0
     let (ev, i) = wait_fetch(&emu_out, 0, emu)?;
     println!("\n6. power-on provisioning, base plan 10 Mbit/s down:");
     show(&ev, 0, i, None)?;
-    println!("     iperf3 (UDP 80 Mbit/s offered): {:.1} Mbit/s", measure(&topo)?);
+    println!(
+        "     iperf3 (UDP 80 Mbit/s offered): {:.1} Mbit/s",
+        measure(&topo)?
+    );
 
     let posted = now_ms();
     let body = format!(

@@ -909,6 +909,34 @@ fn print_modem(m: &serde_json::Value) {
             "no (no data-plane binding)"
         }
     );
+    let p = n("pipeline");
+    if !p.is_null() {
+        println!(
+            "file       {} (version {})",
+            p["file"].as_str().unwrap_or("-"),
+            p["version"]
+        );
+        let r = &p["last_reboot"];
+        if !r.is_null() {
+            let what = if r["skipped"].as_bool() == Some(true) {
+                "skipped".to_owned()
+            } else if r["ok"].as_bool() == Some(true) {
+                format!("ok after {} attempt(s)", r["attempts"])
+            } else {
+                format!(
+                    "failed after {} attempt(s): {}",
+                    r["attempts"],
+                    r["last_error"].as_str().unwrap_or("-")
+                )
+            };
+            println!(
+                "reboot     {} {what}, version {}, at {}",
+                r["method"].as_str().unwrap_or("-"),
+                r["version"],
+                opt_time(&r["at_ms"])
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -355,8 +355,11 @@ pub async fn get_modem(
         detail: e.body_text(),
     })?;
     principal.require_modem(&id)?;
-    let pipeline = state.pipeline.as_ref().and_then(|p| p.status(&id));
+    let shared = state.pipeline.clone();
     with_controller(&state, move |ctl, _| {
+        // Read under the controller's lock: the pipeline updates it within the controller's
+        // calls, so the view matches the levels below.
+        let pipeline = shared.as_ref().and_then(|p| p.status(&id));
         let base = *ctl.engine().base(&id).ok_or_else(|| ApiError::NotFound {
             detail: format!("unknown modem {id}"),
         })?;

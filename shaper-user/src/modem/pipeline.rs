@@ -14,7 +14,10 @@
 //!    versions survive restarts.
 //! 3. The modem is rebooted by its method ([`ModemReboot`]) on the runtime captured at
 //!    construction: `apply` is called under the controller's lock and never waits for it.
-//!    Every outcome is logged and kept ([`PipelineShared`]) for the API.
+//!    Every outcome is logged and kept ([`PipelineShared`]) for the API. A modem's first file
+//!    (version 1, written when the pipeline first sees the modem, typically as the controller
+//!    opens) reboots nothing: switching the pipeline on must not restart every modem at once;
+//!    the modem takes that file at its next restart.
 //!
 //! `remove` keeps the files: they are the modem's history.
 
@@ -347,12 +350,17 @@ impl PipelineShared {
         e.version_file = Some(version_file);
     }
 
+    /// Keeps `r` as the modem's last reboot unless one for a newer file is already there (two
+    /// reboots in flight for consecutive files may finish out of order).
     fn record_reboot(&self, modem: &str, r: RebootRecord) {
         if let Some(e) = self
             .status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(modem)
+            && e.last_reboot
+                .as_ref()
+                .is_none_or(|l| l.version <= r.version)
         {
             e.last_reboot = Some(r);
         }
@@ -539,6 +547,29 @@ impl DocsisPipeline {
 
     fn reboot(&self, binding: &ModemBinding, version: u64, replay_base: u64) {
         let modem = binding.modem.clone();
+        if version == 1 {
+            // The modem's first file is written when the pipeline first sees the modem (the
+            // controller opening, a modem added): rebooting then would restart every modem at
+            // once when the pipeline is switched on. The file waits for the modem's next
+            // restart; every later change reboots.
+            tracing::info!(modem, "first modem file written; no reboot for it");
+            self.shared.record_reboot(
+                &modem,
+                RebootRecord {
+                    method: self
+                        .reboots
+                        .get(&modem)
+                        .map_or("none", |r| method_name(&r.method)),
+                    ok: true,
+                    skipped: true,
+                    attempts: 0,
+                    last_error: None,
+                    at_ms: system_now_ms(),
+                    version,
+                },
+            );
+            return;
+        }
         let Some(spec) = self.reboots.get(&modem) else {
             tracing::info!(
                 modem,

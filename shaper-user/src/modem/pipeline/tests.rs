@@ -166,9 +166,17 @@ async fn snmp_reboots_are_recorded_with_their_attempts() {
     let mut p =
         DocsisPipeline::open(&o, keys(), reboots, tokio::runtime::Handle::current()).unwrap();
     let shared = p.shared();
+    // The first file reboots nothing (recorded as skipped, synchronously).
+    p.apply(&binding("cm1", "127.0.0.1"), &level(5_000_000))
+        .unwrap();
+    let r = shared.status("cm1").unwrap().last_reboot.unwrap();
+    assert_eq!(
+        (r.method, r.skipped, r.attempts, r.version),
+        ("snmp", true, 0, 1)
+    );
     p.apply(&binding("cm1", "127.0.0.1"), &level(10_000_000))
         .unwrap();
-    shared.wait_reboots(1).await;
+    shared.wait_reboots(2).await;
     assert_eq!(answered.await.unwrap(), b"private");
     let r = shared.status("cm1").unwrap().last_reboot.unwrap();
     assert_eq!(
@@ -180,7 +188,7 @@ async fn snmp_reboots_are_recorded_with_their_attempts() {
             attempts: 1,
             last_error: None,
             at_ms: r.at_ms,
-            version: 1,
+            version: 2,
         }
     );
 
@@ -197,7 +205,7 @@ async fn snmp_reboots_are_recorded_with_their_attempts() {
     shared.wait_reboots(1).await;
     let r = shared.status("cm1").unwrap().last_reboot.unwrap();
     assert!(!r.ok && !r.skipped, "{r:?}");
-    assert_eq!((r.method, r.attempts, r.version), ("snmp", 2, 2));
+    assert_eq!((r.method, r.attempts, r.version), ("snmp", 2, 3));
     assert!(r.last_error.unwrap().contains("127.0.0.1"));
 
     // A modem with no IPv4 address cannot be rebooted: recorded, not attempted.
@@ -243,4 +251,26 @@ async fn the_file_handler_serves_only_config_files_at_the_top() {
         );
     }
     assert!(server_id_for(Ipv4Addr::LOCALHOST).is_some());
+}
+
+#[test]
+fn a_late_outcome_for_an_older_file_does_not_hide_the_newer_one() {
+    let shared = PipelineShared::default();
+    shared.set_file("cm1", 3, "a.cfg".into(), "c.cfg".into());
+    let rec = |version, ok| RebootRecord {
+        method: "snmp",
+        ok,
+        skipped: false,
+        attempts: 1,
+        last_error: None,
+        at_ms: 0,
+        version,
+    };
+    shared.record_reboot("cm1", rec(3, true));
+    shared.record_reboot("cm1", rec(2, false));
+    assert_eq!(
+        shared.status("cm1").unwrap().last_reboot,
+        Some(rec(3, true))
+    );
+    assert_eq!(shared.reboots_recorded(), 2);
 }
