@@ -10,8 +10,9 @@
 //! later. At the start the emulator must print a `reboot` then a `config` granting 40 Mbit/s,
 //! and iperf3 (UDP, net → sub) must see 40 Mbit/s; after the stop a `reboot` and a `config`
 //! granting 10 Mbit/s, and 10 Mbit/s. Before the boost, the gateway's power-on provisioning
-//! (version 1 at the base plan, and a reboot) must reach the modem too. The previous file
-//! versions stay in `config_dir`, each verifying with the controller's keys.
+//! (version 1 at the base plan, written without a reboot) reaches the modem by its start
+//! fetch. The previous file versions stay in `config_dir`, each verifying with the controller's
+//! keys.
 //!
 //! Two variants: the reboot by RFC 3203 FORCERENEW and by SNMP `docsDevResetNow`. A third
 //! test runs the modem half alone (our TFTP server and `Rebooter`, no controller): start
@@ -424,6 +425,9 @@ mac = "{MAC}"
         ),
     )
     .unwrap();
+    let log = dir.join("shaper.log");
+    let child = guard.child.insert(start(&gw, &config, &log));
+    wait_ready(child, &gw, api_port, &log);
     // The modem, on its address in sub.
     let (emu_out, emu_err) = (dir.join("emulator.out"), dir.join("emulator.err"));
     let sub_addr = |port: u16| format!("{SUB}:{port}");
@@ -451,6 +455,7 @@ mac = "{MAC}"
                 cmts_key.to_str().unwrap(),
                 "--trusted-key",
                 signing_pub.to_str().unwrap(),
+                "--fetch-at-start",
             ])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&emu_out).unwrap())
@@ -462,9 +467,6 @@ mac = "{MAC}"
     };
     wait_emulator_bound(&topo.sub, &mut emu);
 
-    let log = dir.join("shaper.log");
-    let child = guard.child.insert(start(&gw, &config, &log));
-    wait_ready(child, &gw, api_port, &log);
     let http = |method: &str, path: &str, body: Option<&str>| {
         shaper_run::http(&gw, api_port, TOKEN, method, path, body).unwrap()
     };
@@ -477,11 +479,20 @@ mac = "{MAC}"
         "{modem}"
     );
 
-    // Power-on provisioning: the pipeline writes version 1 at the base plan and reboots the
-    // modem (SNMP retries until the agent answers; the emulator is up before the gateway so a
-    // FORCERENEW, sent once, is not lost).
+    // Power-on provisioning: the pipeline wrote version 1 at the base plan without rebooting
+    // the modem (a gateway start must not restart every modem); the modem, powered on after
+    // the gateway, fetches it at start.
     let (ev, boot) = emu.wait_fetch(0, &log);
-    assert_reconfigured(&ev[..=boot], 0, reboot.method(), &key_id, BASE_DOWN);
+    assert_eq!(boot, 0, "no reboot expected at power-on: {}", emu.context());
+    assert_eq!(ev[0]["event"], "config", "{}", emu.context());
+    assert_eq!(ev[0]["method"], "start", "{}", emu.context());
+    assert_eq!(ev[0]["signed_by"], key_id.as_str(), "{}", emu.context());
+    assert_eq!(
+        ev[0]["qos"]["max_down_bps"].as_u64(),
+        Some(BASE_DOWN),
+        "{}",
+        emu.context()
+    );
     let before = boot + 1;
 
     // The boost, timed on the system clock (the controller's clock).
