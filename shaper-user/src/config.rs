@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
 };
 
@@ -92,6 +92,9 @@ pub struct Config {
     pub modems: Vec<ModemSection>,
     /// The network service manager (needs `[controller]`): [`crate::nsm::config`].
     pub nsm: Option<crate::nsm::config::NsmSection>,
+    /// RADIUS CoA/accounting servers and the BRASes to send CoA to (needs `[controller]`):
+    /// [`crate::notify::config`].
+    pub radius: Option<crate::notify::config::RadiusSection>,
 }
 
 /// `[controller]`: the provisioning controller, its store and its HTTP API.
@@ -328,10 +331,19 @@ pub struct Validated {
     pub controller: Option<ControllerPlan>,
     /// The network service manager, when `[nsm]` is present.
     pub nsm: Option<crate::nsm::config::NsmPlan>,
+    /// RADIUS, when `[radius]` is present (secrets read).
+    pub radius: Option<crate::notify::config::RadiusPlan>,
 }
 
-/// Parses and validates TOML text.
+/// Parses and validates TOML text; relative paths that are read while validating
+/// (`radius.*.secret_file`) are taken from the working directory.
 pub fn parse(text: &str) -> Result<Validated, ConfigError> {
+    parse_in(text, Path::new("."))
+}
+
+/// Parses and validates the TOML text of a file in directory `base` (relative
+/// `radius.*.secret_file` paths are in it).
+pub fn parse_in(text: &str, base: &Path) -> Result<Validated, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| {
         let key = e.span().map(|s| locate(text, s.start)).unwrap_or_default();
         err(
@@ -343,7 +355,7 @@ pub fn parse(text: &str) -> Result<Validated, ConfigError> {
             e.message().to_string(),
         )
     })?;
-    validate(config)
+    validate_in(config, base)
 }
 
 /// "line N" for a byte offset, so parse errors point somewhere.
@@ -419,6 +431,11 @@ fn parse_proto(v: &toml::Value) -> Result<u8, String> {
 
 /// Checks a parsed configuration.
 pub fn validate(config: Config) -> Result<Validated, ConfigError> {
+    validate_in(config, Path::new("."))
+}
+
+/// [`validate`], with relative secret files in `base`.
+pub fn validate_in(config: Config, base: &Path) -> Result<Validated, ConfigError> {
     let dp = &config.dataplane;
     if dp.flow_sample_shift > 31 {
         return Err(err(
@@ -650,6 +667,17 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     validate_rules(&rules).map_err(|e| err("rule", e.to_string()))?;
     crate::dataplane::rules::compile(&rules, 0, 0).map_err(|e| err("rule", e.to_string()))?;
     let controller = validate_controller(&config, &ids, &seen)?;
+    let radius = match (&config.radius, &controller) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(err(
+                "radius",
+                "needs [controller] (CoA changes its modems' levels)",
+            ));
+        }
+        (Some(r), Some(_)) => Some(crate::notify::config::validate(r, base)?),
+    };
+    let bras_configured = radius.as_ref().is_some_and(|r| !r.bras.is_empty());
     let nsm = match (&config.nsm, &controller) {
         (None, _) => None,
         (Some(_), None) => return Err(err("nsm", "needs [controller] (its API and store)")),
@@ -671,6 +699,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                         .map(|i| i.htb_default_minor.unwrap_or(htb::MAX_MINOR)),
                 )
                 .collect::<Vec<_>>(),
+            bras_configured,
         )?),
     };
     Ok(Validated {
@@ -681,6 +710,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         rules,
         controller,
         nsm,
+        radius,
     })
 }
 

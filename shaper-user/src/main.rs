@@ -192,7 +192,11 @@ enum TokenCmd {
 fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::Path::new("."));
+    config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -422,7 +426,10 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = match &v.controller {
-            Some(plan) => Some(start_controller(plan, v.nsm.as_ref(), &gw, trees, stop_rx).await?),
+            Some(plan) => Some(
+                start_controller(plan, v.nsm.as_ref(), v.radius.as_ref(), &gw, trees, stop_rx)
+                    .await?,
+            ),
             None => None,
         };
         let server_failed = async {
@@ -451,6 +458,9 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
                 Ok(Err(e)) => warn!("API server task: {e}"),
                 Err(_) => warn!("API requests still running after {SHUTDOWN_GRACE:?}; dropped"),
             }
+            if let Some(r) = t.radius {
+                r.shutdown().await;
+            }
             if let Err(e) = t.ticker.await {
                 warn!("tick task: {e}");
             }
@@ -470,6 +480,8 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
 struct ControllerTasks {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     ticker: tokio::task::JoinHandle<()>,
+    /// The RADIUS CoA/Disconnect and accounting servers, when `[radius]` has listeners.
+    radius: Option<shaper::notify::RadiusServerHandle>,
 }
 
 /// Opens the controller on the gateway's data plane, then serves its API on `plan.listen` and
@@ -477,6 +489,7 @@ struct ControllerTasks {
 async fn start_controller(
     plan: &config::ControllerPlan,
     nsm_plan: Option<&shaper::nsm::config::NsmPlan>,
+    radius_plan: Option<&shaper::notify::config::RadiusPlan>,
     gw: &gateway::Gateway,
     trees: Vec<(shaper::nsm::model::Dir, shaper::dataplane::htb::HtbTree)>,
     stop: watch::Receiver<bool>,
@@ -505,7 +518,20 @@ async fn start_controller(
         api::AppState::new(ctl.clone(), Arc::new(tokens)).with_metrics(Arc::new(metrics));
     let nsm = match nsm_plan {
         Some(np) => {
-            let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
+            let mut nsm =
+                shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
+            if np.bras {
+                let rp = radius_plan.context("nsm.bras needs [[radius.bras]]")?;
+                let store = np.store.clone().unwrap_or_else(|| plan.store.clone());
+                shaper::notify::run::attach_bras(
+                    &mut nsm,
+                    rp,
+                    ctl.clone(),
+                    &store,
+                    Arc::new(api::system_now_ms),
+                )
+                .await?;
+            }
             {
                 let c = ctl
                     .lock()
@@ -521,6 +547,19 @@ async fn start_controller(
         }
         None => None,
     };
+    let radius = match radius_plan {
+        Some(rp) => {
+            shaper::notify::run::start(
+                rp,
+                ctl.clone(),
+                nsm.as_ref(),
+                nsm_plan.and_then(|n| n.local_gateway.clone()),
+                Arc::new(api::system_now_ms),
+            )
+            .await?
+        }
+        None => None,
+    };
     let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
@@ -532,7 +571,11 @@ async fn start_controller(
             .map_err(anyhow::Error::from)
     });
     let ticker = tokio::spawn(tick_loop(ctl, nsm, stop));
-    Ok(ControllerTasks { server, ticker })
+    Ok(ControllerTasks {
+        server,
+        ticker,
+        radius,
+    })
 }
 
 /// Calls [`Controller::tick`] when the next start or stop is due, and at least every
