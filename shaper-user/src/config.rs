@@ -903,7 +903,7 @@ fn validate_controller(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GOOD: &str = r#"
@@ -1188,6 +1188,15 @@ max_down = "50M"
             "/../configs/shaper.toml"
         ))
         .unwrap();
+        let (v, _dir) = shipped_example(&text);
+        let plan = v.controller.unwrap();
+        assert_eq!(plan.modems.len(), 1);
+        assert_eq!(plan.listen.port(), 8080);
+    }
+
+    /// The shipped configuration with its commented examples (from `[controller]` on)
+    /// uncommented, validated with the example's secret files in a temporary directory.
+    pub(crate) fn shipped_example(text: &str) -> (Validated, crate::store::TempDir) {
         let (_, example) = text.split_once("\n# [controller]\n").unwrap();
         let uncommented: String = example
             .lines()
@@ -1195,10 +1204,51 @@ max_down = "50M"
             .filter(|l| !l.starts_with("# "))
             .collect::<Vec<_>>()
             .join("\n");
-        let v = parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
-        let plan = v.controller.unwrap();
-        assert_eq!(plan.modems.len(), 1);
-        assert_eq!(plan.listen.port(), 8080);
+        let dir = crate::store::TempDir::new("shipped-example");
+        std::fs::create_dir_all(dir.path().join("radius")).unwrap();
+        std::fs::write(dir.path().join("radius/bras1.secret"), "example-secret\n").unwrap();
+        let v = parse_in(
+            &format!("{text}\n[controller]\n{uncommented}\n"),
+            dir.path(),
+        )
+        .unwrap();
+        (v, dir)
+    }
+
+    #[test]
+    fn radius_needs_the_controller_and_nsm_bras_needs_radius_bras() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/shaper.toml"
+        ))
+        .unwrap();
+        let (v, dir) = shipped_example(&text);
+        let radius = v.radius.unwrap();
+        assert_eq!(radius.bras[0].target.secret, "example-secret");
+        assert!(v.nsm.unwrap().bras);
+        // The example without its [[radius.bras]]: nsm.bras = true is refused, naming it.
+        let (head, _) = text.split_once("# [[radius.bras]]").unwrap();
+        let (_, example) = head.split_once("\n# [controller]\n").unwrap();
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = parse_in(
+            &format!("{head}\n[controller]\n{uncommented}\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "nsm.bras");
+        assert!(e.msg.contains("[[radius.bras]]"), "{e}");
+        // [radius] without [controller].
+        let e = parse_in(
+            &format!("{text}\n[radius]\naccounting_listen = \":1813\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "radius");
     }
 
     #[test]

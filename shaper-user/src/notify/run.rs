@@ -403,7 +403,7 @@ impl BrasCoaNotifier {
             // No plan known: the allocations alone.
             (None, false) => (extra > 0).then_some(extra),
         };
-        let plan = base.clone().unwrap_or_default();
+        let plan = base.unwrap_or_default();
         QosLevel {
             max_up_bps: add(plan.max_up_bps, up),
             max_down_bps: add(plan.max_down_bps, down),

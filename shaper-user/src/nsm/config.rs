@@ -329,15 +329,9 @@ mod tests {
             "/../configs/shaper.toml"
         ))
         .unwrap();
-        // The commented [controller] example and the [nsm] example after it, uncommented.
-        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
-        let uncommented: String = example
-            .lines()
-            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .filter(|l| !l.starts_with("# "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let v = crate::config::parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
+        // The commented [controller] example and the [nsm] and [radius] examples after it,
+        // uncommented.
+        let (v, _dir) = crate::config::tests::shipped_example(&text);
         let nsm = v.nsm.expect("the example has [nsm]");
         assert_eq!(nsm.overbooking_permille, 1200);
         assert_eq!(nsm.classes, 512..=1023);
