@@ -276,26 +276,30 @@ retries = 2
     assert_eq!(s.as_array().unwrap().len(), 1, "after the restart: {s}");
     assert_eq!(s[0]["id"], "sess-cm1", "{s}");
 
-    // (b) CoA in: Mikrotik-Rate-Limit "rx/tx" = up/down for cm1's session → ACK, and the
-    // modem's effective level is the new one.
+    // (b) CoA in: Mikrotik-Rate-Limit "rx/tx ... min-rx/min-tx" = up/down for cm1's session
+    // → ACK, and the modem's effective level is the new one.
     let out = radclient(
         &ns,
         &dir,
         &coa,
         "coa",
         CLIENT_SECRET,
-        "User-Name = \"cm1\"\nMikrotik-Rate-Limit = \"5M/40M\"\nMessage-Authenticator = 0x00\n",
+        "User-Name = \"cm1\"\nMikrotik-Rate-Limit = \"5M/40M 0/0 0/0 0/0 8 1M/10M\"\nMessage-Authenticator = 0x00\n",
     );
     assert!(out.contains("Received CoA-ACK"), "{out}");
     let m = ok(&name, ADMIN, "GET", "/v1/modems/cm1", None);
     assert_eq!(
         (
             m["effective"]["max_down_bps"].as_u64(),
-            m["effective"]["max_up_bps"].as_u64()
+            m["effective"]["max_up_bps"].as_u64(),
+            m["effective"]["committed_down_bps"].as_u64(),
         ),
-        (Some(40_000_000), Some(5_000_000)),
+        (Some(40_000_000), Some(5_000_000), Some(10_000_000)),
         "{m}"
     );
+    // The grant's committed rate holds capacity on cm1's gateway in the manager.
+    let links = ok(&name, ADMIN, "GET", "/v1/links", None);
+    assert_eq!(links[0]["committed_down_bps"], 10_000_000, "{links}");
     // Unknown session → NAK 503.
     let out = radclient(
         &ns,

@@ -2,7 +2,9 @@
 //!
 //! - **CoA/Disconnect in** ([`start`]): the [`RadiusServer`] over the controller through
 //!   [`ControllerSink`] — a CoA becomes a provisioning event, a Disconnect cancels it and ends
-//!   the session.
+//!   the session. With `[nsm]`, the modems' new committed rates are then fed to the network
+//!   service manager (as the tick loop does for timed changes), so a CoA grant's committed
+//!   rate holds link capacity there.
 //! - **Accounting in**: sessions go into the network service manager's durable session store
 //!   through [`NsmSessions`] (Start/Interim → upsert, Stop and Accounting-On/Off → end, which
 //!   releases the allocations on them) when `[nsm]` is configured, else into the in-memory
@@ -36,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use super::bras::{BrasDirectory, BrasEntry, BrasNotifier, NotifyError as BrasError};
 use super::coa::{CoaClient, CoaError};
-use super::coa_server::{RadiusServer, RadiusServerHandle};
+use super::coa_server::{CoaRefusal, CoaSink, RadiusServer, RadiusServerHandle};
 use super::config::{BrasPlan, RadiusPlan};
 use super::controller_sink::ControllerSink;
 use crate::api::Clock;
@@ -588,6 +590,62 @@ pub async fn attach_bras(
     Ok(())
 }
 
+/// The controller sink, followed by feeding the modems' new committed rates to the network
+/// service manager (what the tick loop does for its own changes: a CoA grant's committed rate
+/// holds link capacity the manager must not hand out again).
+struct FeedingSink {
+    inner: ControllerSink,
+    controller: Arc<Mutex<Controller>>,
+    nsm: NsmState,
+}
+
+impl FeedingSink {
+    /// The modems (subscribers) of the sessions `target` names.
+    fn modems(&self, target: &SessionSelector) -> Vec<String> {
+        self.nsm
+            .service
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .core()
+            .sessions()
+            .map(from_nsm)
+            .filter(|s| target.matches(s))
+            .filter_map(|s| s.subscriber)
+            .collect()
+    }
+
+    fn feed(&self, modems: &[String]) {
+        // Lock order as in the tick loop: controller, then manager.
+        let c = self
+            .controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut svc = self
+            .nsm
+            .service
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::nsm::run::feed_provisioned(&c, &mut svc, Some(modems));
+    }
+}
+
+impl CoaSink for FeedingSink {
+    fn coa(&self, target: SessionSelector, qos: QosLevel) -> Result<(), CoaRefusal> {
+        let modems = self.modems(&target);
+        self.inner.coa(target, qos)?;
+        self.feed(&modems);
+        Ok(())
+    }
+
+    fn disconnect(&self, target: SessionSelector) -> Result<(), CoaRefusal> {
+        // The sessions are gone afterwards: their modems first.
+        let modems = self.modems(&target);
+        self.inner.disconnect(target)?;
+        self.feed(&modems);
+        Ok(())
+    }
+}
+
 /// Starts the CoA/Disconnect and accounting servers of `plan` (none when neither listener is
 /// configured): CoA through the controller, accounting into `nsm`'s sessions when given, else
 /// an in-memory table.
@@ -608,11 +666,15 @@ pub async fn start(
         Some(n) => Arc::new(NsmSessions::new(n.clone(), local_gateway, clock.clone())),
         None => Arc::new(SessionTable::new()),
     };
-    let sink = Arc::new(ControllerSink::new(
-        controller,
-        sessions.clone(),
-        clock.clone(),
-    ));
+    let inner = ControllerSink::new(controller.clone(), sessions.clone(), clock.clone());
+    let sink: Arc<dyn CoaSink> = match nsm {
+        Some(n) => Arc::new(FeedingSink {
+            inner,
+            controller,
+            nsm: n.clone(),
+        }),
+        None => Arc::new(inner),
+    };
     let server = Arc::new(
         RadiusServer::new(config, sink, sessions).context("radius: server configuration")?,
     );
