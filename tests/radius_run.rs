@@ -384,10 +384,7 @@ retries = 2
         "CoA-ACK (code 44) logged: {d:?}"
     );
     assert!(
-        d[0]["url"]
-            .as_str()
-            .unwrap()
-            .contains("bras=bras1&session=sess-cm1"),
+        d[0]["url"].as_str().unwrap() == "radius-coa://bras1?session=sess-cm1",
         "{d:?}"
     );
 

@@ -13,7 +13,8 @@
 //!   [`Notifier`] for BRAS targets. For each session of the allocation behind that BRAS it sends
 //!   a CoA-Request with the subscriber's rate (below) through a [`BrasNotifier`] for the
 //!   configured BRAS, and logs the result in the delivery log of the allocation's provider
-//!   (`GET /v1/providers/{id}/deliveries`): `url` is `radius-coa://<addr>?bras=<name>&session=<id>`,
+//!   (`GET /v1/providers/{id}/deliveries`): `url` is `radius-coa://<bras>?session=<id>` (the
+//!   BRAS's address is not shown to the provider),
 //!   `attempts` the transmissions, `last_code` the RADIUS response code (44 CoA-ACK, 45
 //!   CoA-NAK), `last_error` the NAK's Error-Cause or why no answer came.
 //!
@@ -446,10 +447,7 @@ impl BrasCoaNotifier {
             provider: a.provider.clone(),
             allocation: a.id,
             event: job.notice.event.as_str().to_owned(),
-            url: format!(
-                "radius-coa://{}?bras={}&session={}",
-                bras.addr, bras.name, session.id
-            ),
+            url: format!("radius-coa://{}?session={}", bras.name, session.id),
             attempts: 0,
             status: "pending".into(),
             last_code: None,
@@ -485,6 +483,7 @@ impl BrasCoaNotifier {
         match &error {
             None => info!(
                 bras = bras.name,
+                nas = %bras.addr,
                 session = session.id,
                 allocation = a.id,
                 event = job.notice.event.as_str(),
@@ -495,6 +494,7 @@ impl BrasCoaNotifier {
             ),
             Some(e) => warn!(
                 bras = bras.name,
+                nas = %bras.addr,
                 session = session.id,
                 allocation = a.id,
                 event = job.notice.event.as_str(),
@@ -521,10 +521,25 @@ impl Notifier for BrasCoaNotifier {
             };
             let target = format!("bras {id}");
             let Some(bras) = self.bras.iter().find(|b| b.is(id)) else {
-                return Err(NotifyError::Other {
-                    target,
-                    detail: "not configured in [[radius.bras]] (by name or nas_ip)".into(),
-                });
+                let detail = "not configured in [[radius.bras]] (by name or nas_ip)".to_owned();
+                // Logged, so the provider and the operator see why the BRAS was not told.
+                let now = (self.clock)();
+                let a = &job.notice.allocation;
+                let delivery = Delivery {
+                    id: 0,
+                    provider: a.provider.clone(),
+                    allocation: a.id,
+                    event: job.notice.event.as_str().to_owned(),
+                    url: format!("radius-coa://{id}"),
+                    attempts: 0,
+                    status: "failed".into(),
+                    last_code: None,
+                    last_error: Some(format!("bras {id}: {detail}")),
+                    created_ms: now,
+                    updated_ms: now,
+                };
+                self.logged(move |s| s.start_delivery(&delivery)).await?;
+                return Err(NotifyError::Other { target, detail });
             };
             let mut failed = Vec::new();
             for s in job.notice.sessions.iter().filter(|s| s.bras == *id) {
