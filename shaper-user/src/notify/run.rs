@@ -712,6 +712,94 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nsm::{NoDataplane, Notifiers, NsmConfig};
+    use crate::store::TempDir;
+
+    const T0: u64 = 1_764_000_000_000;
+
+    fn acct(id: &str, user: &str, ip: &str, nas: &str, at: u64) -> Session {
+        Session {
+            acct_session_id: id.into(),
+            subscriber: Some(user.into()),
+            framed_ipv4: Some(ip.parse().unwrap()),
+            framed_ipv6_prefix: None,
+            delegated_ipv6_prefix: None,
+            calling_station_id: None,
+            nas_ip: None,
+            nas_identifier: Some(nas.into()),
+            gateway: None,
+            since_ms: at,
+            updated_ms: at,
+        }
+    }
+
+    #[test]
+    fn accounting_goes_durably_into_the_network_service_manager() {
+        let dir = TempDir::new("nsm-sessions");
+        let db = dir.path().join("shaper.db");
+        let open = || {
+            let svc = NsmService::open(
+                NsmConfig::default(),
+                Box::new(SqliteNsmStore::open(&db).unwrap()),
+                Box::new(NoDataplane),
+                T0,
+            )
+            .unwrap();
+            let state = NsmState {
+                service: Arc::new(Mutex::new(svc)),
+                notifiers: Notifiers::default(),
+            };
+            NsmSessions::new(state, Some("gw1".into()), Arc::new(|| T0 + 100))
+        };
+        let st = open();
+        st.start(acct("s1", "cm1", "198.18.0.10", "bras1", T0))
+            .unwrap();
+        st.start(acct("s2", "cm2", "198.18.0.11", "bras1", T0))
+            .unwrap();
+        st.start(acct("s3", "cm3", "198.18.0.12", "bras2", T0))
+            .unwrap();
+        // Interim-Update keeps the Start's time.
+        st.update(acct("s1", "cm1", "198.18.0.10", "bras1", T0 + 50))
+            .unwrap();
+        let by_ip = SessionSelector {
+            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            ..SessionSelector::default()
+        };
+        let found = st.find(&by_ip).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].since_ms, T0);
+        assert_eq!(found[0].gateway.as_deref(), Some("gw1"));
+        let by_user_on_other_nas = SessionSelector {
+            user_name: Some("cm1".into()),
+            nas_identifier: Some("bras2".into()),
+            ..SessionSelector::default()
+        };
+        assert!(st.find(&by_user_on_other_nas).unwrap().is_empty());
+        // Refused by the manager (the address is s1's): an error, so nothing is acknowledged.
+        assert!(
+            st.start(acct("s4", "cm4", "198.18.0.10", "bras1", T0))
+                .is_err()
+        );
+        drop(st);
+
+        // Durable: a new manager on the same file has them.
+        let st = open();
+        assert_eq!(st.all().unwrap().len(), 3);
+        // Accounting-On from bras1: its sessions end.
+        assert_eq!(st.clear_nas(None, Some("bras1")).unwrap(), 2);
+        let left: Vec<String> = st
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.acct_session_id)
+            .collect();
+        assert_eq!(left, ["s3"]);
+        // Stop.
+        let stopped = st.stop("s3").unwrap().unwrap();
+        assert_eq!(stopped.subscriber.as_deref(), Some("cm3"));
+        assert!(st.stop("s3").unwrap().is_none());
+        assert!(st.all().unwrap().is_empty());
+    }
 
     #[test]
     fn sessions_convert_both_ways() {
