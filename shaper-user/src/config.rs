@@ -94,6 +94,9 @@ pub struct Config {
     pub modems: Vec<ModemSection>,
     /// The network service manager (needs `[controller]`): [`crate::nsm::config`].
     pub nsm: Option<crate::nsm::config::NsmSection>,
+    /// RADIUS CoA/accounting servers and the BRASes to send CoA to (needs `[controller]`):
+    /// [`crate::notify::config`].
+    pub radius: Option<crate::notify::config::RadiusSection>,
 }
 
 /// `[controller]`: the provisioning controller, its store and its HTTP API.
@@ -377,6 +380,8 @@ pub struct Validated {
     pub controller: Option<ControllerPlan>,
     /// The network service manager, when `[nsm]` is present.
     pub nsm: Option<crate::nsm::config::NsmPlan>,
+    /// RADIUS, when `[radius]` is present (secrets read).
+    pub radius: Option<crate::notify::config::RadiusPlan>,
 }
 
 /// Reads, parses and validates a configuration file; relative paths in it (the modem
@@ -719,6 +724,17 @@ pub fn validate_in(config: Config, base: &Path) -> Result<Validated, ConfigError
     validate_rules(&rules).map_err(|e| err("rule", e.to_string()))?;
     crate::dataplane::rules::compile(&rules, 0, 0).map_err(|e| err("rule", e.to_string()))?;
     let controller = validate_controller(&config, &ids, &seen, base)?;
+    let radius = match (&config.radius, &controller) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(err(
+                "radius",
+                "needs [controller] (CoA changes its modems' levels)",
+            ));
+        }
+        (Some(r), Some(_)) => Some(crate::notify::config::validate(r, base)?),
+    };
+    let bras_configured = radius.as_ref().is_some_and(|r| !r.bras.is_empty());
     let nsm = match (&config.nsm, &controller) {
         (None, _) => None,
         (Some(_), None) => return Err(err("nsm", "needs [controller] (its API and store)")),
@@ -740,6 +756,7 @@ pub fn validate_in(config: Config, base: &Path) -> Result<Validated, ConfigError
                         .map(|i| i.htb_default_minor.unwrap_or(htb::MAX_MINOR)),
                 )
                 .collect::<Vec<_>>(),
+            bras_configured,
         )?),
     };
     Ok(Validated {
@@ -750,6 +767,7 @@ pub fn validate_in(config: Config, base: &Path) -> Result<Validated, ConfigError
         rules,
         controller,
         nsm,
+        radius,
     })
 }
 
@@ -1127,7 +1145,7 @@ fn validate_reboot(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GOOD: &str = r#"
@@ -1412,21 +1430,7 @@ max_down = "50M"
             "/../configs/shaper.toml"
         ))
         .unwrap();
-        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
-        let uncommented: String = example
-            .lines()
-            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .filter(|l| !l.starts_with("# "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        // The key files the example names, relative to the configuration's directory.
-        let dir = crate::store::TempDir::new("shipped-example");
-        write_keys(dir.path());
-        let v = parse_in(
-            &format!("{text}\n[controller]\n{uncommented}\n"),
-            dir.path(),
-        )
-        .unwrap();
+        let (v, dir) = shipped_example(&text);
         let plan = v.controller.unwrap();
         assert_eq!(plan.modems.len(), 1);
         assert_eq!(plan.listen.port(), 8080);
@@ -1437,6 +1441,64 @@ max_down = "50M"
             plan.modems[0].reboot.as_ref().unwrap().method,
             RebootMethod::Snmp { .. }
         ));
+    }
+
+    /// The shipped configuration with its commented examples (from `[controller]` on)
+    /// uncommented, validated with the example's secret files in a temporary directory.
+    pub(crate) fn shipped_example(text: &str) -> (Validated, crate::store::TempDir) {
+        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = crate::store::TempDir::new("shipped-example");
+        std::fs::create_dir_all(dir.path().join("radius")).unwrap();
+        std::fs::write(dir.path().join("radius/bras1.secret"), "example-secret\n").unwrap();
+        write_keys(dir.path());
+        let v = parse_in(
+            &format!("{text}\n[controller]\n{uncommented}\n"),
+            dir.path(),
+        )
+        .unwrap();
+        (v, dir)
+    }
+
+    #[test]
+    fn radius_needs_the_controller_and_nsm_bras_needs_radius_bras() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/shaper.toml"
+        ))
+        .unwrap();
+        let (v, dir) = shipped_example(&text);
+        let radius = v.radius.unwrap();
+        assert_eq!(radius.bras[0].target.secret, "example-secret");
+        assert!(v.nsm.unwrap().bras);
+        // The example without its [[radius.bras]]: nsm.bras = true is refused, naming it.
+        let (head, _) = text.split_once("# [[radius.bras]]").unwrap();
+        let (_, example) = head.split_once("\n# [controller]\n").unwrap();
+        let uncommented: String = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+            .filter(|l| !l.starts_with("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = parse_in(
+            &format!("{head}\n[controller]\n{uncommented}\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "nsm.bras");
+        assert!(e.msg.contains("[[radius.bras]]"), "{e}");
+        // [radius] without [controller].
+        let e = parse_in(
+            &format!("{text}\n[radius]\naccounting_listen = \":1813\"\n"),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "radius");
     }
 
     /// cmts.key, name.key, signing.key and signing.pub in `dir`.

@@ -203,7 +203,7 @@ fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+        .unwrap_or_else(|| std::path::Path::new("."));
     config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
@@ -436,7 +436,10 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = match &v.controller {
-            Some(plan) => Some(start_controller(plan, v.nsm.as_ref(), &gw, trees, stop_rx).await?),
+            Some(plan) => Some(
+                start_controller(plan, v.nsm.as_ref(), v.radius.as_ref(), &gw, trees, stop_rx)
+                    .await?,
+            ),
             None => None,
         };
         let server_failed = async {
@@ -465,6 +468,9 @@ fn run(v: &config::Validated, detach_on_exit: bool) -> anyhow::Result<()> {
                 Ok(Err(e)) => warn!("API server task: {e}"),
                 Err(_) => warn!("API requests still running after {SHUTDOWN_GRACE:?}; dropped"),
             }
+            if let Some(r) = t.radius {
+                r.shutdown().await;
+            }
             if let Err(e) = t.ticker.await {
                 warn!("tick task: {e}");
             }
@@ -490,6 +496,8 @@ struct ControllerTasks {
     ticker: tokio::task::JoinHandle<()>,
     /// The TFTP server of the modem files, when `tftp_listen` is set.
     tftp: Option<shaper::tftp::ServerHandle>,
+    /// The RADIUS CoA/Disconnect and accounting servers, when `[radius]` has listeners.
+    radius: Option<shaper::notify::RadiusServerHandle>,
 }
 
 /// Opens the controller on the gateway's data plane, then serves its API on `plan.listen` and
@@ -497,6 +505,7 @@ struct ControllerTasks {
 async fn start_controller(
     plan: &config::ControllerPlan,
     nsm_plan: Option<&shaper::nsm::config::NsmPlan>,
+    radius_plan: Option<&shaper::notify::config::RadiusPlan>,
     gw: &gateway::Gateway,
     trees: Vec<(shaper::nsm::model::Dir, shaper::dataplane::htb::HtbTree)>,
     stop: watch::Receiver<bool>,
@@ -554,29 +563,59 @@ async fn start_controller(
     let mut state = api::AppState::new(ctl.clone(), Arc::new(tokens))
         .with_metrics(Arc::new(metrics))
         .ticking_after_commit();
-    if let Some(np) = nsm_plan {
-        let nsm = shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
-        {
-            let c = ctl
-                .lock()
-                .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?;
-            let mut s = nsm
-                .service
-                .lock()
-                .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
-            shaper::nsm::run::feed_provisioned(&c, &mut s, None);
-        }
-        // Provisioning grants hold committed capacity the manager must not hand out again.
-        let n = nsm.clone();
-        let hook: api::ChangeHook = Arc::new(move |c, changes| {
-            let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
-            match n.service.lock() {
-                Ok(mut s) => shaper::nsm::run::feed_provisioned(c, &mut s, Some(&modems)),
-                Err(_) => tracing::error!("the nsm lock is poisoned; committed rates not fed"),
+    let nsm = match nsm_plan {
+        Some(np) => {
+            let mut nsm =
+                shaper::nsm::run::open(np, plan, gw, trees, Arc::new(api::system_now_ms))?;
+            if np.bras {
+                let rp = radius_plan.context("nsm.bras needs [[radius.bras]]")?;
+                let store = np.store.clone().unwrap_or_else(|| plan.store.clone());
+                shaper::notify::run::attach_bras(
+                    &mut nsm,
+                    rp,
+                    ctl.clone(),
+                    &store,
+                    Arc::new(api::system_now_ms),
+                )
+                .await?;
             }
-        });
-        state = state.with_nsm(nsm).with_change_hook(hook);
-    }
+            {
+                let c = ctl
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?;
+                let mut s = nsm
+                    .service
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
+                shaper::nsm::run::feed_provisioned(&c, &mut s, None);
+            }
+            // Provisioning grants hold committed capacity the manager must not hand out again.
+            let n = nsm.clone();
+            let hook: api::ChangeHook = Arc::new(move |c, changes| {
+                let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
+                match n.service.lock() {
+                    Ok(mut s) => shaper::nsm::run::feed_provisioned(c, &mut s, Some(&modems)),
+                    Err(_) => tracing::error!("the nsm lock is poisoned; committed rates not fed"),
+                }
+            });
+            state = state.with_nsm(nsm.clone()).with_change_hook(hook);
+            Some(nsm)
+        }
+        None => None,
+    };
+    let radius = match radius_plan {
+        Some(rp) => {
+            shaper::notify::run::start(
+                rp,
+                ctl.clone(),
+                nsm.as_ref(),
+                nsm_plan.and_then(|n| n.local_gateway.clone()),
+                Arc::new(api::system_now_ms),
+            )
+            .await?
+        }
+        None => None,
+    };
     if let (Some(shared), Some(files)) = (pipeline, files) {
         state = state.with_pipeline(shared, files);
     }
@@ -600,6 +639,7 @@ async fn start_controller(
         server,
         ticker,
         tftp,
+        radius,
     })
 }
 

@@ -1,2 +1,3 @@
 pub mod pkt;
+pub mod radius;
 pub mod shaper_run;

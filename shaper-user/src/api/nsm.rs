@@ -14,7 +14,7 @@
 //! | GET    | `/v1/providers/{id}/allocations`             | admin, csr; provider: own               |
 //! | GET    | `/v1/providers/{id}/allocations/{alloc}`     | admin, csr; provider: own               |
 //! | DELETE | `/v1/providers/{id}/allocations/{alloc}`     | admin, csr; provider: own               |
-//! | GET    | `/v1/providers/{id}/deliveries`              | admin; provider: own (webhook log)      |
+//! | GET    | `/v1/providers/{id}/deliveries`              | admin; provider: own (delivery log)     |
 //! | GET    | `/v1/links`                                  | admin, csr, automation                  |
 //! | PUT    | `/v1/links/{id}`                             | admin                                   |
 //! | GET    | `/v1/sessions?subscriber=&ip=`               | admin, automation                       |
@@ -495,7 +495,9 @@ pub async fn delete_allocation(
     .await
 }
 
-/// `GET /v1/providers/{id}/deliveries`: the webhook delivery log.
+/// `GET /v1/providers/{id}/deliveries`: the delivery log of the provider's allocation notices:
+/// its webhook, and the BRAS CoA of its allocations (`url` `radius-coa://<bras>?session=<id>`,
+/// `last_code` the RADIUS response code; see [`crate::notify::run`]).
 pub async fn list_deliveries(
     State(state): State<AppState>,
     principal: Principal,

@@ -477,7 +477,7 @@ fn nsm_document() -> (
         },
         "/v1/providers/{id}/deliveries": {
             "get": {
-                "operationId": "listDeliveries", "summary": "The provider's webhook delivery log (attempts, status, last HTTP status and error). Roles: admin; provider: own.",
+                "operationId": "listDeliveries", "summary": "The provider's delivery log: its webhook (attempts, status, last HTTP status and error) and the RADIUS CoA to the BRAS of its allocations (url radius-coa://<bras>?session=<id>, last_code the RADIUS code: 44 CoA-ACK, 45 CoA-NAK). Roles: admin; provider: own.",
                 "parameters": [ pid ],
                 "responses": responses(&[("200", ok("The deliveries.", list("Delivery")))], auth_errors(&[("404", "Unknown provider.")]))
             }
@@ -604,7 +604,7 @@ fn nsm_document() -> (
                 "id": { "type": "integer" }, "provider": { "type": "string" }, "allocation": { "type": "integer" },
                 "event": { "type": "string", "enum": ["allocated", "released"] }, "url": { "type": "string" },
                 "attempts": { "type": "integer" }, "status": { "type": "string", "enum": ["pending", "delivered", "failed"] },
-                "last_code": opt("integer", "Last HTTP status."), "last_error": opt("string", "Last error."),
+                "last_code": opt("integer", "Last HTTP status (webhook) or RADIUS response code (radius-coa)."), "last_error": opt("string", "Last error."),
                 "created_ms": { "type": "integer" }, "updated_ms": { "type": "integer" }
             }
         },

@@ -125,27 +125,39 @@ impl BrasNotifier {
         }
         let mut out = Vec::with_capacity(sessions.len());
         for s in sessions {
-            let result = match self.directory.target_for(&s) {
-                None => Err(NotifyError::UnknownBras {
-                    session: s.acct_session_id.clone(),
-                    nas_ip: s.nas_ip,
-                    nas_identifier: s.nas_identifier.clone(),
-                }),
-                Some(nas) => self
-                    .client
-                    .coa(nas, &SessionSelector::for_session(&s), qos)
-                    .await
-                    .map_err(|source| NotifyError::Coa {
-                        nas: nas.addr,
-                        source,
-                    }),
-            };
-            out.push(SessionNotice {
-                acct_session_id: s.acct_session_id,
-                result,
-            });
+            out.push(self.session_qos(&s, qos).await);
         }
         Ok(out)
+    }
+
+    /// Sends `qos` to the BRAS of one session (found in the directory), naming the session
+    /// the way the BRAS reported it.
+    pub async fn session_qos(&self, s: &Session, qos: &QosLevel) -> SessionNotice {
+        let result = match self.directory.target_for(s) {
+            None => Err(NotifyError::UnknownBras {
+                session: s.acct_session_id.clone(),
+                nas_ip: s.nas_ip,
+                nas_identifier: s.nas_identifier.clone(),
+            }),
+            Some(nas) => self
+                .client
+                .coa(nas, &SessionSelector::for_session(s), qos)
+                .await
+                .map_err(|source| NotifyError::Coa {
+                    nas: nas.addr,
+                    source,
+                }),
+        };
+        SessionNotice {
+            acct_session_id: s.acct_session_id.clone(),
+            result,
+        }
+    }
+
+    /// The directory this notifier looks BRASes up in.
+    #[must_use]
+    pub fn directory(&self) -> &BrasDirectory {
+        &self.directory
     }
 }
 

@@ -766,6 +766,10 @@ async fn serve(
                         warn!(%src, error = %e, "radius send");
                     }
                 }
+                // Not recorded: the NAS retransmits, and the operator should see why.
+                Ok(Handled::Drop(reason @ DropReason::Store(_))) => {
+                    warn!(%src, ?listener, %reason, "radius drop");
+                }
                 Ok(Handled::Drop(reason)) => debug!(%src, ?listener, %reason, "radius drop"),
                 Err(e) => warn!(%src, error = %e, "radius handler panicked"),
             }

@@ -10,7 +10,7 @@
 //! htb_minor_last = 0x1ff       #   (rate = committed, ceil, prio = 7 − priority)
 //! local_gateway = "gw1"        # sessions behind this gateway are enforced here
 //! webhooks = true              # POST signed notices to providers' webhook URLs
-//! bras = false                 # RADIUS CoA to the BRAS (needs the CoA client)
+//! bras = false                 # RADIUS CoA to the BRAS (needs [[radius.bras]])
 //!
 //! [nsm.retry]                  # webhook and remote-gateway retries
 //! attempts = 6
@@ -157,6 +157,7 @@ pub fn validate(
     config_rules: &[u32],
     controller_classes: Option<&RangeInclusive<u32>>,
     reserved_minors: &[u16],
+    bras_configured: bool,
 ) -> Result<NsmPlan, ConfigError> {
     if !(s.overbooking.is_finite() && s.overbooking > 0.0 && s.overbooking <= 100.0) {
         return Err(err("nsm.overbooking", "must be above 0 and at most 100"));
@@ -235,10 +236,10 @@ pub fn validate(
             ));
         }
     };
-    if s.bras {
+    if s.bras && !bras_configured {
         return Err(err(
             "nsm.bras",
-            "BRAS notification (RADIUS CoA) is not available in this build; set it false",
+            "BRAS notification (RADIUS CoA) needs [[radius.bras]]: the BRASes to send CoA to",
         ));
     }
     let retry = RetryPolicy {
@@ -317,6 +318,7 @@ mod tests {
             &[10],
             Some(&(1024..=65_535)),
             &[0x20, 0xfffe],
+            false,
         )
     }
 
@@ -327,15 +329,9 @@ mod tests {
             "/../configs/shaper.toml"
         ))
         .unwrap();
-        // The commented [controller] example and the [nsm] example after it, uncommented.
-        let (_, example) = text.split_once("\n# [controller]\n").unwrap();
-        let uncommented: String = example
-            .lines()
-            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .filter(|l| !l.starts_with("# "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let v = crate::config::parse(&format!("{text}\n[controller]\n{uncommented}\n")).unwrap();
+        // The commented [controller] example and the [nsm] and [radius] examples after it,
+        // uncommented.
+        let (v, _dir) = crate::config::tests::shipped_example(&text);
         let nsm = v.nsm.expect("the example has [nsm]");
         assert_eq!(nsm.overbooking_permille, 1200);
         assert_eq!(nsm.classes, 512..=1023);

@@ -26,10 +26,12 @@
 //!   Start and Interim (idempotent; a changed address, BRAS or gateway releases the
 //!   allocations admitted on the old one), `end_session` for Stop; lookups by id, address and
 //!   subscriber read the in-memory indexes.
-//! - **BRAS notification** (RADIUS CoA, RFC 5176): implement [`Notifier`] for jobs whose
-//!   target is [`Target::Bras`] (the BRAS id is the sessions' `bras`; the job's notice carries
-//!   the allocation, its sessions and addresses) and put it in [`Notifiers::bras`] in
-//!   [`run::open`]; `nsm.bras = true` is refused by [`config::validate`] until then.
+//!   RADIUS accounting does this through [`crate::notify::run::NsmSessions`].
+//! - **BRAS notification** (RADIUS CoA, RFC 5176): [`crate::notify::run::BrasCoaNotifier`]
+//!   implements [`Notifier`] for jobs whose target is [`Target::Bras`] (the BRAS id is the
+//!   sessions' `bras`; the job's notice carries the allocation, its sessions and addresses);
+//!   `shaper run` puts it in [`Notifiers::bras`] when `nsm.bras = true`, which
+//!   [`config::validate`] allows only with `[[radius.bras]]` configured.
 
 pub mod config;
 pub mod core;

@@ -107,7 +107,8 @@ pub fn open(
     Ok(NsmState {
         service: Arc::new(Mutex::new(svc)),
         notifiers: Notifiers {
-            // RADIUS CoA to the BRAS plugs in here once its client exists (`nsm.bras`).
+            // RADIUS CoA to the BRAS (`nsm.bras`): `crate::notify::run::attach_bras`, which
+            // `shaper run` calls next (it needs `[radius]` and the controller).
             bras: None,
             gateways: Some(gateways),
             provider,
