@@ -228,7 +228,7 @@ role = "upstream"
 [controller]
 store = "{dir}/shaper.db"
 listen = "127.0.0.1:{API_PORT}"
-tokens_file = "tokens.toml"
+tokens_file = "{dir}/tokens.toml"
 class_first = 16
 class_last = 255
 [controller.enforcement]
@@ -263,40 +263,6 @@ forcerenew_xid = 0
         config.display()
     );
 
-    // The modem first: the gateway's power-on provisioning reboots it at once.
-    let emu_out = dir.join("emulator.out");
-    let emu = topo
-        .sub
-        .command(exe)
-        .args(["modem-emulator", "--mac", MAC])
-        .args(["--dhcp-listen", &format!("{MODEM}:68")])
-        .args(["--snmp-listen", &format!("{MODEM}:161")])
-        .args(["--forcerenew-key", &fr_key])
-        .args(["--tftp-server", &format!("{GW_SUB_V4}:69")])
-        .args(["--config-file", &stable])
-        .arg("--cmts-key-file")
-        .arg(dir.join("cmts.key"))
-        .arg("--trusted-key")
-        .arg(dir.join("signing.pub"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&emu_out)?)
-        .stderr(std::fs::File::create(dir.join("emulator.err"))?)
-        .spawn()
-        .context("starting shaper modem-emulator")?;
-    clean.children.push(emu);
-    let t0 = Instant::now();
-    while !topo
-        .sub
-        .run(["ss", "-Hlun"])?
-        .contains(&format!("{MODEM}:68"))
-    {
-        if t0.elapsed() > WAIT {
-            bail!("the modem emulator did not start");
-        }
-        sleep(Duration::from_millis(50));
-    }
-    println!("   modem cm1 ({MODEM}, {MAC}) up in sub: FORCERENEW on :68, SNMP on :161");
-
     let log = dir.join("shaper.log");
     let gwp = Command::new(exe)
         .args(["run", "--netns", &gw, "--config"])
@@ -321,9 +287,45 @@ forcerenew_xid = 0
     }
     println!("   shaper run up in gw: API on 127.0.0.1:{API_PORT}, TFTP on {GW_SUB_V4}:69");
 
-    let emu = clean.children.first_mut().expect("the emulator");
+    // The modem, powered on after the gateway: it fetches the file the gateway wrote for it
+    // at start (version 1; the gateway reboots no modem when it starts).
+    let emu_out = dir.join("emulator.out");
+    let emu = topo
+        .sub
+        .command(exe)
+        .args(["modem-emulator", "--mac", MAC])
+        .args(["--dhcp-listen", &format!("{MODEM}:68")])
+        .args(["--snmp-listen", &format!("{MODEM}:161")])
+        .args(["--forcerenew-key", &fr_key])
+        .args(["--tftp-server", &format!("{GW_SUB_V4}:69")])
+        .args(["--config-file", &stable])
+        .arg("--fetch-at-start")
+        .arg("--cmts-key-file")
+        .arg(dir.join("cmts.key"))
+        .arg("--trusted-key")
+        .arg(dir.join("signing.pub"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&emu_out)?)
+        .stderr(std::fs::File::create(dir.join("emulator.err"))?)
+        .spawn()
+        .context("starting shaper modem-emulator")?;
+    clean.children.push(emu);
+    let t0 = Instant::now();
+    while !topo
+        .sub
+        .run(["ss", "-Hlun"])?
+        .contains(&format!("{MODEM}:68"))
+    {
+        if t0.elapsed() > WAIT {
+            bail!("the modem emulator did not start");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    println!("   modem cm1 ({MODEM}, {MAC}) up in sub: FORCERENEW on :68, SNMP on :161");
+
+    let emu = clean.children.last_mut().expect("the emulator");
     let (ev, i) = wait_fetch(&emu_out, 0, emu)?;
-    println!("\n6. power-on provisioning, base plan 10 Mbit/s down:");
+    println!("\n6. power-on: the modem fetches the file for its base plan (10 Mbit/s down):");
     show(&ev, 0, i, None)?;
     println!(
         "     iperf3 (UDP 80 Mbit/s offered): {:.1} Mbit/s",
@@ -341,7 +343,7 @@ forcerenew_xid = 0
         bail!("POST /v1/events: {status} {answer}");
     }
     println!("\n7. POST /v1/events: boost to 40 Mbit/s from +2 s to +12 s: {status} {answer}");
-    let emu = clean.children.first_mut().expect("the emulator");
+    let emu = clean.children.last_mut().expect("the emulator");
     let (ev, j) = wait_fetch(&emu_out, i + 1, emu)?;
     let down = show(&ev, i + 1, j, Some(posted))?;
     if down != BOOST_DOWN {
