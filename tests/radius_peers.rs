@@ -14,6 +14,8 @@
 //! Needs root (`ip netns`) and the Debian packages freeradius-utils and freeradius
 //! (`cargo xtask deps`). Run: `cargo test -p shaper-user --test radius_peers -- --nocapture`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use shaper::api::{Clock, system_now_ms};
 use shaper::controller::{Controller, ControllerConfig, Disabled};
-use shaper::lab::{NetNs, in_netns, output_with_timeout};
+use shaper::lab::{NetNs, in_netns};
 use shaper::notify::coa_server::NasIdentity;
 use shaper::notify::{
     ClientConfig, CoaClient, CoaError, ControllerSink, NasTarget, RadiusServer, RadiusServerConfig,
@@ -33,24 +35,12 @@ use shaper::sessions::{SessionSelector, SessionStore, SessionTable};
 use shaper::store::SqliteStore;
 use tokio::sync::oneshot;
 
+use common::radius::{freeradius_conf, require_tools};
+
 const SECRET: &str = "s3cr3t-peers";
 const COA_PORT: u16 = 13799;
 const ACCT_PORT: u16 = 11813;
 
-fn require_tools() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "radius_peers needs root (ip netns)"
-    );
-    for bin in ["/usr/bin/radclient", "/usr/sbin/freeradius"] {
-        assert!(
-            Path::new(bin).exists(),
-            "{bin} missing: run `cargo xtask deps` (freeradius-utils, freeradius)"
-        );
-    }
-}
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("shaper-radius-{tag}-{}", std::process::id()));
@@ -59,24 +49,9 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-/// Runs `radclient -x` in the namespace with the attribute list `attrs`; returns
-/// stdout + stderr.
+/// `radclient -x` in the namespace against our server on `127.0.0.1:port`.
 fn radclient(ns: &NetNs, dir: &Path, port: u16, kind: &str, secret: &str, attrs: &str) -> String {
-    let file = dir.join(format!("attrs-{kind}-{port}.txt"));
-    std::fs::write(&file, attrs).unwrap();
-    let mut cmd = ns.command("radclient");
-    cmd.args(["-x", "-r", "2", "-t", "1", "-f"])
-        .arg(&file)
-        .arg(format!("127.0.0.1:{port}"))
-        .args([kind, secret]);
-    let out = output_with_timeout(&mut cmd, Duration::from_secs(20)).unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("--- radclient {kind} ---\n{text}");
-    text
+    common::radius::radclient(ns, dir, &format!("127.0.0.1:{port}"), kind, secret, attrs)
 }
 
 /// Our server, running on a tokio runtime in a thread inside the namespace.
@@ -304,79 +279,6 @@ fn radclient_coa_and_accounting_against_our_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Minimal FreeRADIUS 3.2 configuration: a CoA listener (PROTOCOLS.md §4, `sites-available/coa`)
-/// that ACKs CoA and Disconnect, and NAKs User-Name "nobody" with Session-Context-Not-Found.
-fn freeradius_conf(dir: &Path, port: u16) {
-    let d = dir.display();
-    let conf = format!(
-        r#"prefix = /usr
-exec_prefix = /usr
-sysconfdir = /etc
-localstatedir = /var
-sbindir = /usr/sbin
-logdir = {d}
-raddbdir = {d}
-radacctdir = {d}
-name = freeradius
-confdir = {d}
-modconfdir = {d}/mods-config
-run_dir = {d}
-db_dir = {d}
-libdir = /usr/lib/freeradius
-pidfile = {d}/radiusd.pid
-max_request_time = 30
-cleanup_delay = 5
-max_requests = 1024
-hostname_lookups = no
-log {{
-  destination = stdout
-}}
-security {{
-  allow_core_dumps = no
-}}
-thread pool {{
-  start_servers = 1
-  max_servers = 2
-  min_spare_servers = 1
-  max_spare_servers = 2
-}}
-modules {{
-  always reject {{
-    rcode = reject
-  }}
-  always ok {{
-    rcode = ok
-  }}
-}}
-client shaper {{
-  ipaddr = 127.0.0.1
-  secret = {SECRET}
-  require_message_authenticator = yes
-}}
-listen {{
-  type = coa
-  ipaddr = 127.0.0.1
-  port = {port}
-  virtual_server = coa
-}}
-server coa {{
-  recv-coa {{
-    if (&User-Name == "nobody") {{
-      update reply {{
-        Error-Cause := Session-Context-Not-Found
-      }}
-      reject
-    }}
-    ok
-  }}
-  send-coa {{
-    ok
-  }}
-}}
-"#
-    );
-    std::fs::write(dir.join("radiusd.conf"), conf).unwrap();
-}
 
 #[test]
 fn our_coa_client_against_freeradius() {
@@ -384,7 +286,7 @@ fn our_coa_client_against_freeradius() {
     let ns = NetNs::unique("rad-cli").unwrap();
     let dir = tmpdir("cli");
     let port = 23799;
-    freeradius_conf(&dir, port);
+    freeradius_conf(&dir, port, SECRET);
     let fr = ns
         .spawn([
             "freeradius",

@@ -1,5 +1,4 @@
-//! RADIUS peers for tests (copied from `tests/radius_peers.rs`, whose helpers are private to
-//! it): radclient as a client, FreeRADIUS 3.2 as a CoA receiver (a BRAS).
+//! RADIUS peers for tests: radclient as a client, FreeRADIUS 3.2 as a CoA receiver (a BRAS).
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::Path;
