@@ -54,6 +54,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("snmpd", "/usr/sbin/snmpd"),
     ("snmp", "/usr/bin/snmpset"),
     ("tshark", "/usr/bin/tshark"),
+    ("dhcpcd-base", "/usr/sbin/dhcpcd"),
 ];
 
 fn deps() -> anyhow::Result<()> {
