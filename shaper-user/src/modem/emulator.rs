@@ -9,7 +9,8 @@
 //! - SNMP agent side ([`Agent`], sans-IO): the write community may SET docsDevResetNow to
 //!   `true(1)` (noError); another value is wrongValue, a non-INTEGER wrongType, any other
 //!   object noCreation; the read-only community gets noAccess (as snmpd answers) and an
-//!   unknown community authorizationError. GET returns `false(2)` (TruthValue, RFC 4639).
+//!   unknown community authorizationError (snmpd stays silent instead; an emulator that says
+//!   why makes test failures readable). GET returns `false(2)` (TruthValue, RFC 4639).
 
 use std::io;
 use std::net::SocketAddr;
