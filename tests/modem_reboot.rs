@@ -5,6 +5,8 @@
 //! - net-snmp `snmpset`/`snmpget` as the manager our emulator's agent answers;
 //! - our `ForceRenewSender` → our emulator's DHCP listener (authenticated, unauthenticated,
 //!   wrong key, replay, wrong chaddr);
+//! - our `ForceRenewSender` → dhcpcd 9.4.1 leased by a test DHCP server built on our codec
+//!   (the independent check of our RFC 6704 HMAC: dhcpcd renews only on the signed one);
 //! - `tcpdump` + `tshark` decoding what we put on the wire;
 //! - the `shaper modem-emulator` binary printing its JSON lines.
 //!
@@ -68,8 +70,19 @@ where
     Fut: std::future::Future<Output = T>,
     T: Send,
 {
-    let name = ns.name().to_string();
-    ns.run_in(move || {
+    in_named_ns(ns.name(), f)
+}
+
+/// [`in_ns`] by namespace name.
+fn in_named_ns<F, Fut, T>(name: &str, f: F) -> T
+where
+    F: FnOnce(String) -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    let owned = name.to_string();
+    shaper::lab::in_netns(name, move || {
+        let name = owned;
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -698,4 +711,246 @@ fn modem_emulator_binary_prints_json_lines() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What the test DHCP server saw: each DHCPREQUEST's xid, ciaddr and whether the client
+/// offered RFC 6704 option 145.
+#[derive(Clone, Debug)]
+struct SeenRequest {
+    xid: u32,
+    ciaddr: Ipv4Addr,
+    mac: [u8; 6],
+    nonce_capable: bool,
+}
+
+const SRV_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 1);
+const CLI_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 2);
+
+/// A minimal DHCP server for one client, built on our codec: OFFER to DISCOVER, ACK to
+/// REQUEST. The first ACK carries the RFC 6704 reconfigure key (`5a 1c 03 01 00 <replay>
+/// 01 <key>`); later ones do not, so dhcpcd keeps checking the replay counter.
+async fn dhcp_server(ifname: String, requests: mpsc::UnboundedSender<SeenRequest>) {
+    use shaper::proto::dhcp::{AuthOption, DhcpOption, Message as Dhcp, MessageType};
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.set_broadcast(true).unwrap();
+    sock.bind_device(Some(ifname.as_bytes())).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, dhcp::SERVER_PORT)).into())
+        .unwrap();
+    let sock = UdpSocket::from_std(sock.into()).unwrap();
+    let mut key_sent = false;
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (n, _peer) = sock.recv_from(&mut buf).await.unwrap();
+        let Ok(req) = Dhcp::decode(&buf[..n]) else {
+            continue;
+        };
+        if req.op != dhcp::BOOTREQUEST {
+            continue;
+        }
+        let reply_type = match req.message_type() {
+            Some(MessageType::DISCOVER) => MessageType::OFFER,
+            Some(MessageType::REQUEST) => MessageType::ACK,
+            _ => continue,
+        };
+        let mac: [u8; 6] = req.chaddr[..6].try_into().unwrap();
+        let mut reply = Dhcp::reply_to(mac, req.xid);
+        reply.flags = req.flags;
+        reply.ciaddr = req.ciaddr;
+        reply.yiaddr = CLI_IP;
+        reply.options = vec![
+            DhcpOption::MessageType(reply_type),
+            DhcpOption::ServerId(SRV_IP),
+            DhcpOption::Unknown {
+                code: 51, // lease time
+                data: 3600u32.to_be_bytes().to_vec(),
+            },
+            DhcpOption::Unknown {
+                code: 1, // subnet mask
+                data: vec![255, 255, 255, 0],
+            },
+        ];
+        if reply_type == MessageType::ACK {
+            let nonce_capable = req
+                .options
+                .iter()
+                .any(|o| matches!(o, DhcpOption::ForcerenewNonceCapable(a) if a.contains(&1)));
+            if !key_sent {
+                reply
+                    .options
+                    .push(DhcpOption::Authentication(AuthOption::reconfigure_key(
+                        100, &KEY,
+                    )));
+                key_sent = true;
+            }
+            requests
+                .send(SeenRequest {
+                    xid: req.xid,
+                    ciaddr: req.ciaddr,
+                    mac,
+                    nonce_capable,
+                })
+                .unwrap();
+        }
+        let mut bytes = reply.encode().unwrap();
+        bytes.resize(bytes.len().max(dhcp::MIN_BOOTP_LEN), 0);
+        let to: SocketAddr = if req.ciaddr.is_unspecified() {
+            (Ipv4Addr::BROADCAST, dhcp::CLIENT_PORT).into()
+        } else {
+            (req.ciaddr, dhcp::CLIENT_PORT).into()
+        };
+        sock.send_to(&bytes, to).await.unwrap();
+    }
+}
+
+async fn next_request(rx: &mut mpsc::UnboundedReceiver<SeenRequest>, what: &str) -> SeenRequest {
+    tokio::time::timeout(Duration::from_secs(15), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no DHCPREQUEST from dhcpcd: {what}"))
+        .unwrap()
+}
+
+async fn no_request(rx: &mut mpsc::UnboundedReceiver<SeenRequest>, what: &str) {
+    if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(1500), rx.recv()).await {
+        panic!("dhcpcd renewed after {what}: {r:?}");
+    }
+}
+
+/// Our signed FORCERENEW against a real client: dhcpcd 9.4.1 (PROTOCOLS.md §3) gets a lease
+/// and the reconfigure key from our test server, renews on a correctly signed FORCERENEW and
+/// ignores a wrongly keyed or replayed one ("authentication failed").
+#[test]
+fn forcerenew_to_dhcpcd() {
+    require_root();
+    require("/usr/sbin/dhcpcd", "dhcpcd-base");
+    let srv = NetNs::unique("mrb-dsrv").unwrap();
+    let cli = NetNs::unique("mrb-dcli").unwrap();
+    let ifname = format!("rbc{}", std::process::id() % 100_000);
+    srv.run([
+        "ip",
+        "link",
+        "add",
+        "s0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &ifname,
+        "netns",
+        cli.name(),
+    ])
+    .unwrap();
+    srv.run(["ip", "addr", "add", "198.18.7.1/24", "dev", "s0"])
+        .unwrap();
+    srv.run(["ip", "link", "set", "s0", "up"]).unwrap();
+    cli.run(["ip", "link", "set", &ifname, "up"]).unwrap();
+    let dir = tmp_dir("dhcpcd");
+    let conf = dir.join("dhcpcd.conf");
+    // No hooks (they would write the host's resolv.conf), IPv4 only, no ARP probing.
+    std::fs::write(&conf, "ipv4only\nnoarp\nnoipv4ll\nnohook resolv.conf\n").unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server_if = "s0".to_string();
+    let srv_name = srv.name().to_string();
+    std::thread::scope(|s| {
+        // The server runs in `srv` for the whole test, on its own thread and runtime.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = s.spawn(move || {
+            in_named_ns(&srv_name, move |_| async move {
+                tokio::select! {
+                    () = dhcp_server(server_if, tx) => {}
+                    _ = stop_rx => {}
+                }
+            })
+        });
+        // dhcpcd forks privilege-separated helpers that would hold a pipe open: log to a file.
+        let log_path = dir.join("dhcpcd.log");
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let mut dhcpcd = cli
+            .command("dhcpcd")
+            .args(["-B", "-d", "-f"])
+            .arg(&conf)
+            .args(["-c", "/bin/true", &ifname])
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            in_ns(&srv, |_| async move {
+                let first = next_request(&mut rx, "initial lease").await;
+                assert!(first.nonce_capable, "dhcpcd did not offer option 145");
+                // Let dhcpcd configure the address and open its bound socket.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let sender = ForceRenewSender {
+                    source: (SRV_IP, dhcp::SERVER_PORT).into(),
+                    server_id: SRV_IP,
+                    client_port: dhcp::CLIENT_PORT,
+                };
+                let key = ForceRenewKey::Reconfigure(KEY);
+                let wrong = ForceRenewKey::Reconfigure([0x33; 16]);
+
+                sender
+                    .send(first.mac, CLI_IP, &wrong, first.xid, 200)
+                    .await
+                    .unwrap();
+                no_request(&mut rx, "a wrongly keyed FORCERENEW").await;
+
+                sender
+                    .send(first.mac, CLI_IP, &key, first.xid, 201)
+                    .await
+                    .unwrap();
+                let renew = next_request(&mut rx, "a signed FORCERENEW").await;
+                assert_eq!(renew.ciaddr, CLI_IP, "a renewal carries ciaddr");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+
+                sender
+                    .send(first.mac, CLI_IP, &key, renew.xid, 201)
+                    .await
+                    .unwrap();
+                no_request(&mut rx, "a replayed FORCERENEW").await;
+
+                sender
+                    .send(first.mac, CLI_IP, &key, renew.xid, 202)
+                    .await
+                    .unwrap();
+                next_request(&mut rx, "a fresh FORCERENEW").await;
+            })
+        }));
+        let _ = stop_tx.send(());
+        // `dhcpcd -x` stops the daemon and its helpers; the namespace guard kills leftovers.
+        let _ = cli.exec(["dhcpcd", "-x", &ifname]);
+        let _ = dhcpcd.kill();
+        let _ = dhcpcd.wait();
+        server.join().unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if let Err(p) = ok {
+            eprintln!("dhcpcd log:\n{log}");
+            std::panic::resume_unwind(p);
+        }
+        assert_eq!(
+            log.matches("authentication failed").count(),
+            2,
+            "dhcpcd log:\n{log}"
+        );
+        assert_eq!(log.matches("Force Renew from").count(), 2, "{log}");
+        assert!(log.contains("accepted reconfigure key"), "{log}");
+    });
+    drop(cli);
+    drop(srv);
+    // dhcpcd's per-interface state (the interface name is unique to this run).
+    for f in [
+        format!("/var/lib/dhcpcd/{ifname}.lease"),
+        format!("/run/dhcpcd/{ifname}.pid"),
+        format!("/run/dhcpcd/{ifname}-4.sock"),
+        format!("/run/dhcpcd/{ifname}-4.unpriv.sock"),
+    ] {
+        let _ = std::fs::remove_file(f);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -60,6 +60,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tftpd-hpa", "/usr/sbin/in.tftpd"),
     ("snmpd", "/usr/sbin/snmpd"),
     ("snmp", "/usr/bin/snmpset"),
+    ("dhcpcd-base", "/usr/sbin/dhcpcd"),
 ];
 
 fn deps() -> anyhow::Result<()> {

@@ -9,7 +9,8 @@
 //! - SNMP agent side ([`Agent`], sans-IO): the write community may SET docsDevResetNow to
 //!   `true(1)` (noError); another value is wrongValue, a non-INTEGER wrongType, any other
 //!   object noCreation; the read-only community gets noAccess (as snmpd answers) and an
-//!   unknown community authorizationError. GET returns `false(2)` (TruthValue, RFC 4639).
+//!   unknown community authorizationError (snmpd stays silent instead; an emulator that says
+//!   why makes test failures readable). GET returns `false(2)` (TruthValue, RFC 4639).
 //! - Configuration fetch (what a cable modem does after the reset): the boot file is read by
 //!   TFTP ([`crate::tftp::client::fetch`]) and checked by [`check_config`] as a CM checks
 //!   it: the CM MIC always, the CMTS MIC when the emulator is given the shared secret, and the

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -104,7 +104,7 @@ pub enum RebootMethod {
 }
 
 /// The name a method is recorded under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MethodName {
     Snmp,
@@ -313,6 +313,18 @@ pub struct ForceRenewSender {
 }
 
 impl ForceRenewSender {
+    /// The production sender: from `0.0.0.0:67` (RFC 2131 §4.1; needs `CAP_NET_BIND_SERVICE`)
+    /// to the client's port 68, with `server_id` as option 54 — it must be the address the
+    /// modem got its lease from.
+    #[must_use]
+    pub fn standard(server_id: Ipv4Addr) -> ForceRenewSender {
+        ForceRenewSender {
+            source: (Ipv4Addr::UNSPECIFIED, dhcp::SERVER_PORT).into(),
+            server_id,
+            client_port: dhcp::CLIENT_PORT,
+        }
+    }
+
     /// Sign and send one FORCERENEW to `ip` for `mac`. `replay` must be greater than every
     /// counter this modem has seen (RFC 3118 §2, RDM 0); the caller persists it.
     pub async fn send(
@@ -530,8 +542,8 @@ impl RetryPolicy {
     }
 }
 
-/// What happened when rebooting one modem: the record for the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What happened when rebooting one modem: the record for the audit trail (JSON via serde).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebootOutcome {
     pub modem: String,
     pub method: MethodName,
@@ -915,6 +927,11 @@ mod tests {
         let json = serde_json::to_value(&out).unwrap();
         assert_eq!(json["method"], "forcerenew");
         assert_eq!(json["replay_counter"], 1000);
+        let back: RebootOutcome = serde_json::from_value(json).unwrap();
+        assert_eq!(back, out);
+        let std = ForceRenewSender::standard(Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(std.source, "0.0.0.0:67".parse::<SocketAddr>().unwrap());
+        assert_eq!(std.client_port, 68);
     }
 
     #[tokio::test]
