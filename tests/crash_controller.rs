@@ -13,9 +13,8 @@
 //!   `applied`/`reverted` lines of the whole store are in due order;
 //! - the pending schedule (`GET /v1/events?state=pending`) and every event's state are what
 //!   the acknowledged and stored requests call for at the time of the check;
-//! - each modem's effective QoS (API) and its entries in the pinned BPF maps (read back by
-//!   loading the data plane on the same pins) equal the base plan with the active grants
-//!   layered in activation order.
+//! - each modem's effective QoS (API) and its entries in the pinned BPF maps (opened from
+//!   their pins) equal the base plan with the active grants layered in activation order.
 //!
 //! Three rounds with fixed seeds; each round's burst goes to the process the previous round
 //! restarted, so the checks cover everything acknowledged so far.
@@ -38,10 +37,11 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value;
 
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use shaper::abi;
 use shaper::controller::{Direction, class_config};
-use shaper::dataplane::{Dataplane, LoadOptions};
+use shaper::dataplane::class_entry;
 use shaper::lab::NetNs;
-use shaper::policy::SubscriberKey;
 use shaper::provision::{AuditWhat, Event, EventState, QosLevel};
 use shaper::store::{SqliteStore, Store as _};
 
@@ -106,11 +106,30 @@ fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
-fn wait_ready(child: &mut Child, ns: &str, log: &Path) {
+/// The pinned links under `pins` (for failure messages).
+fn pinned_links(pins: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(pins).into_iter().flatten().flatten() {
+        for link in std::fs::read_dir(dir.path().join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(link.path().display().to_string());
+        }
+    }
+    out
+}
+
+fn wait_ready(child: &mut Child, ns: &str, log: &Path, pins: &Path) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(30) {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("shaper run exited with {status}: {}", log_text(log));
+            panic!(
+                "shaper run exited with {status} (pinned links: {:?}): {}",
+                pinned_links(pins),
+                log_text(log)
+            );
         }
         if let Ok((200, _)) = http(ns, "GET", "/v1/modems/cm0", None) {
             return;
@@ -276,7 +295,7 @@ struct Rig {
     config: PathBuf,
     db: PathBuf,
     log: PathBuf,
-    load: LoadOptions,
+    pins: PathBuf,
 }
 
 /// Everything the module documentation promises, after a restart.
@@ -431,10 +450,16 @@ fn check(rig: &Rig, acked: &BTreeMap<String, (u64, Sent)>, unanswered: usize) {
         .collect();
     assert_eq!(pending, want_pending, "the pending schedule");
 
-    // 4. Effective QoS (API) and the pinned maps.
-    let dp = Dataplane::load(rig.load.clone()).expect("load the data plane on the pins");
-    let subs: std::collections::HashMap<SubscriberKey, [u32; 2]> =
-        dp.subscribers().into_iter().collect();
+    // 4. Effective QoS (API) and the pinned maps, opened read-only from their pins (the
+    // programs are not loaded a second time).
+    let maps = pinned_maps_dir(&rig.pins);
+    let open = |name: &str| {
+        MapData::from_pin(maps.join(name)).unwrap_or_else(|e| panic!("pinned map {name}: {e}"))
+    };
+    let subs: BpfHashMap<MapData, abi::SubKeyV4, abi::SubValue> =
+        BpfHashMap::try_from(Map::HashMap(open("shaper_subs_v4"))).unwrap();
+    let classes: Array<MapData, abi::ClassEntry> =
+        Array::try_from(Map::Array(open("shaper_classes"))).unwrap();
     for i in 0..MODEMS {
         let modem = modem_id(i);
         let want = model_effective(&stored, &modem, now);
@@ -443,21 +468,44 @@ fn check(rig: &Rig, acked: &BTreeMap<String, (u64, Sent)>, unanswered: usize) {
         let v: Value = serde_json::from_str(&body).unwrap();
         let effective: QosLevel = serde_json::from_value(v["effective"].clone()).unwrap();
         assert_eq!(effective, want, "{modem}: effective QoS");
-        let key = SubscriberKey {
-            addr: modem_addr(i),
-            len: 32,
+        let std::net::IpAddr::V4(addr) = modem_addr(i) else {
+            unreachable!("modems have IPv4 addresses")
         };
-        let [up, down] = *subs
-            .get(&key)
-            .unwrap_or_else(|| panic!("{modem}: no subscriber entry"));
+        let abi::SubValue {
+            class_id: [up, down],
+        } = subs
+            .get(
+                &abi::SubKeyV4 {
+                    addr: addr.octets(),
+                },
+                0,
+            )
+            .unwrap_or_else(|e| panic!("{modem}: no subscriber entry ({e})"));
         for (dir, class) in [(Direction::Up, up), (Direction::Down, down)] {
+            let entry = classes.get(&class, 0).unwrap();
+            // The policer state (`tat`) is the data plane's own; everything else is config.
+            let expected = class_entry(&class_config(&want, dir, 0), entry.tat);
             assert_eq!(
-                dp.class(class),
-                Some(&class_config(&want, dir, 0)),
+                entry, expected,
                 "{modem} {dir}: class {class} in the pinned map"
             );
         }
     }
+}
+
+/// `<pins>/v<ABI>/maps`.
+fn pinned_maps_dir(pins: &Path) -> PathBuf {
+    std::fs::read_dir(pins)
+        .unwrap()
+        .flatten()
+        .map(|d| d.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('v'))
+        })
+        .expect("a versioned pin directory")
+        .join("maps")
 }
 
 #[test]
@@ -526,7 +574,7 @@ class_last = 255
         store = db.display(),
         tokens = tokens.display(),
     );
-    let validated = shaper::config::parse(&config_text).expect("the test's configuration");
+    shaper::config::parse(&config_text).expect("the test's configuration");
     let config = guard.dir.join("shaper.toml");
     std::fs::write(&config, &config_text).unwrap();
     let rig = Rig {
@@ -534,15 +582,11 @@ class_last = 255
         config,
         db,
         log: guard.dir.join("shaper.log"),
-        load: LoadOptions {
-            pin_root: Some(guard.pins.clone()),
-            limits: validated.config.dataplane.limits,
-            ..LoadOptions::default()
-        },
+        pins: guard.pins.clone(),
     };
 
     let child = guard.child.insert(start(&rig.ns, &rig.config, &rig.log));
-    wait_ready(child, &rig.ns, &rig.log);
+    wait_ready(child, &rig.ns, &rig.log, &guard.pins);
     let mut acked = BTreeMap::new();
     let mut unanswered = 0;
     for round in 0..ROUNDS {
@@ -564,7 +608,7 @@ class_last = 255
         unanswered += b.unanswered.len();
 
         let child = guard.child.insert(start(&rig.ns, &rig.config, &rig.log));
-        wait_ready(child, &rig.ns, &rig.log);
+        wait_ready(child, &rig.ns, &rig.log, &guard.pins);
         check(&rig, &acked, unanswered);
 
         // Retries of acknowledged requests with their keys are duplicates: same id, nothing
