@@ -41,7 +41,6 @@ const SECRET: &str = "s3cr3t-peers";
 const COA_PORT: u16 = 13799;
 const ACCT_PORT: u16 = 11813;
 
-
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("shaper-radius-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -278,7 +277,6 @@ fn radclient_coa_and_accounting_against_our_server() {
     assert!(out.contains("Received Accounting-Response"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
-
 
 #[test]
 fn our_coa_client_against_freeradius() {
