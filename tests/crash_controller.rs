@@ -458,6 +458,8 @@ fn check(rig: &Rig, acked: &BTreeMap<String, (u64, Sent)>, unanswered: usize) {
     };
     let subs: BpfHashMap<MapData, abi::SubKeyV4, abi::SubValue> =
         BpfHashMap::try_from(Map::HashMap(open("shaper_subs_v4"))).unwrap();
+    let slots: Array<MapData, abi::SubSlot> =
+        Array::try_from(Map::Array(open("shaper_sub_slots"))).unwrap();
     let classes: Array<MapData, abi::ClassEntry> =
         Array::try_from(Map::Array(open("shaper_classes"))).unwrap();
     for i in 0..MODEMS {
@@ -471,9 +473,8 @@ fn check(rig: &Rig, acked: &BTreeMap<String, (u64, Sent)>, unanswered: usize) {
         let std::net::IpAddr::V4(addr) = modem_addr(i) else {
             unreachable!("modems have IPv4 addresses")
         };
-        let abi::SubValue {
-            class_id: [up, down],
-        } = subs
+        // The subscriber's hash entry leads to its slot, which holds its class per direction.
+        let abi::SubValue { slot } = subs
             .get(
                 &abi::SubKeyV4 {
                     addr: addr.octets(),
@@ -481,6 +482,8 @@ fn check(rig: &Rig, acked: &BTreeMap<String, (u64, Sent)>, unanswered: usize) {
                 0,
             )
             .unwrap_or_else(|e| panic!("{modem}: no subscriber entry ({e})"));
+        let s = slots.get(&slot, 0).unwrap();
+        let (up, down) = (s.d[abi::DIR_UP].class_id, s.d[abi::DIR_DOWN].class_id);
         for (dir, class) in [(Direction::Up, up), (Direction::Down, down)] {
             let entry = classes.get(&class, 0).unwrap();
             // The policer state (`tat`) is the data plane's own; everything else is config.
