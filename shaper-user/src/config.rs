@@ -113,6 +113,12 @@ pub struct ControllerSection {
     pub class_first: Option<u32>,
     /// Last data-plane class id for modems; default `dataplane.limits.max_classes - 1`.
     pub class_last: Option<u32>,
+    /// HTB minors for modems (one per modem, in each HTB tree: downstream on the
+    /// subscriber-side interface, upstream on the upstream one): HTB `rate` = the modem's
+    /// committed rate, `ceil` = its maximum, `prio` from its priority. Both or neither; no
+    /// HTB classes for modems without them.
+    pub htb_minor_first: Option<u16>,
+    pub htb_minor_last: Option<u16>,
     #[serde(default)]
     pub enforcement: EnforcementConfig,
     /// The modem pipeline (files, delivery, reboots); required when
@@ -200,6 +206,8 @@ pub struct ControllerPlan {
     /// `[controller.modem_pipeline]`, paths resolved.
     pub pipeline: Option<PipelineOptions>,
     pub modems: Vec<ModemPlan>,
+    /// The HTB trees modems get classes in: (direction, interface, link rate, default minor).
+    pub htb_trees: Vec<(crate::controller::Direction, String, u64, u16)>,
 }
 
 impl ControllerPlan {
@@ -213,13 +221,16 @@ impl ControllerPlan {
             .enumerate()
             .map(|(i, m)| {
                 let up = first + 2 * i as u32;
+                let minor = |r: &Option<std::ops::RangeInclusive<u16>>| {
+                    r.as_ref().map(|r| r.start() + i as u16)
+                };
                 crate::controller::ModemBinding {
                     modem: m.id.clone(),
                     addrs: m.addrs.clone(),
                     up_class: up,
                     down_class: up + 1,
-                    htb_minor_down: None,
-                    htb_minor_up: None,
+                    htb_minor_down: minor(&self.config.htb_minors_down),
+                    htb_minor_up: minor(&self.config.htb_minors_up),
                 }
             })
             .collect()
@@ -953,19 +964,118 @@ fn validate_controller(
             ),
         ));
     }
+    let (htb_minors, htb_trees) = validate_modem_htb(config, c, modems.len())?;
+    let in_dir = |d| {
+        htb_trees
+            .iter()
+            .any(|(dir, ..)| *dir == d)
+            .then(|| htb_minors.clone())
+            .flatten()
+    };
     Ok(Some(ControllerPlan {
         store: c.store.clone(),
         listen,
         tokens_file: c.tokens_file.clone(),
         config: ControllerConfig {
             classes: first..=last,
-            htb_minors_down: None,
-            htb_minors_up: None,
+            htb_minors_down: in_dir(crate::controller::Direction::Down),
+            htb_minors_up: in_dir(crate::controller::Direction::Up),
         },
         enforcement: c.enforcement,
         pipeline,
         modems,
+        htb_trees,
     }))
+}
+
+/// `controller.htb_minor_first..=htb_minor_last`: the modems' HTB minors and the trees they
+/// go in (a subscriber-side interface's tree shapes downstream, an upstream one's upstream).
+#[allow(clippy::type_complexity, reason = "a private helper's tuple")]
+fn validate_modem_htb(
+    config: &Config,
+    c: &ControllerSection,
+    modems: usize,
+) -> Result<
+    (
+        Option<std::ops::RangeInclusive<u16>>,
+        Vec<(crate::controller::Direction, String, u64, u16)>,
+    ),
+    ConfigError,
+> {
+    let (first, last) = match (c.htb_minor_first, c.htb_minor_last) {
+        (None, None) => return Ok((None, Vec::new())),
+        (Some(f), Some(l)) => (f, l),
+        (Some(_), None) => {
+            return Err(err(
+                "controller.htb_minor_last",
+                "needed with htb_minor_first",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "controller.htb_minor_first",
+                "needed with htb_minor_last",
+            ));
+        }
+    };
+    if first < htb::MIN_MINOR || last >= htb::MAX_MINOR || first > last {
+        return Err(err(
+            "controller.htb_minor_first",
+            format!(
+                "{first:#x}..={last:#x} must lie within {:#x}..={:#x}",
+                htb::MIN_MINOR,
+                htb::MAX_MINOR - 1
+            ),
+        ));
+    }
+    if modems > usize::from(last - first) + 1 {
+        return Err(err(
+            "controller.htb_minor_last",
+            format!(
+                "{modems} modems need {modems} HTB minors; {first:#x}..={last:#x} holds {}",
+                last - first + 1
+            ),
+        ));
+    }
+    let mut trees = Vec::new();
+    for (i, it) in config.interfaces.iter().enumerate() {
+        let Some(rate) = it.htb_link_rate else {
+            continue;
+        };
+        let default_minor = it.htb_default_minor.unwrap_or(htb::MAX_MINOR);
+        if (first..=last).contains(&default_minor) {
+            return Err(err(
+                format!("interface[{i}].htb_default_minor"),
+                format!("{default_minor:#x} lies in the modems' HTB minors {first:#x}..={last:#x}"),
+            ));
+        }
+        let dir = match it.role {
+            Role::Subscriber => crate::controller::Direction::Down,
+            Role::Upstream => crate::controller::Direction::Up,
+        };
+        trees.push((dir, it.name.clone(), rate.0, default_minor));
+    }
+    if trees.is_empty() {
+        return Err(err(
+            "controller.htb_minor_first",
+            "no interface has an HTB tree (interface.htb_link_rate)",
+        ));
+    }
+    if let Some((i, h)) = config.classes.iter().enumerate().find_map(|(i, k)| {
+        k.htb
+            .as_ref()
+            .filter(|h| (first..=last).contains(&h.minor))
+            .map(|h| (i, h))
+    }) {
+        return Err(err(
+            format!("class[{i}].htb.minor"),
+            format!(
+                "{:#x} lies in the modems' HTB minors {first:#x}..={last:#x}",
+                h.minor
+            ),
+        ));
+    }
+    Ok((Some(first..=last), trees))
 }
 
 /// `path` relative to `base` unless absolute.
@@ -1293,6 +1403,36 @@ max_down = "50M"
             .replace("class_last = 199\n", "");
         let plan = parse(&text).unwrap().controller.unwrap();
         assert_eq!(plan.config.classes, 1024..=65_535);
+    }
+
+    #[test]
+    fn modem_htb_minors_validate_and_errors_name_the_key() {
+        let c = with_controller().replace(
+            "class_last = 199\n",
+            "class_last = 199\nhtb_minor_first = 0x100\nhtb_minor_last = 0x1ff\n",
+        );
+        let plan = parse(&c).unwrap().controller.unwrap();
+        // Only sub0 has an HTB tree: modems get downstream classes there, none upstream.
+        assert_eq!(plan.config.htb_minors_down, Some(0x100..=0x1ff));
+        assert_eq!(plan.config.htb_minors_up, None);
+        let b = plan.bindings();
+        assert_eq!(
+            (b[0].htb_minor_down, b[1].htb_minor_down, b[1].htb_minor_up),
+            (Some(0x100), Some(0x101), None)
+        );
+        let msg = |text: String| parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            msg(c.replace("htb_minor_last = 0x1ff\n", "")),
+            "controller.htb_minor_last: needed with htb_minor_first"
+        );
+        assert_eq!(
+            msg(c.replace("htb_minor_last = 0x1ff", "htb_minor_last = 0x100")),
+            "controller.htb_minor_last: 2 modems need 2 HTB minors; 0x100..=0x100 holds 1"
+        );
+        assert_eq!(
+            msg(c.replace("htb_minor_first = 0x100", "htb_minor_first = 0x10")),
+            "class[1].htb.minor: 0x10 lies in the modems' HTB minors 0x10..=0x1ff"
+        );
     }
 
     #[test]

@@ -166,7 +166,24 @@ pub fn open_controller(
         .map(|(_, m)| (m.id.clone(), m.base))
         .collect();
     let dp = gw.dataplane.clone();
-    let enforcer = plan.enforcement.enforcer(|| DataplaneEnforcer::new(dp));
+    // The modems' HTB classes (controller.htb_minor_*): trees of their own on the same
+    // interfaces. `HtbTree::new` keeps a root that is already ours with its classes, so the
+    // configuration's classes and the modems' share each tree.
+    let mut trees = Vec::new();
+    if plan.config.htb_minors_down.is_some() || plan.config.htb_minors_up.is_some() {
+        for (dir, ifname, link, default_minor) in &plan.htb_trees {
+            let tree = htb::HtbTree::new(ifname, None, *link, *default_minor)
+                .with_context(|| format!("HTB tree on {ifname} for the modems"))?;
+            trees.push((*dir, tree));
+        }
+    }
+    let enforcer = plan.enforcement.enforcer(|| {
+        let mut e = DataplaneEnforcer::new(dp);
+        for (dir, tree) in trees {
+            e = e.with_htb(dir, tree);
+        }
+        e
+    });
     let mut shared = None;
     let docsis = plan.pipeline.as_ref().map(|opts| {
         || -> Result<DocsisPipeline, PipelineError> {

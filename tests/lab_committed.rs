@@ -1,0 +1,177 @@
+//! A modem's committed rate, end to end with the real binary: `shaper run` in the gateway gives
+//! each modem an HTB class on the subscriber-side tree (`controller.htb_minor_first..last`:
+//! rate = committed, ceil = maximum). Modem A (committed 40 Mbit/s) keeps at least its
+//! committed rate for a TCP download while modem B (committed 50 Mbit/s) floods the 100 Mbit/s
+//! link with UDP at 200 Mbit/s.
+//! Needs root, iproute2 and iperf3. Namespaces, pins and files are removed on exit.
+//!
+//! Run: `cargo test -p shaper-user --test lab_committed -- --nocapture`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::shaper_run::{self, Guard, start};
+use shaper::lab::{IperfClient, IperfOpts, IperfServer, Topology, next_port};
+
+const A: &str = "198.18.0.10";
+const B: &str = "198.18.0.11";
+const PORT: u16 = 18_093;
+const TOKEN: &str = "csr-committed-token";
+const COMMITTED_A: u64 = 40_000_000;
+const SECS: u32 = 6;
+
+#[test]
+fn a_modems_committed_rate_holds_while_another_floods_the_link() {
+    let topo = Topology::sub_gw_net("lcm").expect("topology (needs root)");
+    for a in [A, B] {
+        topo.add_sub_addr(a.parse().unwrap()).unwrap();
+    }
+    topo.gw.run(["ip", "link", "set", "lo", "up"]).unwrap();
+    let gw = topo.gw.name().to_string();
+    let id = std::process::id();
+    let mut guard = Guard {
+        child: None,
+        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-lcm-{id}")),
+        dir: std::env::temp_dir().join(format!("shaper-lcm-{id}")),
+    };
+    let _ = std::fs::remove_dir_all(&guard.pins);
+    let _ = std::fs::remove_dir_all(&guard.dir);
+    std::fs::create_dir_all(&guard.dir).unwrap();
+    let tokens = guard.dir.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
+            shaper::api::hash_token(TOKEN)
+        ),
+    )
+    .unwrap();
+    let config = guard.dir.join("shaper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[dataplane]
+pin_root = "{pins}"
+[dataplane.limits]
+max_subscribers = 64
+max_classes = 256
+max_rule_keys = 64
+max_rule_entries = 64
+max_flows = 64
+[[interface]]
+name = "sub0"
+role = "subscriber"
+htb_link_rate = "100M"
+[[interface]]
+name = "up0"
+role = "upstream"
+[controller]
+store = "{store}"
+listen = "127.0.0.1:{PORT}"
+tokens_file = "{tokens}"
+class_first = 16
+class_last = 255
+htb_minor_first = 0x100
+htb_minor_last = 0x1ff
+[[modem]]
+id = "cm-a"
+addrs = ["{A}"]
+max_down = "100M"
+committed_down = "40M"
+burst = 1000000
+[[modem]]
+id = "cm-b"
+addrs = ["{B}"]
+max_down = "100M"
+committed_down = "50M"
+burst = 1000000
+"#,
+            pins = guard.pins.display(),
+            store = guard.dir.join("db/shaper.db").display(),
+            tokens = tokens.display(),
+        ),
+    )
+    .unwrap();
+    let log = guard.dir.join("shaper.log");
+    let child = guard.child.insert(start(&gw, &config, &log));
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "shaper run exited with {st}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if let Ok((200, _)) = shaper_run::http(&gw, PORT, TOKEN, "GET", "/v1/modems/cm-a", None) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the API did not answer: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        sleep(Duration::from_millis(100));
+    }
+
+    // The modems' HTB classes: modem i gets minor 0x100 + i, rate = committed, ceil = max.
+    let classes = topo.gw.run(["tc", "class", "show", "dev", "sub0"]).unwrap();
+    let line = |minor: &str| {
+        classes
+            .lines()
+            .find(|l| l.contains(&format!("htb 1:{minor} ")))
+            .unwrap_or_else(|| panic!("no HTB class 1:{minor}:\n{classes}"))
+            .to_string()
+    };
+    let a = line("100");
+    assert!(
+        a.contains("rate 40Mbit") && a.contains("ceil 100Mbit"),
+        "{a}"
+    );
+    let b = line("101");
+    assert!(
+        b.contains("rate 50Mbit") && b.contains("ceil 100Mbit"),
+        "{b}"
+    );
+
+    // B floods with UDP at twice the link; A downloads over TCP at the same time.
+    let (a_ip, b_ip): (IpAddr, IpAddr) = (A.parse().unwrap(), B.parse().unwrap());
+    let (pa, pb) = (next_port(), next_port());
+    let sa = IperfServer::start(&topo.sub, a_ip, pa).unwrap();
+    let sb = IperfServer::start(&topo.sub, b_ip, pb).unwrap();
+    let mut flood = IperfOpts::udp(b_ip, pb, SECS + 2, 200_000_000);
+    flood.len = Some(1400);
+    let flood = IperfClient::spawn(&topo.net, &flood).unwrap();
+    sleep(Duration::from_secs(1));
+    let report = IperfClient::run(&topo.net, &IperfOpts::tcp(a_ip, pa, SECS)).unwrap();
+    let flood = flood.wait().unwrap();
+    let _ = sa.finish(Duration::from_secs(5));
+    let _ = sb.finish(Duration::from_secs(5));
+    let per_sec: Vec<f64> = report
+        .intervals
+        .iter()
+        .map(|(bps, _)| (bps / 1e5).round() / 10.0)
+        .collect();
+    eprintln!(
+        "A (committed 40 Mbit/s) while B (committed 50 Mbit/s) floods at 200 Mbit/s: A {:.1} Mbit/s \
+         goodput, per second {per_sec:?}; B received {:.1} Mbit/s",
+        report.mbps(),
+        flood.mbps()
+    );
+    // The link was saturated: B got at least its own committed rate meanwhile.
+    assert!(
+        flood.bits_per_second >= 0.9 * 50e6,
+        "B received only {:.1} Mbit/s: the link was not contended",
+        flood.mbps()
+    );
+    // TCP goodput counts payload only (~95 % of L3 bytes at 1500-byte packets).
+    assert!(
+        report.bits_per_second >= 0.9 * COMMITTED_A as f64,
+        "A got {:.1} Mbit/s, below its committed 40 Mbit/s (per second {per_sec:?})",
+        report.mbps()
+    );
+}
