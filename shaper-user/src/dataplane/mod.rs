@@ -617,12 +617,14 @@ impl Dataplane {
                 }
             }
         }
+        let rule_classes: std::collections::HashSet<u32> =
+            self.rules.iter().map(|r| r.class).collect();
         let mut out = HashMap::new();
         for (id, cfg) in &self.classes {
             if cfg.rate_bps.is_none() {
                 continue;
             }
-            if cfg.shared_bucket || self.rules.iter().any(|r| r.class == *id) {
+            if cfg.shared_bucket || rule_classes.contains(id) {
                 out.insert(*id, maps::class_tat(&self.ebpf, *id)?);
             } else if let Some([(k, d)]) = users.get(id).map(Vec::as_slice) {
                 out.insert(*id, self.subscriber_slot(k)?.d[*d].tat);
