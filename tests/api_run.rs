@@ -100,34 +100,13 @@ fn run_serves_the_api_and_fires_an_immediate_boost() {
     let _ = std::fs::remove_dir_all(&guard.dir);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
     let config = guard.dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "d0"
-role = "subscriber"
-[[interface]]
-name = "d1"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{PORT}"
 tokens_file = "{tokens}"
@@ -140,7 +119,7 @@ max_down = {BASE_DOWN}
 max_up = "2M"
 burst = 15000
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "d0", "d1", None),
             store = guard.dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
         ),

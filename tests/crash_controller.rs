@@ -531,14 +531,7 @@ fn kill_9_mid_burst_loses_nothing_and_reconciles() {
     let _ = std::fs::remove_dir_all(&guard.pins);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"{SUBJECT}\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", SUBJECT)]);
     let modems: String = (0..MODEMS)
         .map(|i| {
             format!(
@@ -552,28 +545,14 @@ fn kill_9_mid_burst_loses_nothing_and_reconciles() {
     let db = guard.dir.join("db/shaper.db");
     let config_text = format!(
         r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "d0"
-role = "subscriber"
-[[interface]]
-name = "d1"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{PORT}"
 tokens_file = "{tokens}"
 class_first = 16
 class_last = 255
 {modems}"#,
-        pins = guard.pins.display(),
+        dataplane = shaper_run::dataplane_toml(&guard.pins, "d0", "d1", None),
         store = db.display(),
         tokens = tokens.display(),
     );

@@ -116,34 +116,13 @@ fn a_timed_boost_changes_the_rate_at_start_and_restores_it_at_stop() {
     let _ = std::fs::remove_dir_all(&guard.dir);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
     let config = guard.dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "sub0"
-role = "subscriber"
-[[interface]]
-name = "up0"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{PORT}"
 tokens_file = "{tokens}"
@@ -154,7 +133,7 @@ id = "cm1"
 addrs = ["{SUB}"]
 max_down = "10M"
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "sub0", "up0", None),
             store = guard.dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
         ),

@@ -42,35 +42,13 @@ fn a_modems_committed_rate_holds_while_another_floods_the_link() {
     let _ = std::fs::remove_dir_all(&guard.dir);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
     let config = guard.dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "sub0"
-role = "subscriber"
-htb_link_rate = "100M"
-[[interface]]
-name = "up0"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{PORT}"
 tokens_file = "{tokens}"
@@ -91,7 +69,7 @@ max_down = "100M"
 committed_down = "50M"
 burst = 1000000
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "sub0", "up0", Some("100M")),
             store = guard.dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
         ),

@@ -356,34 +356,13 @@ fn run(reboot: Reboot, tag: &str, api_port: u16) {
     );
 
     let tokens = dir.join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
     let config = dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "sub0"
-role = "subscriber"
-[[interface]]
-name = "up0"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{api_port}"
 tokens_file = "{tokens}"
@@ -414,7 +393,7 @@ max_down = "10M"
 max_up = "10M"
 mac = "{MAC}"
 {reboot_keys}"#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "sub0", "up0", None),
             store = dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
             configs = configs.display(),

@@ -207,37 +207,16 @@ fn an_allocation_caps_its_application_and_leaves_other_traffic_alone() {
     let _ = std::fs::remove_dir_all(&guard.dir);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
-    std::fs::write(
+    shaper_run::write_tokens(
         &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"admin\"\nsubject = \"root\"\n\
-             [[token]]\nsha256 = \"{}\"\nrole = \"provider\"\nsubject = \"p1\"\n",
-            shaper::api::hash_token(ADMIN),
-            shaper::api::hash_token(PROVIDER),
-        ),
-    )
-    .unwrap();
+        &[(ADMIN, "admin", "root"), (PROVIDER, "provider", "p1")],
+    );
     let config = guard.dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "sub0"
-role = "subscriber"
-htb_link_rate = "100M"
-[[interface]]
-name = "up0"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{API}"
 tokens_file = "{tokens}"
@@ -255,7 +234,7 @@ kind = "gateway"
 capacity_up = "10M"
 capacity_down = {CAPACITY_DOWN}
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "sub0", "up0", Some("100M")),
             store = guard.dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
         ),

@@ -154,14 +154,7 @@ fn run_generates_delivers_reboots_and_takes_dropped_files() {
     let dir = guard.dir.clone();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("tokens.toml"),
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"alice\"\n",
-            shaper::api::hash_token(TOKEN)
-        ),
-    )
-    .unwrap();
+    shaper_run::write_tokens(&dir.join("tokens.toml"), &[(TOKEN, "csr", "alice")]);
     std::fs::write(dir.join("cmts.key"), format!("{CMTS}\n")).unwrap();
     std::fs::write(dir.join("name.key"), format!("{}\n", "3c".repeat(32))).unwrap();
     let config = dir.join("shaper.toml");
@@ -170,21 +163,7 @@ fn run_generates_delivers_reboots_and_takes_dropped_files() {
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "d0"
-role = "subscriber"
-[[interface]]
-name = "d1"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{PORT}"
 tokens_file = "{tokens}"
@@ -217,7 +196,7 @@ mac = "{MAC2}"
 reboot = "snmp"
 snmp_community = "private"
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "d0", "d1", None),
             store = dir.join("db/shaper.db").display(),
             tokens = dir.join("tokens.toml").display(),
         ),

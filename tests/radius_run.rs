@@ -156,36 +156,16 @@ fn radius_in_shaper_run_accounting_coa_in_and_coa_to_the_bras() {
     .unwrap();
     std::fs::write(dir.join("radius/bras1.secret"), format!("{BRAS_SECRET}\n")).unwrap();
     let tokens = dir.join("tokens.toml");
-    std::fs::write(
+    shaper_run::write_tokens(
         &tokens,
-        format!(
-            "[[token]]\nsha256 = \"{}\"\nrole = \"admin\"\nsubject = \"root\"\n\
-             [[token]]\nsha256 = \"{}\"\nrole = \"provider\"\nsubject = \"p1\"\n",
-            shaper::api::hash_token(ADMIN),
-            shaper::api::hash_token(PROVIDER),
-        ),
-    )
-    .unwrap();
+        &[(ADMIN, "admin", "root"), (PROVIDER, "provider", "p1")],
+    );
     let config = dir.join("shaper.toml");
     std::fs::write(
         &config,
         format!(
             r#"
-[dataplane]
-pin_root = "{pins}"
-[dataplane.limits]
-max_subscribers = 64
-max_classes = 256
-max_rule_keys = 64
-max_rule_entries = 64
-max_flows = 64
-[[interface]]
-name = "d0"
-role = "subscriber"
-[[interface]]
-name = "d1"
-role = "upstream"
-[controller]
+{dataplane}[controller]
 store = "{store}"
 listen = "127.0.0.1:{API}"
 tokens_file = "{tokens}"
@@ -221,7 +201,7 @@ profile = "mikrotik"
 timeout_ms = 300
 retries = 2
 "#,
-            pins = guard.pins.display(),
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "d0", "d1", None),
             store = dir.join("db/shaper.db").display(),
             tokens = tokens.display(),
         ),

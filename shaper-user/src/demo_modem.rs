@@ -9,8 +9,7 @@
 //! Everything lives in a temporary directory and the lab namespaces, removed at the end (also
 //! on error).
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -21,7 +20,7 @@ use rand::RngCore as _;
 use serde_json::Value;
 
 use crate::lab::topo::GW_SUB_V4;
-use crate::lab::{IperfClient, IperfOpts, IperfServer, Topology, in_netns, next_port};
+use crate::lab::{IperfClient, IperfOpts, IperfServer, Topology, next_port};
 
 /// The modem's address in sub.
 const MODEM: &str = "198.18.0.10";
@@ -62,7 +61,7 @@ fn now_ms() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-/// One HTTP/1.1 exchange with the API on the gateway namespace's loopback.
+/// One exchange with the API on the gateway namespace's loopback.
 fn http(
     ns: &str,
     token: &str,
@@ -70,26 +69,14 @@ fn http(
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let mut s = in_netns(ns, || TcpStream::connect(("127.0.0.1", API_PORT)))??;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .with_context(|| format!("not an HTTP response: {resp:?}"))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, body))
+    Ok(crate::lab::http(
+        ns,
+        API_PORT,
+        token,
+        method,
+        path,
+        Some(body).filter(|b| !b.is_empty()),
+    )?)
 }
 
 /// The emulator's JSON lines so far.

@@ -1,13 +1,8 @@
 //! Running the real `shaper run` binary in a test's namespace, and talking HTTP to its API.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use shaper::lab::in_netns;
 
 /// Kills the shaper process and removes its pins and temporary directory, also on panic.
 pub struct Guard {
@@ -49,26 +44,39 @@ pub fn http(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream =
-        in_netns(ns, || TcpStream::connect(("127.0.0.1", port))).expect("enter the namespace")?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    stream.read_to_string(&mut resp)?;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    shaper::lab::http(ns, port, token, method, path, body)
+}
+
+/// The `[dataplane]` section every `shaper run` lab test uses (pins under `pins`, small
+/// limits) and its two interfaces: `sub_if` facing the subscribers (with an HTB tree at
+/// `htb_link_rate` when given) and `up_if` upstream.
+pub fn dataplane_toml(
+    pins: &Path,
+    sub_if: &str,
+    up_if: &str,
+    htb_link_rate: Option<&str>,
+) -> String {
+    let htb = htb_link_rate.map_or(String::new(), |r| format!("htb_link_rate = \"{r}\"\n"));
+    format!(
+        "[dataplane]\npin_root = \"{}\"\n[dataplane.limits]\nmax_subscribers = 64\n\
+         max_classes = 256\nmax_rule_keys = 64\nmax_rule_entries = 64\nmax_flows = 64\n\
+         [[interface]]\nname = \"{sub_if}\"\nrole = \"subscriber\"\n{htb}\
+         [[interface]]\nname = \"{up_if}\"\nrole = \"upstream\"\n",
+        pins.display()
+    )
+}
+
+/// Writes an API tokens file at `path`: one `[[token]]` per (token, role, subject), stored
+/// as its digest.
+pub fn write_tokens(path: &Path, tokens: &[(&str, &str, &str)]) {
+    let text: String = tokens
+        .iter()
+        .map(|(token, role, subject)| {
+            format!(
+                "[[token]]\nsha256 = \"{}\"\nrole = \"{role}\"\nsubject = \"{subject}\"\n",
+                shaper::api::hash_token(token)
+            )
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
 }

@@ -35,10 +35,12 @@
 //!     program (a pass-through is enough) to the peer as well.** The same holds for
 //!     `XDP_REDIRECT` into a veth (`ndo_xdp_xmit`).
 
+pub mod http;
 pub mod iperf;
 pub mod netns;
 pub mod topo;
 
+pub use http::http;
 pub use iperf::{IperfClient, IperfOpts, IperfReport, IperfServer, next_port, ping};
 pub use netns::{BgProcess, NetNs, in_netns, output_with_timeout};
 pub use topo::{Link, Topology};
