@@ -33,8 +33,10 @@ SHAPER_GLOBAL int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_matc
 	return 0;
 }
 
-/* Parsing, verified once per context type instead of inline at every use. */
-SHAPER_GLOBAL int shaper_parse_xdp(struct xdp_md *ctx, struct pkt *pk, __u32 *err)
+/* Parsing. Inline in the XDP programs: a BPF-to-BPF call ends in a `ret`, which costs a
+ * mispredicted return on CPUs with the SRSO "Safe RET" mitigation (~9 ns per packet,
+ * docs/PERFORMANCE.md). The TC programs keep the global function, verified once. */
+static __always_inline int shaper_parse_xdp(struct xdp_md *ctx, struct pkt *pk, __u32 *err)
 {
 	if (!ctx || !pk || !err)
 		return SHAPER_PARSE_MALFORMED;
@@ -269,6 +271,11 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 	RECORD(rule_id, c.rule_id);
 	if (!c.sub && !c.rule)
 		goto unclassified;
+	/* The clock is read here, ahead of the counters' atomic adds: rdtscp waits for every
+	 * earlier instruction, and reading it later cost ~8 ns more (docs/PERFORMANCE.md). */
+	__u64 now = 0;
+	if ((c.rule && c.rule->ns_per_byte_q16) || (c.sub && c.sub->ns_per_byte_q16))
+		now = clock_ns();
 
 	struct class_stats *ss = stats_of(c.sub_id);
 	struct class_stats *rs = stats_of(c.rule_id_class);
@@ -341,9 +348,6 @@ static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 
 act:;
 	/* Police: the rule's bucket, then the subscriber's. */
-	__u64 now = 0;
-	if ((c.rule && c.rule->ns_per_byte_q16) || (c.sub && c.sub->ns_per_byte_q16))
-		now = clock_ns();
 	if (c.rule && !police(c.rule, now, pk.l3_len, gs)) {
 		if (rs)
 			rs->drop_police++;
