@@ -37,7 +37,7 @@ use crate::provision::{
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a write waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,7 +47,8 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `STRICT` tables make SQLite check column types. `revision` is the scheduling order (bumped
 /// when an event is appended or amended; [`Snapshot::events`] is sorted by it). `request`
 /// keeps the request as first submitted, for idempotent retries after modifications.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE modems (
         id   TEXT PRIMARY KEY NOT NULL CHECK (id <> ''),
         base TEXT NOT NULL
@@ -78,7 +79,15 @@ const MIGRATIONS: &[&str] = &["
         CHECK ((what IN ('applied', 'reverted')) = (due_ms IS NOT NULL))
     ) STRICT;
     CREATE INDEX audit_event ON audit (event, seq);
-"];
+",
+    "
+    -- No query looks events up by modem (the engine holds them in memory, loaded in full at
+    -- start), and with modems interleaved in the insert order every commit wrote a random
+    -- leaf of this index: more log per commit and a larger, random write at every
+    -- checkpoint, which set the API's latency tail (docs/PERFORMANCE.md, controller).
+    DROP INDEX events_modem;
+",
+];
 
 /// The SQLite [`Store`]. One connection, used by one task at a time (`&mut self` for writes).
 pub struct SqliteStore {
@@ -1013,6 +1022,34 @@ mod tests {
         assert_eq!(store.load().unwrap(), before);
         assert_eq!(store.audit(1).unwrap(), audit);
         assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
+    }
+
+    /// A database at schema 1 (the first release) upgrades in place: its rows stay and the
+    /// `events_modem` index goes.
+    #[test]
+    fn schema_1_upgrades_and_drops_the_modem_index() {
+        let dir = TempDir::new("schema1");
+        let path = dir.path().join("shaper.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let base = serde_json::to_string(&QosLevel::default()).unwrap();
+            conn.execute("INSERT INTO modems (id, base) VALUES ('cm1', ?1)", [base])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
+        let indexes: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'events_modem'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        assert_eq!(store.modem("cm1").unwrap(), Some(QosLevel::default()));
     }
 
     #[test]
