@@ -540,7 +540,29 @@ impl Controller {
         by: BaseSource,
         now_ms: u64,
     ) -> Result<bool, ControllerError> {
-        self.replace_base(modem, base, by, now_ms)
+        self.check_poison()?;
+        let old = *self
+            .engine
+            .base(modem)
+            .ok_or_else(|| ControllerError::UnknownModem(modem.to_owned()))?;
+        base.validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        let changed = old != base;
+        if changed {
+            self.store.begin_batch(Durability::Synced)?;
+            if let Err(e) = self.write_base(modem, old, base, by.clone(), now_ms) {
+                self.store.rollback_batch();
+                return Err(e.into());
+            }
+            // On failure the store keeps nothing of the batch, and the engine is unchanged.
+            self.store.commit_batch()?;
+            self.engine_base(modem, base, &by)?;
+        }
+        self.enforce(modem, now_ms, now_ms);
+        Ok(changed)
     }
 
     /// At start (`shaper run`), after [`Controller::open`]: reconciles a known modem's base
@@ -885,39 +907,6 @@ impl Controller {
     fn poison(&mut self, reason: String) {
         tracing::error!(%reason, "controller poisoned");
         self.poisoned.get_or_insert(reason);
-    }
-
-    /// [`Controller::set_base`].
-    fn replace_base(
-        &mut self,
-        modem: &str,
-        base: QosLevel,
-        by: BaseSource,
-        now_ms: u64,
-    ) -> Result<bool, ControllerError> {
-        self.check_poison()?;
-        let old = *self
-            .engine
-            .base(modem)
-            .ok_or_else(|| ControllerError::UnknownModem(modem.to_owned()))?;
-        base.validate()
-            .map_err(|error| ProvisionError::InvalidBase {
-                modem: modem.to_owned(),
-                error,
-            })?;
-        let changed = old != base;
-        if changed {
-            self.store.begin_batch(Durability::Synced)?;
-            if let Err(e) = self.write_base(modem, old, base, by.clone(), now_ms) {
-                self.store.rollback_batch();
-                return Err(e.into());
-            }
-            // On failure the store keeps nothing of the batch, and the engine is unchanged.
-            self.store.commit_batch()?;
-            self.engine_base(modem, base, &by)?;
-        }
-        self.enforce(modem, now_ms, now_ms);
-        Ok(changed)
     }
 
     /// Stores a new base plan and its audit line (inside the caller's batch).
