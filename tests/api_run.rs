@@ -5,6 +5,10 @@
 //! period; after SIGTERM (clean exit) a second process restores it from the store.
 //! Needs root and iproute2. The namespace, pins and files are removed on exit, also on panic.
 //!
+//! A second test restarts it around base-plan changes: a plan set through
+//! `PUT /v1/modems/{id}/base` survives restarts with the same configuration, and an edited
+//! `[[modem]]` plan replaces it at the next start.
+//!
 //! Run: `cargo test -p shaper-user --test api_run`.
 
 mod common;
@@ -185,6 +189,149 @@ burst = 15000
     let child = guard.child.insert(start(&ns_name, &config, &log));
     wait_ready(child, &ns_name, &log);
     assert_eq!(effective_down(&get_modem(&ns_name)), Some(BOOST_DOWN));
+    terminate(guard.child.as_mut().unwrap(), &log);
+    guard.child = None;
+}
+
+/// The configuration of [`base_plan_from_the_api_survives_restarts_until_the_config_changes`]:
+/// modem cm1 with the base plan `max_down`, 2 Mbit/s up.
+fn base_config(dir: &Path, pins: &Path, tokens: &Path, max_down: u64) -> String {
+    format!(
+        r#"
+{dataplane}[controller]
+store = "{store}"
+listen = "127.0.0.1:{PORT}"
+tokens_file = "{tokens}"
+class_first = 16
+class_last = 255
+[[modem]]
+id = "cm1"
+addrs = ["198.18.0.10"]
+max_down = {max_down}
+max_up = "2M"
+"#,
+        dataplane = shaper_run::dataplane_toml(pins, "d0", "d1", None),
+        store = dir.join("db/shaper.db").display(),
+        tokens = tokens.display(),
+    )
+}
+
+fn base_down(v: &Value) -> Option<u64> {
+    v["base"]["max_down_bps"].as_u64()
+}
+
+fn audit(ns: &str) -> Vec<Value> {
+    let (status, body) = http(ns, "GET", "/v1/modems/cm1/audit", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn put_base(ns: &str, max_down: u64) -> Value {
+    let (status, body) = http(
+        ns,
+        "PUT",
+        "/v1/modems/cm1/base",
+        Some(&format!(
+            r#"{{"max_down_bps":{max_down},"max_up_bps":3000000}}"#
+        )),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn base_plan_from_the_api_survives_restarts_until_the_config_changes() {
+    let ns = NetNs::unique("apibase").expect("netns (needs root and iproute2)");
+    ns.run([
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ])
+    .unwrap();
+    for dev in ["d0", "d1"] {
+        ns.run(["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    let id = std::process::id();
+    let mut guard = Guard {
+        child: None,
+        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-apibase-{id}")),
+        dir: std::env::temp_dir().join(format!("shaper-apibase-{id}")),
+    };
+    let _ = std::fs::remove_dir_all(&guard.dir);
+    std::fs::create_dir_all(&guard.dir).unwrap();
+    let tokens = guard.dir.join("tokens.toml");
+    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
+    let config = guard.dir.join("shaper.toml");
+    let (dir, pins) = (guard.dir.clone(), guard.pins.clone());
+    let write_config = |max_down: u64| {
+        std::fs::write(&config, base_config(&dir, &pins, &tokens, max_down)).unwrap();
+    };
+    let log = guard.dir.join("shaper.log");
+    let ns_name = ns.name().to_string();
+    let restart = |guard: &mut Guard| {
+        if let Some(child) = guard.child.as_mut() {
+            terminate(child, &log);
+            guard.child = None;
+        }
+        let child = guard.child.insert(start(&ns_name, &config, &log));
+        wait_ready(child, &ns_name, &log);
+    };
+
+    // First start: the configured plan.
+    write_config(BASE_DOWN);
+    restart(&mut guard);
+    let modem = get_modem(&ns_name);
+    assert_eq!(base_down(&modem), Some(BASE_DOWN), "{modem}");
+    assert!(audit(&ns_name).is_empty());
+
+    // The API sets another plan: in force at once, GET shows it.
+    let api_down = 30_000_000;
+    let put = put_base(&ns_name, api_down);
+    assert_eq!(base_down(&put), Some(api_down), "{put}");
+    assert_eq!(effective_down(&put), Some(api_down), "{put}");
+    let modem = get_modem(&ns_name);
+    assert_eq!(base_down(&modem), Some(api_down), "{modem}");
+    assert_eq!(modem["effective"]["max_up_bps"].as_u64(), Some(3_000_000));
+
+    // Restart with the same configuration: the API's plan stays, and the log says why.
+    restart(&mut guard);
+    let modem = get_modem(&ns_name);
+    assert_eq!(base_down(&modem), Some(api_down), "{modem}");
+    assert_eq!(effective_down(&modem), Some(api_down), "{modem}");
+    let text = log_text(&log);
+    assert!(
+        text.contains("the stored plan (set through the API or a dropped file) wins"),
+        "{text}"
+    );
+    let trail = audit(&ns_name);
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(
+        trail[0]["by"],
+        serde_json::json!({ "kind": "api", "role": "csr", "subject": "alice" })
+    );
+    assert_eq!(trail[0]["old"]["max_down_bps"].as_u64(), Some(BASE_DOWN));
+    assert_eq!(trail[0]["new"]["max_down_bps"].as_u64(), Some(api_down));
+
+    // The configuration's plan is edited: at the next start it wins.
+    let edited_down = 15_000_000;
+    write_config(edited_down);
+    restart(&mut guard);
+    let modem = get_modem(&ns_name);
+    assert_eq!(base_down(&modem), Some(edited_down), "{modem}");
+    assert_eq!(effective_down(&modem), Some(edited_down), "{modem}");
+    assert_eq!(modem["base"]["max_up_bps"].as_u64(), Some(2_000_000));
+    let text = log_text(&log);
+    assert!(text.contains("the configured plan wins"), "{text}");
+    let trail = audit(&ns_name);
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert_eq!(trail[1]["by"], serde_json::json!({ "kind": "config" }));
+    assert_eq!(trail[1]["old"]["max_down_bps"].as_u64(), Some(api_down));
+    assert_eq!(trail[1]["new"]["max_down_bps"].as_u64(), Some(edited_down));
+
+    // The edit counts once: an API change after it again survives a restart.
+    put_base(&ns_name, 40_000_000);
+    restart(&mut guard);
+    assert_eq!(base_down(&get_modem(&ns_name)), Some(40_000_000));
+    assert_eq!(audit(&ns_name).len(), 3);
     terminate(guard.child.as_mut().unwrap(), &log);
     guard.child = None;
 }

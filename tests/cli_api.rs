@@ -1,4 +1,5 @@
-//! The API client commands of the real binary (`shaper provision`, `events`, `status`) against
+//! The API client commands of the real binary (`shaper provision`, `events`, `status`,
+//! `modems`) against
 //! the HTTP API served in this test process: the router over a controller with a SQLite store
 //! in a temp dir and enforcement disabled, on 127.0.0.1 with an ephemeral port.
 //!
@@ -223,4 +224,122 @@ fn errors_exit_1_with_the_status() {
     let out = shaper(&server, TOKEN, &["events", "show", "999"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[test]
+fn modems_set_base_and_audit() {
+    let server = serve("base");
+    let out = ok(
+        &server,
+        &[
+            "modems",
+            "set-base",
+            "cm1",
+            "--max-down",
+            "20M",
+            "--max-up",
+            "4M",
+            "--committed-down",
+            "5M",
+            "--priority",
+            "3",
+        ],
+    );
+    assert!(out.contains("modem      cm1"), "{out}");
+    assert!(
+        out.contains("base       down 20M, up 4M, committed-down 5M, priority 3"),
+        "{out}"
+    );
+    assert!(out.contains("effective  down 20M, up 4M"), "{out}");
+    let status = json(&server, &["status", "--modem", "cm1"]);
+    assert_eq!(status["base"]["max_down_bps"], 20_000_000);
+    assert_eq!(status["base"]["committed_down_bps"], 5_000_000);
+    assert_eq!(status["effective"]["max_up_bps"], 4_000_000);
+    // A whole plan: what is left out is unset.
+    let v = json(
+        &server,
+        &[
+            "modems",
+            "set-base",
+            "cm1",
+            "--max-down",
+            "30M",
+            "--max-up",
+            "3M",
+        ],
+    );
+    assert_eq!(v["base"]["max_down_bps"], 30_000_000);
+    assert!(v["base"]["priority"].is_null(), "{v}");
+
+    let audit = ok(&server, &["modems", "audit", "cm1"]);
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 6, "{audit}");
+    assert!(lines[0].ends_with("  api:csr:alice"), "{audit}");
+    assert_eq!(lines[1], "  old  down 10M, up 2M");
+    assert_eq!(
+        lines[2],
+        "  new  down 20M, up 4M, committed-down 5M, priority 3"
+    );
+    assert_eq!(lines[5], "  new  down 30M, up 3M");
+    let audit = json(&server, &["modems", "audit", "cm1"]);
+    assert_eq!(audit[1]["old"]["max_down_bps"], 20_000_000);
+    assert_eq!(
+        audit[1]["by"],
+        serde_json::json!({ "kind": "api", "role": "csr", "subject": "alice" })
+    );
+
+    // Refusals exit 1 with the API's status and field, and change nothing.
+    let out = shaper(
+        &server,
+        TOKEN,
+        &[
+            "modems",
+            "set-base",
+            "cm1",
+            "--max-down",
+            "10M",
+            "--max-up",
+            "1M",
+            "--committed-down",
+            "20M",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("committed_down_bps"),
+        "{stderr}"
+    );
+    let out = shaper(
+        &server,
+        TOKEN,
+        &[
+            "modems",
+            "set-base",
+            "nosuch",
+            "--max-down",
+            "1M",
+            "--max-up",
+            "1M",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    // Both maximum rates are required.
+    let out = shaper(
+        &server,
+        TOKEN,
+        &["modems", "set-base", "cm1", "--max-down", "1M"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-up"));
+    let status = json(&server, &["status", "--modem", "cm1"]);
+    assert_eq!(status["base"]["max_down_bps"], 30_000_000);
+    assert_eq!(
+        json(&server, &["modems", "audit", "cm1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::abi;
 use crate::config::{ControllerPlan, Validated};
-use crate::controller::{Controller, DataplaneEnforcer};
+use crate::controller::{ConfiguredBase, Controller, DataplaneEnforcer};
 use crate::dataplane::{Dataplane, LoadOptions, htb};
 use crate::modem::pipeline::{DocsisPipeline, PipelineError, PipelineShared};
 use crate::store::{SqliteStore, Store as _};
@@ -133,7 +133,9 @@ pub fn apply(v: &Validated) -> anyhow::Result<Gateway> {
 
 /// Opens the provisioning controller of `plan` on the gateway's data plane at `now_ms`:
 /// the store's modems that the configuration lists are bound (and reconciled), the listed
-/// modems the store does not know yet are added with their configured base plan.
+/// modems the store does not know yet are added with their configured base plan, and a known
+/// modem's configured plan replaces its stored one only if the configuration changed it since
+/// the last run ([`Controller::apply_configured_base`]).
 /// Also returns the modem pipeline's shared state when the DOCSIS pipeline is on. Must be
 /// called within a tokio runtime (the pipeline reboots modems on it).
 pub fn open_controller(
@@ -150,21 +152,13 @@ pub fn open_controller(
     let stored = store
         .load()
         .with_context(|| format!("controller.store: reading {}", plan.store.display()))?;
-    let known: std::collections::HashMap<&str, &crate::provision::QosLevel> = stored
-        .modems
-        .iter()
-        .map(|m| (m.id.as_str(), &m.base))
-        .collect();
+    let known: std::collections::HashSet<&str> =
+        stored.modems.iter().map(|m| m.id.as_str()).collect();
     let (bind_now, add): (Vec<_>, Vec<_>) = plan
         .bindings()
         .into_iter()
         .zip(&plan.modems)
-        .partition(|(b, _)| known.contains_key(b.modem.as_str()));
-    let changed_base: Vec<(String, crate::provision::QosLevel)> = bind_now
-        .iter()
-        .filter(|(_, m)| known.get(m.id.as_str()).is_some_and(|b| **b != m.base))
-        .map(|(_, m)| (m.id.clone(), m.base))
-        .collect();
+        .partition(|(b, _)| known.contains(b.modem.as_str()));
     let dp = gw.dataplane.clone();
     // The modems' HTB classes (controller.htb_minor_*): trees of their own on the same
     // interfaces. `HtbTree::new` keeps a root that is already ours with its classes, so the
@@ -213,15 +207,33 @@ pub fn open_controller(
         ctl.add_modem(binding, m.base, now_ms)
             .with_context(|| format!("adding modem {id}"))?;
     }
-    // The configuration is the source of base plans: a plan changed there since the last run
-    // replaces the stored one and is enforced now.
-    for (id, base) in changed_base {
-        ctl.set_base(&id, base, now_ms)
-            .with_context(|| format!("applying the configured base plan of modem {id}"))?;
-        info!(
-            modem = id,
-            "base plan changed in the configuration: applied"
-        );
+    // Base plans: the configuration's replaces the stored one only if it changed since the
+    // last run (the configuration was edited); otherwise the stored one stays, which the API
+    // or a dropped file may have set since: a restart does not undo their change.
+    for m in &plan.modems {
+        let outcome = ctl
+            .apply_configured_base(&m.id, m.base, now_ms)
+            .with_context(|| format!("applying the configured base plan of modem {}", m.id))?;
+        match outcome {
+            ConfiguredBase::InForce => {
+                debug!(modem = m.id, "base plan: the configured one is in force");
+            }
+            ConfiguredBase::Applied { previous } => info!(
+                modem = m.id,
+                configured = ?m.base,
+                previous = ?previous,
+                "base plan changed in the configuration since the last run: the configured \
+                 plan wins and replaces the stored one"
+            ),
+            ConfiguredBase::StoredKept { stored } => info!(
+                modem = m.id,
+                stored = ?stored,
+                configured = ?m.base,
+                "base plan unchanged in the configuration since the last run: the stored plan \
+                 (set through the API or a dropped file) wins; edit the configuration's plan \
+                 to replace it"
+            ),
+        }
     }
     for modem in ctl.unbound() {
         warn!(

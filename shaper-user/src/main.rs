@@ -118,6 +118,11 @@ enum Cmd {
         #[arg(long)]
         modem: String,
     },
+    /// Change a modem's base plan, or show who changed it, through the API.
+    Modems {
+        #[command(subcommand)]
+        cmd: ModemsCmd,
+    },
     /// DOCSIS modem configuration files: decode to text, encode from text with MICs and an
     /// optional signature, verify, generate signing keys (docs/MODEM-CONFIG.md).
     ModemConfig {
@@ -188,6 +193,57 @@ enum EventsCmd {
         /// The new stop.
         #[arg(long, value_name = "TIME", value_parser = parse_opt_time)]
         stop: Option<MaybeTime>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModemsCmd {
+    /// Replace a modem's base plan (PUT /v1/modems/{id}/base): the QoS it has when no grant
+    /// is active. Needs an admin, CSR or automation token.
+    ///
+    /// The options make the whole new plan: an option left out is unset, not kept from the
+    /// old plan. Active grants stay layered over the new plan. The change is stored (with who
+    /// made it: `shaper modems audit ID`) and enforced before the command returns, and it
+    /// survives restarts: the configuration file's [[modem]] plan replaces it only once that
+    /// plan is edited. RATE is bit/s with an optional k/M/G suffix ("50M", "1.5G").
+    /// Prints the modem afterwards, as `shaper status` does.
+    ///
+    /// Example: shaper modems set-base cm-0001 --max-down 200M --max-up 20M --committed-down 10M
+    #[command(name = "set-base")]
+    SetBase {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The modem.
+        id: String,
+        /// Maximum downstream rate (network → modem).
+        #[arg(long, value_name = "RATE")]
+        max_down: config::Rate,
+        /// Maximum upstream rate (modem → network).
+        #[arg(long, value_name = "RATE")]
+        max_up: config::Rate,
+        /// Committed (reserved) downstream rate, at most --max-down.
+        #[arg(long, value_name = "RATE")]
+        committed_down: Option<config::Rate>,
+        /// Committed (reserved) upstream rate, at most --max-up.
+        #[arg(long, value_name = "RATE")]
+        committed_up: Option<config::Rate>,
+        /// Token-bucket depth in bytes (at least one MTU).
+        #[arg(long, value_name = "BYTES")]
+        burst: Option<u32>,
+        /// Traffic priority, 0..=7 (higher is better).
+        #[arg(long, value_name = "N")]
+        priority: Option<u8>,
+        /// MTU in bytes.
+        #[arg(long, value_name = "N")]
+        mtu: Option<u16>,
+    },
+    /// Show who changed a modem's base plan, when, from what to what, oldest first
+    /// (GET /v1/modems/{id}/audit). Needs an admin or CSR token.
+    Audit {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The modem.
+        id: String,
     },
 }
 
@@ -272,8 +328,7 @@ fn main() -> ExitCode {
                 (None, Some(d)) => Some(start.unwrap_or_else(api::system_now_ms).saturating_add(d)),
                 (None, None) => None,
             };
-            let mut qos = serde_json::Map::new();
-            for (k, v) in [
+            let qos = qos_body(&[
                 ("max_down_bps", max_down.map(|r| r.0)),
                 ("max_up_bps", max_up.map(|r| r.0)),
                 ("committed_down_bps", committed_down.map(|r| r.0)),
@@ -281,11 +336,7 @@ fn main() -> ExitCode {
                 ("burst_bytes", burst.map(u64::from)),
                 ("priority", priority.map(u64::from)),
                 ("mtu", mtu.map(u64::from)),
-            ] {
-                if let Some(v) = v {
-                    qos.insert(k.into(), v.into());
-                }
-            }
+            ]);
             let body = serde_json::json!({
                 "modem": modem, "qos": qos, "start_ms": start, "stop_ms": stop,
             });
@@ -364,6 +415,45 @@ fn main() -> ExitCode {
                     )
                 }
             }
+        },
+        Cmd::Modems { cmd } => match cmd {
+            ModemsCmd::SetBase {
+                api,
+                id,
+                max_down,
+                max_up,
+                committed_down,
+                committed_up,
+                burst,
+                priority,
+                mtu,
+            } => {
+                let body = qos_body(&[
+                    ("max_down_bps", Some(max_down.0)),
+                    ("max_up_bps", Some(max_up.0)),
+                    ("committed_down_bps", committed_down.map(|r| r.0)),
+                    ("committed_up_bps", committed_up.map(|r| r.0)),
+                    ("burst_bytes", burst.map(u64::from)),
+                    ("priority", priority.map(u64::from)),
+                    ("mtu", mtu.map(u64::from)),
+                ]);
+                remote(
+                    &api,
+                    "PUT",
+                    &format!("/v1/modems/{}/base", encode(&id)),
+                    Some(&serde_json::Value::Object(body)),
+                    &[],
+                    print_modem,
+                )
+            }
+            ModemsCmd::Audit { api, id } => remote(
+                &api,
+                "GET",
+                &format!("/v1/modems/{}/audit", encode(&id)),
+                None,
+                &[],
+                print_modem_audit,
+            ),
         },
         Cmd::Status { api, modem } => remote(
             &api,
@@ -681,6 +771,14 @@ fn remote(
     Ok(())
 }
 
+/// A QoS level's JSON object: the fields that are set.
+fn qos_body(fields: &[(&str, Option<u64>)]) -> serde_json::Map<String, serde_json::Value> {
+    fields
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| ((*k).to_owned(), v.into())))
+        .collect()
+}
+
 /// Percent-encodes a path segment or query value.
 fn encode(s: &str) -> String {
     s.bytes()
@@ -931,6 +1029,30 @@ fn print_event_table(list: &serde_json::Value) {
     }
 }
 
+/// Who changed a base plan (`by` of an audit line) in one word.
+fn base_source_text(by: &serde_json::Value) -> String {
+    let s = |k: &str| by.get(k).and_then(serde_json::Value::as_str).unwrap_or("?");
+    match s("kind") {
+        "api" => format!("api:{}:{}", s("role"), s("subject")),
+        "file" => format!("file:{}", s("name")),
+        other => other.to_owned(),
+    }
+}
+
+fn print_modem_audit(list: &serde_json::Value) {
+    let lines = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if lines.is_empty() {
+        println!("no base-plan changes");
+        return;
+    }
+    for l in lines {
+        let n = |k: &str| l.get(k).cloned().unwrap_or_default();
+        println!("{}  {}", opt_time(&n("at_ms")), base_source_text(&n("by")));
+        println!("  old  {}", qos_line(&n("old")));
+        println!("  new  {}", qos_line(&n("new")));
+    }
+}
+
 fn print_modem(m: &serde_json::Value) {
     let n = |k: &str| m.get(k).cloned().unwrap_or_default();
     println!(
@@ -1023,5 +1145,17 @@ mod tests {
         assert_eq!(rate(Some(64_000)), "64k");
         assert_eq!(rate(Some(1234)), "1234");
         assert_eq!(encode("cm 1/x"), "cm%201%2Fx");
+        assert_eq!(
+            serde_json::Value::Object(qos_body(&[("max_down_bps", Some(5)), ("mtu", None)])),
+            serde_json::json!({ "max_down_bps": 5 })
+        );
+        let api = serde_json::json!({ "kind": "api", "role": "csr", "subject": "alice" });
+        assert_eq!(base_source_text(&api), "api:csr:alice");
+        assert_eq!(
+            base_source_text(&serde_json::json!({ "kind": "config" })),
+            "config"
+        );
+        let file = serde_json::json!({ "kind": "file", "name": "cm1.cfg" });
+        assert_eq!(base_source_text(&file), "file:cm1.cfg");
     }
 }

@@ -13,6 +13,9 @@
 //! | `subscriber` | modem id          | its own modem only; changes only its own events      |
 //! | `provider`   | provider id       | none (403): providers reach only their applications  |
 //!
+//! Base plans (`PUT /v1/modems/{id}/base`) are changed by admin, CSR and automation tokens
+//! only; their audit trail (`GET /v1/modems/{id}/audit`) is read by admin and CSR tokens.
+//!
 //! A subscriber may read every event of its modem, but modify or cancel only the events it
 //! submitted itself (source `Subscriber`): a CSR's or an automation's grant on the modem (a
 //! fair-use throttle, a billing upgrade) is not the subscriber's to change.
@@ -214,6 +217,21 @@ impl Principal {
         if self.role == Role::Subscriber && self.subject != modem {
             return Err(ApiError::Forbidden {
                 detail: format!("a subscriber token reaches only modem {}", self.subject),
+            });
+        }
+        Ok(())
+    }
+
+    /// The caller may replace base plans (`PUT /v1/modems/{id}/base`): admin, CSR and
+    /// automation (a billing system changing plans) tokens, for every modem. A subscriber
+    /// does not choose its own plan, and providers reach no modem.
+    pub fn require_base_change(&self) -> Result<(), ApiError> {
+        self.require_modem_routes()?;
+        if self.role == Role::Subscriber {
+            return Err(ApiError::Forbidden {
+                detail: "a subscriber token cannot change a base plan; an admin, CSR or \
+                         automation token can"
+                    .into(),
             });
         }
         Ok(())

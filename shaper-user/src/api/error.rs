@@ -227,6 +227,17 @@ pub async fn problem_bodies(resp: Response) -> Response {
     Response::from_parts(parts, body)
 }
 
+impl ApiError {
+    /// 422 for an invalid QoS level found at `prefix` in the body (`"qos."`, or `""` when
+    /// the body is the level itself): `field` names the offending field under it.
+    pub fn invalid_qos(prefix: &str, e: &QosError) -> ApiError {
+        ApiError::Unprocessable {
+            field: format!("{prefix}{}", qos_field(e)),
+            detail: e.to_string(),
+        }
+    }
+}
+
 /// The field an invalid QoS level names (within the `qos` object).
 fn qos_field(e: &QosError) -> &'static str {
     match e {

@@ -5,22 +5,25 @@
 //! The API is a thin shell over the synchronous [`Controller`]: each request authenticates,
 //! parses and checks its input completely, then makes one controller call under the
 //! controller's lock (on the blocking pool: the call writes SQLite). A refused call changes
-//! nothing, so nothing is ever half-applied; a 201 means the event is in the store.
+//! nothing, so nothing is ever half-applied; a 201 means the event is in the store, a 200 from
+//! `PUT /v1/modems/{id}/base` that the plan and its audit line are.
 //!
 //! Routes ([`ROUTES`] is the table the router is built from):
 //!
-//! | method | path                 | roles                                          |
-//! |--------|----------------------|------------------------------------------------|
-//! | GET    | `/v1/modems/{id}`    | admin, csr, automation; subscriber: own modem  |
-//! | POST   | `/v1/events`         | admin, csr, automation; subscriber: own modem  |
-//! | GET    | `/v1/events`         | admin, csr, automation; subscriber: own modem  |
-//! | GET    | `/v1/events/{id}`    | admin, csr, automation; subscriber: own modem  |
-//! | PATCH  | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
-//! | DELETE | `/v1/events/{id}`    | admin, csr, automation; subscriber: own events |
-//! | GET    | `/openapi.json`      | anyone (no token)                              |
-//! | GET    | `/metrics`           | admin (Prometheus text format)                 |
-//! | GET    | `/v1/modem-files`    | admin, csr (operator-dropped modem files)      |
-//! | GET    | `/files/{name}`      | anyone (no token): the modem pipeline's files  |
+//! | method | path                    | roles                                          |
+//! |--------|-------------------------|------------------------------------------------|
+//! | GET    | `/v1/modems/{id}`       | admin, csr, automation; subscriber: own modem  |
+//! | PUT    | `/v1/modems/{id}/base`  | admin, csr, automation (replace the base plan) |
+//! | GET    | `/v1/modems/{id}/audit` | admin, csr (who changed the base plan)         |
+//! | POST   | `/v1/events`            | admin, csr, automation; subscriber: own modem  |
+//! | GET    | `/v1/events`            | admin, csr, automation; subscriber: own modem  |
+//! | GET    | `/v1/events/{id}`       | admin, csr, automation; subscriber: own modem  |
+//! | PATCH  | `/v1/events/{id}`       | admin, csr, automation; subscriber: own events |
+//! | DELETE | `/v1/events/{id}`       | admin, csr, automation; subscriber: own events |
+//! | GET    | `/openapi.json`         | anyone (no token)                              |
+//! | GET    | `/metrics`              | admin (Prometheus text format)                 |
+//! | GET    | `/v1/modem-files`       | admin, csr (operator-dropped modem files)      |
+//! | GET    | `/files/{name}`         | anyone (no token): the modem pipeline's files  |
 //!
 //! `/files/{name}` serves the modem configuration files the pipeline writes, as TFTP does,
 //! without authentication: modems cannot present a token, and the names are 128-bit HMACs no
@@ -287,10 +290,18 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 28] = [
+pub const ROUTES: [Route; 30] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/modems/{id}/base",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/modems/{id}/audit",
     },
     Route {
         method: "POST",
@@ -409,6 +420,8 @@ fn handler(route: Route) -> MethodRouter<AppState> {
     .expect("route methods are filterable");
     match (route.method, route.path) {
         ("GET", "/v1/modems/{id}") => on(filter, routes::get_modem),
+        ("PUT", "/v1/modems/{id}/base") => on(filter, routes::put_modem_base),
+        ("GET", "/v1/modems/{id}/audit") => on(filter, routes::modem_audit),
         ("POST", "/v1/events") => on(filter, routes::create_event),
         ("GET", "/v1/events") => on(filter, routes::list_events),
         ("GET", "/v1/events/{id}") => on(filter, routes::get_event),

@@ -62,7 +62,7 @@ fn responses(success: &[(&str, Value)], errors: serde_json::Map<String, Value>) 
 fn qos_schema() -> Value {
     json!({
         "type": "object",
-        "description": "A QoS level. As a grant, every field is optional and names only what it changes; unknown fields are refused.",
+        "description": "A QoS level; unknown fields are refused. As a grant, every field is optional and names only what it changes; as a base plan (PUT /v1/modems/{id}/base) it is the whole plan: an absent field is unset.",
         "additionalProperties": false,
         "properties": {
             "max_up_bps": opt("integer", "Maximum rate modem → network, bit/s (8..=policy maximum)."),
@@ -125,6 +125,24 @@ fn components() -> Value {
                         "oneOf": [ schema_ref("ModemPipeline"), { "type": "null" } ],
                         "description": "The modem pipeline's state; null when the pipeline is off or has made no file for the modem yet."
                     }
+                }
+            },
+            "BaseSource": {
+                "description": "Who replaced a base plan.",
+                "oneOf": [
+                    { "type": "object", "required": ["kind", "role", "subject"], "properties": { "kind": { "const": "api" }, "role": { "type": "string", "description": "The token's role." }, "subject": { "type": "string", "description": "The token's subject (user or trigger name)." } } },
+                    { "type": "object", "required": ["kind"], "properties": { "kind": { "const": "config" } }, "description": "The configuration file's plan, edited since the last run, applied at start." },
+                    { "type": "object", "required": ["kind", "name"], "properties": { "kind": { "const": "file" }, "name": { "type": "string", "description": "The DOCSIS file dropped in the incoming directory." } } }
+                ]
+            },
+            "ModemAuditEntry": {
+                "type": "object",
+                "required": ["at_ms", "by", "old", "new"],
+                "properties": {
+                    "at_ms": { "type": "integer", "description": "When, ms since the Unix epoch." },
+                    "by": schema_ref("BaseSource"),
+                    "old": schema_ref("QosLevel"),
+                    "new": schema_ref("QosLevel")
                 }
             },
             "ModemPipeline": {
@@ -243,6 +261,36 @@ pub fn document() -> Value {
                     "parameters": [ id_param("Modem id.", json!({ "type": "string" })) ],
                     "responses": responses(
                         &[("200", ok("The modem.", schema_ref("Modem")))],
+                        auth_errors(&[("404", "Unknown modem.")])
+                    )
+                }
+            },
+            "/v1/modems/{id}/base": {
+                "put": {
+                    "operationId": "putModemBase",
+                    "summary": "Replace a modem's base plan (the QoS it has when no grant is active).",
+                    "description": "Roles: admin, csr, automation (a billing system changing plans); subscriber and provider tokens get 403. The body is the whole new plan: a field left out is unset (not limited), not kept. The plan and an audit line (who, when, old and new plan: GET /v1/modems/{id}/audit) are durable before the answer; the modem's active grants stay layered over the new plan, and its effective level is enforced (data plane, modem pipeline) before the answer. Putting the plan the modem already has changes nothing. The plan survives restarts: the configuration file's [[modem]] plan replaces it only once that plan is edited.",
+                    "parameters": [ id_param("Modem id.", json!({ "type": "string" })) ],
+                    "requestBody": json_body("QosLevel"),
+                    "responses": responses(
+                        &[("200", ok("The modem after the change.", schema_ref("Modem")))],
+                        auth_errors(&[
+                            ("400", "Malformed JSON, an unknown field or Content-Type; `field` names it."),
+                            ("404", "Unknown modem."),
+                            ("413", "Body too large."),
+                            ("422", "Invalid plan (a rate below 8 bit/s or above the maximum, committed above maximum, burst below one MTU, ...); `field` names it (e.g. max_down_bps).")
+                        ])
+                    )
+                }
+            },
+            "/v1/modems/{id}/audit": {
+                "get": {
+                    "operationId": "getModemAudit",
+                    "summary": "Who replaced the modem's base plan, when, from what to what; oldest first.",
+                    "description": "Roles: admin, csr. Changes by the API, by a dropped DOCSIS file, and by the configuration file (applied at start when its plan was edited) are listed; the plan a modem was created with is not a change.",
+                    "parameters": [ id_param("Modem id.", json!({ "type": "string" })) ],
+                    "responses": responses(
+                        &[("200", ok("The trail.", json!({ "type": "array", "items": schema_ref("ModemAuditEntry") })))],
                         auth_errors(&[("404", "Unknown modem.")])
                     )
                 }

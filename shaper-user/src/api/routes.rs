@@ -16,9 +16,10 @@ use super::AppState;
 use super::auth::{Principal, client_key};
 use super::error::ApiError;
 use crate::controller::Controller;
-use crate::modem::pipeline::{FileRecord, PipelineStatus};
+use crate::modem::pipeline::{FileRecord, PipelineShared, PipelineStatus};
 use crate::provision::{
-    Amendment, Event, EventRequest, EventState, QosLevel, ServiceTargets, Source, Submitted,
+    Amendment, BaseSource, Event, EventRequest, EventState, ModemAuditEntry, QosLevel,
+    ServiceTargets, Source, Submitted,
 };
 
 /// Longest accepted `Idempotency-Key`.
@@ -37,8 +38,9 @@ pub struct TargetsBody {
     pub repair_time_ms: Option<u32>,
 }
 
-/// A QoS grant in a request; every field optional (a grant names only what it changes),
-/// unknown fields refused (a misspelt field must not silently mean "unchanged").
+/// A QoS level in a request; every field optional, unknown fields refused (a misspelt field
+/// must not silently mean "unchanged" or "unlimited"). As an event's grant it names only what
+/// it changes; as a base plan (`PUT /v1/modems/{id}/base`) it is the whole plan.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QosBody {
@@ -193,6 +195,29 @@ pub struct ModemView {
     pub pipeline: Option<PipelineStatus>,
 }
 
+/// One line of a modem's base-plan audit trail (`GET /v1/modems/{id}/audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModemAuditView {
+    pub at_ms: u64,
+    /// Who replaced the plan: `{"kind": "api", "role", "subject"}`, `{"kind": "config"}` (the
+    /// configuration file, edited since the last run) or `{"kind": "file", "name"}` (a dropped
+    /// DOCSIS file).
+    pub by: BaseSource,
+    pub old: QosLevel,
+    pub new: QosLevel,
+}
+
+impl From<ModemAuditEntry> for ModemAuditView {
+    fn from(e: ModemAuditEntry) -> ModemAuditView {
+        ModemAuditView {
+            at_ms: e.at_ms,
+            by: e.by,
+            old: e.old,
+            new: e.new,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SubmittedView {
     pub id: u64,
@@ -336,6 +361,34 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
         .map_err(|_| bad(format!("event id {raw:?} is not a non-negative integer")))
 }
 
+/// The `{id}` of a modem route.
+fn modem_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::BadRequest {
+        field: Some("id".into()),
+        detail: e.body_text(),
+    })?;
+    Ok(id)
+}
+
+/// A modem as the API shows it. Read under the controller's lock: the pipeline updates its
+/// state within the controller's calls, so the view matches the levels.
+fn modem_view(
+    ctl: &Controller,
+    id: String,
+    pipeline: Option<&PipelineShared>,
+) -> Result<ModemView, ApiError> {
+    let base = *ctl.engine().base(&id).ok_or_else(|| ApiError::NotFound {
+        detail: format!("unknown modem {id}"),
+    })?;
+    Ok(ModemView {
+        pipeline: pipeline.and_then(|p| p.status(&id)),
+        effective: ctl.effective(&id).unwrap_or(base),
+        bound: ctl.binding(&id).is_some(),
+        base,
+        id,
+    })
+}
+
 fn event_of(ctl: &Controller, id: u64) -> Result<Event, ApiError> {
     ctl.engine().event(id).ok_or_else(|| ApiError::NotFound {
         detail: format!("unknown event {id}"),
@@ -350,28 +403,59 @@ pub async fn get_modem(
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ModemView>, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::BadRequest {
-        field: Some("id".into()),
-        detail: e.body_text(),
-    })?;
+    let id = modem_id(path)?;
     principal.require_modem(&id)?;
     let shared = state.pipeline.clone();
     with_controller(&state, move |ctl, _| {
-        // Read under the controller's lock: the pipeline updates it within the controller's
-        // calls, so the view matches the levels below.
-        let pipeline = shared.as_ref().and_then(|p| p.status(&id));
-        let base = *ctl.engine().base(&id).ok_or_else(|| ApiError::NotFound {
-            detail: format!("unknown modem {id}"),
-        })?;
-        let effective = ctl.effective(&id).unwrap_or(base);
-        let bound = ctl.binding(&id).is_some();
-        Ok(Json(ModemView {
-            id,
-            base,
-            effective,
-            bound,
-            pipeline,
-        }))
+        modem_view(ctl, id, shared.as_deref()).map(Json)
+    })
+    .await
+}
+
+/// `PUT /v1/modems/{id}/base`: replaces the modem's base plan with the body (a whole plan:
+/// absent fields are unset, not kept). Stored with its audit line (who, when, old and new
+/// plan) before the answer; the answer is the modem after the change, its active grants
+/// layered over the new plan. Putting the plan the modem already has changes and audits
+/// nothing (PUT is idempotent).
+pub async fn put_modem_base(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ModemView>, ApiError> {
+    principal.require_base_change()?;
+    let id = modem_id(path)?;
+    let plan = QosLevel::from(json_body::<QosBody>(&headers, body)?);
+    plan.validate().map_err(|e| ApiError::invalid_qos("", &e))?;
+    let by = BaseSource::Api {
+        role: principal.role.as_str().to_owned(),
+        subject: principal.subject,
+    };
+    let shared = state.pipeline.clone();
+    with_controller(&state, move |ctl, now| {
+        ctl.set_base(&id, plan, by, now)?;
+        modem_view(ctl, id, shared.as_deref()).map(Json)
+    })
+    .await
+}
+
+/// `GET /v1/modems/{id}/audit`: who replaced the modem's base plan, when, from what to what,
+/// oldest first (admin and CSR tokens).
+pub async fn modem_audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<ModemAuditView>>, ApiError> {
+    if !matches!(principal.role, super::Role::Admin | super::Role::Csr) {
+        return Err(ApiError::Forbidden {
+            detail: "the base-plan audit trail needs an admin or CSR token".into(),
+        });
+    }
+    let id = modem_id(path)?;
+    with_controller(&state, move |ctl, _| {
+        let trail = ctl.modem_audit(&id)?;
+        Ok(Json(trail.into_iter().map(ModemAuditView::from).collect()))
     })
     .await
 }

@@ -133,6 +133,17 @@ impl Rig {
             .id
     }
 
+    /// The base plans of cm1 and cm2, in the engine and in a fresh store on the same file.
+    fn bases(&self) -> [(Option<QosLevel>, Option<QosLevel>); 2] {
+        let store = SqliteStore::open(&self.db).unwrap();
+        ["cm1", "cm2"].map(|m| {
+            (
+                self.ctl().engine().base(m).copied(),
+                store.modem(m).unwrap(),
+            )
+        })
+    }
+
     fn stored_events(&self) -> usize {
         SqliteStore::open(&self.db)
             .unwrap()
@@ -205,6 +216,17 @@ fn grant() -> Value {
     json!({ "max_down_bps": 50_000_000 })
 }
 
+/// A base plan, as `PUT /v1/modems/{id}/base` takes it.
+fn plan() -> Value {
+    json!({
+        "max_up_bps": 4_000_000,
+        "max_down_bps": 20_000_000,
+        "committed_down_bps": 5_000_000,
+        "priority": 3,
+        "targets": { "availability_ppm": 999_000 }
+    })
+}
+
 /// Which fresh event (if any) a matrix row needs, made anew for every principal.
 #[derive(Clone, Copy)]
 enum Target {
@@ -226,7 +248,13 @@ type Row = (&'static str, &'static str, Target, Option<Value>, [u16; 7]);
 fn template(path: &str) -> &str {
     let path = path.split('?').next().unwrap();
     if path.starts_with("/v1/modems/") {
-        "/v1/modems/{id}"
+        if path.ends_with("/base") {
+            "/v1/modems/{id}/base"
+        } else if path.ends_with("/audit") {
+            "/v1/modems/{id}/audit"
+        } else {
+            "/v1/modems/{id}"
+        }
     } else if path.starts_with("/files/") {
         "/files/{name}"
     } else {
@@ -249,11 +277,17 @@ async fn authorization_matrix() {
     ];
     let patch = || Some(json!({ "qos": { "max_down_bps": 60_000_000 } }));
     let post = |m: &str| Some(json!({ "modem": m, "qos": grant() }));
+    let plan = || Some(plan());
     #[rustfmt::skip]
     let rows: Vec<Row> = vec![
         ("GET", "/v1/modems/cm1", Target::None, None, [200, 200, 200, 403, 200, 401, 401]),
         ("GET", "/v1/modems/cm2", Target::None, None, [200, 200, 403, 403, 200, 401, 401]),
         ("GET", "/v1/modems/nope", Target::None, None, [404, 404, 403, 403, 404, 401, 401]),
+        ("PUT", "/v1/modems/cm1/base", Target::None, plan(), [200, 200, 403, 403, 200, 401, 401]),
+        ("PUT", "/v1/modems/cm2/base", Target::None, plan(), [200, 200, 403, 403, 200, 401, 401]),
+        ("PUT", "/v1/modems/nope/base", Target::None, plan(), [404, 404, 403, 403, 404, 401, 401]),
+        ("GET", "/v1/modems/cm1/audit", Target::None, None, [200, 200, 403, 403, 403, 401, 401]),
+        ("GET", "/v1/modems/nope/audit", Target::None, None, [404, 404, 403, 403, 403, 401, 401]),
         ("POST", "/v1/events", Target::None, post("cm1"), [201, 201, 201, 403, 201, 401, 401]),
         ("POST", "/v1/events", Target::None, post("cm2"), [201, 201, 403, 403, 201, 401, 401]),
         ("POST", "/v1/events", Target::None, post("nope"), [404, 404, 403, 403, 404, 401, 401]),
@@ -299,6 +333,7 @@ async fn authorization_matrix() {
                 }
             };
             let events_before = rig.ctl().engine().events().count();
+            let bases_before = rig.bases();
             let (status, headers, value) = rig.call(method, &uri, *token, body.clone()).await;
             assert_eq!(
                 status.as_u16(),
@@ -317,6 +352,7 @@ async fn authorization_matrix() {
             if status.is_client_error() {
                 // A refusal changes nothing.
                 assert_eq!(rig.ctl().engine().events().count(), events_before);
+                assert_eq!(rig.bases(), bases_before, "{method} {uri} as {token:?}");
             }
         }
     }
@@ -854,4 +890,233 @@ async fn pipeline_files_and_records() {
     let (s, _, modem) = rig.call("GET", "/v1/modems/cm1", Some("t-csr"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(modem["pipeline"].is_null(), "{modem}");
+}
+
+#[tokio::test]
+async fn put_base_replaces_the_plan_under_the_active_grants_and_is_audited() {
+    let rig = Rig::new("put-base");
+    // An active grant on cm1: 50 Mbit/s down.
+    rig.submit("cm1", Source::Csr { user: "bob".into() });
+    rig.ctl().tick(T0 + 60_000).unwrap();
+    rig.now.store(T0 + 61_000, Ordering::SeqCst);
+    let (s, _, m) = rig.call("GET", "/v1/modems/cm1", Some("t-csr"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(m["effective"]["max_down_bps"], 50_000_000);
+    assert_eq!(m["effective"]["max_up_bps"], 2_000_000);
+
+    let (s, _, m) = rig
+        .call("PUT", "/v1/modems/cm1/base", Some("t-auto"), Some(plan()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    let new_plan = QosLevel {
+        max_up_bps: Some(4_000_000),
+        max_down_bps: Some(20_000_000),
+        committed_down_bps: Some(5_000_000),
+        priority: Some(3),
+        targets: crate::provision::ServiceTargets {
+            availability_ppm: Some(999_000),
+            ..Default::default()
+        },
+        ..QosLevel::default()
+    };
+    assert_eq!(m["id"], "cm1");
+    assert_eq!(m["bound"], true);
+    assert_eq!(m["base"], serde_json::to_value(new_plan).unwrap());
+    // The grant stays layered: its downstream rate over the new plan's other fields.
+    let effective = QosLevel {
+        max_down_bps: Some(50_000_000),
+        ..new_plan
+    }
+    .normalized();
+    assert_eq!(m["effective"], serde_json::to_value(effective).unwrap());
+    assert_eq!(rig.ctl().engine().base("cm1"), Some(&new_plan));
+    assert_eq!(rig.ctl().effective("cm1"), Some(effective));
+    // GET shows the same; the other modem is untouched.
+    let (_, _, again) = rig.call("GET", "/v1/modems/cm1", Some("t-sub"), None).await;
+    assert_eq!(again, m);
+    assert_eq!(rig.ctl().engine().base("cm2"), Some(&base()));
+    // Durable before the answer: a fresh store on the same file has the plan and its audit.
+    let store = SqliteStore::open(&rig.db).unwrap();
+    assert_eq!(store.modem("cm1").unwrap(), Some(new_plan));
+    let trail = store.modem_audit("cm1").unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(
+        (trail[0].at_ms, &trail[0].by, trail[0].old, trail[0].new),
+        (
+            T0 + 61_000,
+            &crate::provision::BaseSource::Api {
+                role: "automation".into(),
+                subject: "billing".into()
+            },
+            base(),
+            new_plan
+        )
+    );
+    // The audit route shows it.
+    let (s, _, audit) = rig
+        .call("GET", "/v1/modems/cm1/audit", Some("t-csr"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        audit,
+        json!([{
+            "at_ms": T0 + 61_000,
+            "by": { "kind": "api", "role": "automation", "subject": "billing" },
+            "old": serde_json::to_value(base()).unwrap(),
+            "new": serde_json::to_value(new_plan).unwrap(),
+        }])
+    );
+    // PUT is idempotent: the same plan again changes and audits nothing.
+    rig.now.store(T0 + 62_000, Ordering::SeqCst);
+    let (s, _, same) = rig
+        .call("PUT", "/v1/modems/cm1/base", Some("t-csr"), Some(plan()))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(same, m);
+    let (_, _, audit) = rig
+        .call("GET", "/v1/modems/cm1/audit", Some("t-admin"), None)
+        .await;
+    assert_eq!(audit.as_array().unwrap().len(), 1);
+    // A whole plan: fields left out are unset, not kept.
+    let (s, _, m) = rig
+        .call(
+            "PUT",
+            "/v1/modems/cm1/base",
+            Some("t-admin"),
+            Some(json!({ "max_down_bps": 30_000_000 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(m["base"]["max_down_bps"], 30_000_000);
+    assert!(m["base"]["max_up_bps"].is_null(), "{m}");
+    assert!(m["base"]["priority"].is_null(), "{m}");
+    let (_, _, audit) = rig
+        .call("GET", "/v1/modems/cm1/audit", Some("t-admin"), None)
+        .await;
+    assert_eq!(
+        audit[1]["by"],
+        json!({ "kind": "api", "role": "admin", "subject": "root" })
+    );
+    assert_eq!(audit[1]["old"], audit[0]["new"]);
+    // A modem never changed has an empty trail.
+    let (s, _, audit) = rig
+        .call("GET", "/v1/modems/cm2/audit", Some("t-csr"), None)
+        .await;
+    assert_eq!((s, audit), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
+async fn put_base_refusals_name_the_field_and_change_nothing() {
+    let rig = Rig::new("put-base-bad");
+    let put = |token: &'static str, uri: &'static str, body: Value| {
+        rig.call("PUT", uri, Some(token), Some(body))
+    };
+    let cm1 = "/v1/modems/cm1/base";
+    let before = rig.bases();
+    let cases: Vec<(Value, u16, Option<&str>)> = vec![
+        (json!({ "max_down_bps": 0 }), 422, Some("max_down_bps")),
+        (
+            json!({ "max_up_bps": 1_000_000, "committed_up_bps": 2_000_000 }),
+            422,
+            Some("committed_up_bps"),
+        ),
+        (
+            json!({ "max_down_bps": 10_000_000, "priority": 9 }),
+            422,
+            Some("priority"),
+        ),
+        (
+            json!({ "max_down_bps": 10_000_000, "burst_bytes": 100 }),
+            422,
+            Some("burst_bytes"),
+        ),
+        (json!({ "mtu": 100 }), 422, Some("mtu")),
+        (
+            json!({ "targets": { "loss_ppm": 2_000_000 } }),
+            422,
+            Some("targets.loss_ppm"),
+        ),
+        (json!({ "max_dwn_bps": 5 }), 400, Some("max_dwn_bps")),
+        (json!({ "qos": plan() }), 400, Some("qos")),
+        (json!({ "priority": "high" }), 400, Some("priority")),
+        (json!({ "max_down_bps": -1 }), 400, Some("max_down_bps")),
+        (
+            json!({ "targets": { "colour": 1 } }),
+            400,
+            Some("targets.colour"),
+        ),
+        (json!("text"), 400, None),
+    ];
+    for (body, status, field) in cases {
+        let (got, _, v) = put("t-csr", cm1, body.clone()).await;
+        assert_eq!(got.as_u16(), status, "{body}: {v}");
+        assert_eq!(v["field"].as_str(), field, "{body}: {v}");
+        if let Some(f) = field {
+            let last = f.rsplit('.').next().unwrap();
+            assert!(v["detail"].as_str().unwrap().contains(last), "{v}");
+        }
+    }
+    // Malformed JSON and content type.
+    let csr = Some("t-csr");
+    let (s, _, v) = rig
+        .raw(
+            "PUT",
+            cm1,
+            csr,
+            Some(("application/json", "{\"max_down_bps\": ".into())),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _, v) = rig
+        .raw(
+            "PUT",
+            cm1,
+            csr,
+            Some(("application/json", format!("{} x", plan()))),
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _, v) = rig
+        .raw(
+            "PUT",
+            cm1,
+            csr,
+            Some(("text/plain", plan().to_string())),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Content-Type"))
+    );
+    let (s, _, v) = rig.raw("PUT", cm1, csr, None, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // Unknown modem, with a valid and with an invalid plan (the plan is checked first).
+    let (s, _, v) = put("t-csr", "/v1/modems/nope/base", plan()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("nope"), "{v}");
+    let (s, _, _) = put(
+        "t-csr",
+        "/v1/modems/nope/base",
+        json!({ "max_down_bps": 0 }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Roles: the subscriber may not change even its own plan; a provider reaches no modem;
+    // the role is checked before the body.
+    for token in ["t-sub", "t-prov"] {
+        for body in [plan(), json!({ "max_down_bps": 0 }), json!({ "x": 1 })] {
+            let (s, _, v) = put(token, cm1, body).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {v}");
+        }
+    }
+    // Nothing changed, in memory or in the store, and nothing was audited.
+    assert_eq!(rig.bases(), before);
+    assert_eq!(rig.ctl().modem_audit("cm1").unwrap(), []);
+    let (s, _, audit) = rig
+        .call("GET", "/v1/modems/cm1/audit", Some("t-csr"), None)
+        .await;
+    assert_eq!((s, audit), (StatusCode::OK, json!([])));
 }

@@ -14,6 +14,10 @@
 //! - **modify**: `Engine::modify` → `Store::amend_event` → audit.
 //! - **cancel**: `Engine::cancel` → `Store::set_event_state(Cancelled)` → audit → enforce the
 //!   modem if an active grant was removed.
+//! - **set base**: `Store::put_modem` + `Store::append_modem_audit` (one synced commit) →
+//!   `Engine::set_base` → enforce. At start the configuration's plan goes the same way, but
+//!   only if it changed since it was last applied (`Store::config_base`): see
+//!   [`Controller::apply_configured_base`].
 //! - **tick**: `Engine::poll` → `Store::set_event_state` for every change, in order → audit →
 //!   enforce each modem that changed, once, with its effective level *now*. Coalescing matters
 //!   after a restart or a stall, when a late poll both applies and reverts a grant: the data
@@ -57,8 +61,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::provision::{
-    Amendment, AuditEntry, Change, ChangeKind, Engine, EventRequest, EventState, ProvisionError,
-    QosLevel, RestoreError, Submitted,
+    Amendment, AuditEntry, BaseSource, Change, ChangeKind, Engine, EventRequest, EventState,
+    ModemAuditEntry, ProvisionError, QosLevel, RestoreError, Submitted,
 };
 use crate::store::{Durability, Store, StoreError};
 
@@ -244,6 +248,20 @@ pub enum ControllerError {
 pub enum Target {
     Dataplane,
     Pipeline,
+}
+
+/// What [`Controller::apply_configured_base`] did with a modem's configured base plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfiguredBase {
+    /// The stored base plan is the configured one (the configuration's is now recorded as
+    /// applied if it was not).
+    InForce,
+    /// The configured plan changed since it was last applied (or never was): it replaced the
+    /// stored base plan `previous`.
+    Applied { previous: QosLevel },
+    /// The configured plan is the one applied last time; the stored base plan `stored`, set
+    /// since through the API or a dropped file, differs and stays.
+    StoredKept { stored: QosLevel },
 }
 
 /// Enforcement timing. `lag` is from the time a change was due to the tick that enforced it
@@ -508,33 +526,107 @@ impl Controller {
         Ok(())
     }
 
-    /// Replaces a known modem's base plan: stored (synced) first, then in the engine, then the
+    /// Replaces a known modem's base plan on behalf of `by` (an API caller, a dropped file):
+    /// the new plan and its audit line ([`Store::append_modem_audit`]: who, when, old and new
+    /// plan) are stored in one synced commit first, then the engine takes the plan, then the
     /// modem's effective level (its active grants layered over the new base) is enforced.
+    /// Returns whether the plan changed: the same plan again stores and audits nothing (and
+    /// is enforced again, which the targets take as a no-op). A refused or failed call
+    /// changes nothing.
     pub fn set_base(
         &mut self,
         modem: &str,
         base: QosLevel,
+        by: BaseSource,
         now_ms: u64,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<bool, ControllerError> {
         self.check_poison()?;
-        if !self.modems.contains(modem) {
-            return Err(ControllerError::UnknownModem(modem.to_owned()));
-        }
+        let old = *self
+            .engine
+            .base(modem)
+            .ok_or_else(|| ControllerError::UnknownModem(modem.to_owned()))?;
         base.validate()
             .map_err(|error| ProvisionError::InvalidBase {
                 modem: modem.to_owned(),
                 error,
             })?;
-        self.store.put_modem(modem, &base)?;
-        if let Err(e) = self.engine.set_base(modem, base) {
-            self.poison(format!(
-                "base plan of modem {modem} stored but refused by the engine: {e}"
-            ));
+        let changed = old != base;
+        if changed {
+            self.store.begin_batch(Durability::Synced)?;
+            if let Err(e) = self.write_base(modem, old, base, by.clone(), now_ms) {
+                self.store.rollback_batch();
+                return Err(e.into());
+            }
+            // On failure the store keeps nothing of the batch, and the engine is unchanged.
+            self.store.commit_batch()?;
+            self.engine_base(modem, base, &by)?;
+        }
+        self.enforce(modem, now_ms, now_ms);
+        Ok(changed)
+    }
+
+    /// At start (`shaper run`), after [`Controller::open`]: reconciles a known modem's base
+    /// plan with the plan the configuration file gives it. The configuration wins only if its
+    /// plan changed since it was last applied ([`Store::config_base`]; never applied counts as
+    /// changed): then it replaces the stored base plan (audited as [`BaseSource::Config`]) and
+    /// is recorded as applied, in one commit. Otherwise the stored base plan stays, whoever set
+    /// it since (the API, a dropped file): a restart does not undo their change.
+    pub fn apply_configured_base(
+        &mut self,
+        modem: &str,
+        configured: QosLevel,
+        now_ms: u64,
+    ) -> Result<ConfiguredBase, ControllerError> {
+        self.check_poison()?;
+        let stored = *self
+            .engine
+            .base(modem)
+            .ok_or_else(|| ControllerError::UnknownModem(modem.to_owned()))?;
+        if self.store.config_base(modem)? == Some(configured) {
+            return Ok(if stored == configured {
+                ConfiguredBase::InForce
+            } else {
+                ConfiguredBase::StoredKept { stored }
+            });
+        }
+        configured
+            .validate()
+            .map_err(|error| ProvisionError::InvalidBase {
+                modem: modem.to_owned(),
+                error,
+            })?;
+        let changed = stored != configured;
+        self.store.begin_batch(Durability::Synced)?;
+        let written = self
+            .store
+            .set_config_base(modem, &configured)
+            .and_then(|()| {
+                if changed {
+                    self.write_base(modem, stored, configured, BaseSource::Config, now_ms)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            self.store.rollback_batch();
             return Err(e.into());
         }
-        tracing::info!(modem, "base plan replaced");
+        // On failure the store keeps nothing of the batch, and the engine is unchanged.
+        self.store.commit_batch()?;
+        if !changed {
+            return Ok(ConfiguredBase::InForce);
+        }
+        self.engine_base(modem, configured, &BaseSource::Config)?;
         self.enforce(modem, now_ms, now_ms);
-        Ok(())
+        Ok(ConfiguredBase::Applied { previous: stored })
+    }
+
+    /// A known modem's base-plan audit trail, oldest first.
+    pub fn modem_audit(&self, modem: &str) -> Result<Vec<ModemAuditEntry>, ControllerError> {
+        if self.engine.base(modem).is_none() {
+            return Err(ControllerError::UnknownModem(modem.to_owned()));
+        }
+        Ok(self.store.modem_audit(modem)?)
     }
 
     /// Binds a stored modem that has no binding yet, and enforces its effective level.
@@ -815,6 +907,42 @@ impl Controller {
     fn poison(&mut self, reason: String) {
         tracing::error!(%reason, "controller poisoned");
         self.poisoned.get_or_insert(reason);
+    }
+
+    /// Stores a new base plan and its audit line (inside the caller's batch).
+    fn write_base(
+        &mut self,
+        modem: &str,
+        old: QosLevel,
+        new: QosLevel,
+        by: BaseSource,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.store.put_modem(modem, &new)?;
+        self.store.append_modem_audit(&ModemAuditEntry {
+            at_ms: now_ms,
+            modem: modem.to_owned(),
+            by,
+            old,
+            new,
+        })
+    }
+
+    /// Gives the engine a base plan the store already holds.
+    fn engine_base(
+        &mut self,
+        modem: &str,
+        base: QosLevel,
+        by: &BaseSource,
+    ) -> Result<(), ControllerError> {
+        if let Err(e) = self.engine.set_base(modem, base) {
+            self.poison(format!(
+                "base plan of modem {modem} stored but refused by the engine: {e}"
+            ));
+            return Err(e.into());
+        }
+        tracing::info!(modem, by = %by, "base plan replaced");
+        Ok(())
     }
 
     fn persist_changes(&mut self, changes: &[Change]) {

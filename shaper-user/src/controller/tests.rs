@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::policy::SubscriberKey;
-use crate::provision::{Snapshot, Source};
+use crate::provision::{BaseSource, ModemAuditEntry, Snapshot, Source};
 use crate::store::{Durability, SqliteStore, TempDir};
 
 const T0: u64 = 1_700_000_000_000;
@@ -108,6 +108,20 @@ impl Store for LoggedStore {
     }
     fn modem(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
         self.inner.modem(id)
+    }
+    fn set_config_base(&mut self, id: &str, plan: &QosLevel) -> Result<(), StoreError> {
+        self.write("set_config_base", id.into())?;
+        self.inner.set_config_base(id, plan)
+    }
+    fn config_base(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
+        self.inner.config_base(id)
+    }
+    fn append_modem_audit(&mut self, entry: &ModemAuditEntry) -> Result<(), StoreError> {
+        self.write("append_modem_audit", entry.modem.clone())?;
+        self.inner.append_modem_audit(entry)
+    }
+    fn modem_audit(&self, id: &str) -> Result<Vec<ModemAuditEntry>, StoreError> {
+        self.inner.modem_audit(id)
     }
     fn append_event(&mut self, event: &crate::provision::Event) -> Result<(), StoreError> {
         self.write("append_event", event.id.to_string())?;
@@ -401,17 +415,46 @@ fn a_changed_base_plan_is_stored_and_enforced_under_the_active_grants() {
         max_down_bps: Some(5_000_000),
         ..QosLevel::default()
     };
-    ctl.set_base("cm1", slower, T0 + 1).unwrap();
+    let billing = BaseSource::Api {
+        role: "automation".into(),
+        subject: "billing".into(),
+    };
+    assert!(
+        ctl.set_base("cm1", slower, billing.clone(), T0 + 1)
+            .unwrap()
+    );
     // The grant still sets the downstream rate; the upstream one comes from the new base.
     let want = down(50_000_000).overlay(&slower);
-    let mut expected = vec![store("put_modem", "cm1")];
+    let mut expected = vec![
+        store("put_modem", "cm1"),
+        store("append_modem_audit", "cm1"),
+    ];
     expected.extend(applied("cm1", want));
     assert_eq!(take(&rig.log), expected);
     assert_eq!(ctl.engine().base("cm1"), Some(&slower));
     assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
+    let line = ModemAuditEntry {
+        at_ms: T0 + 1,
+        modem: "cm1".into(),
+        by: billing.clone(),
+        old: base(),
+        new: slower,
+    };
+    assert_eq!(ctl.modem_audit("cm1").unwrap(), std::slice::from_ref(&line));
+    // The same plan again: nothing stored or audited (enforced again, a no-op for targets).
+    assert!(
+        !ctl.set_base("cm1", slower, billing.clone(), T0 + 2)
+            .unwrap()
+    );
+    assert_eq!(take(&rig.log), applied("cm1", want));
+    assert_eq!(ctl.modem_audit("cm1").unwrap().len(), 1);
     // Refusals change nothing.
     assert!(matches!(
-        ctl.set_base("cm9", slower, T0 + 2),
+        ctl.set_base("cm9", slower, billing.clone(), T0 + 2),
+        Err(ControllerError::UnknownModem(_))
+    ));
+    assert!(matches!(
+        ctl.modem_audit("cm9"),
         Err(ControllerError::UnknownModem(_))
     ));
     let invalid = QosLevel {
@@ -419,17 +462,147 @@ fn a_changed_base_plan_is_stored_and_enforced_under_the_active_grants() {
         ..QosLevel::default()
     };
     assert!(matches!(
-        ctl.set_base("cm1", invalid, T0 + 2),
+        ctl.set_base("cm1", invalid, billing.clone(), T0 + 2),
         Err(ControllerError::Provision(
             ProvisionError::InvalidBase { .. }
         ))
     ));
     assert!(take(&rig.log).is_empty());
+    // A failed store write or commit changes nothing either, and does not poison.
+    for op in ["append_modem_audit", "commit_batch"] {
+        *rig.fail_store.lock().unwrap() = Some(op);
+        assert!(matches!(
+            ctl.set_base("cm1", base(), billing.clone(), T0 + 2),
+            Err(ControllerError::Store(_))
+        ));
+        *rig.fail_store.lock().unwrap() = None;
+        assert!(
+            !take(&rig.log).iter().any(|c| matches!(c, Call::Apply(..))),
+            "{op}: nothing enforced"
+        );
+        assert_eq!(ctl.engine().base("cm1"), Some(&slower), "{op}");
+        assert_eq!(ctl.poisoned(), None);
+        let reread = SqliteStore::open(rig.db()).unwrap();
+        assert_eq!(reread.modem("cm1").unwrap(), Some(slower), "{op}");
+        assert_eq!(
+            reread.modem_audit("cm1").unwrap(),
+            std::slice::from_ref(&line),
+            "{op}"
+        );
+    }
     // Durable: a restart has the new base.
     drop(ctl);
     let (ctl, _) = rig.open(vec![b], T0 + 3);
     assert_eq!(ctl.engine().base("cm1"), Some(&slower));
     assert_eq!(ctl.effective("cm1"), Some(want.normalized()));
+    assert_eq!(ctl.modem_audit("cm1").unwrap(), [line]);
+}
+
+/// `shaper run` start: the configuration's plan replaces the stored base plan only when it
+/// changed since it was last applied; an API (or dropped-file) change survives restarts with
+/// an unchanged configuration.
+#[test]
+fn a_configured_plan_wins_only_when_the_configuration_changed() {
+    let rig = Rig::new("ctl-config-base");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    let b = add(&mut ctl, "cm1", "198.18.0.10");
+    take(&rig.log);
+    // First run: the plan the modem was added with is recorded as applied; nothing changes.
+    assert_eq!(
+        ctl.apply_configured_base("cm1", base(), T0).unwrap(),
+        ConfiguredBase::InForce
+    );
+    assert_eq!(take(&rig.log), [store("set_config_base", "cm1")]);
+    assert_eq!(ctl.modem_audit("cm1").unwrap(), []);
+    // The API changes the plan.
+    let api_plan = QosLevel {
+        max_down_bps: Some(40_000_000),
+        ..base()
+    };
+    let csr = BaseSource::Api {
+        role: "csr".into(),
+        subject: "alice".into(),
+    };
+    ctl.set_base("cm1", api_plan, csr.clone(), T0 + 1).unwrap();
+    take(&rig.log);
+
+    // Restart, same configuration: the API's plan stays; nothing is written or enforced
+    // beyond what opening does.
+    drop(ctl);
+    let (mut ctl, _) = rig.open(vec![b.clone()], T0 + 2);
+    take(&rig.log);
+    assert_eq!(
+        ctl.apply_configured_base("cm1", base(), T0 + 2).unwrap(),
+        ConfiguredBase::StoredKept { stored: api_plan }
+    );
+    assert!(take(&rig.log).is_empty());
+    assert_eq!(ctl.engine().base("cm1"), Some(&api_plan));
+
+    // Restart with the configuration edited: its plan wins, audited as the configuration's,
+    // recorded as applied, enforced.
+    drop(ctl);
+    let (mut ctl, _) = rig.open(vec![b.clone()], T0 + 3);
+    take(&rig.log);
+    let edited = QosLevel {
+        max_down_bps: Some(20_000_000),
+        ..base()
+    };
+    assert_eq!(
+        ctl.apply_configured_base("cm1", edited, T0 + 3).unwrap(),
+        ConfiguredBase::Applied { previous: api_plan }
+    );
+    let mut expected = vec![
+        store("set_config_base", "cm1"),
+        store("put_modem", "cm1"),
+        store("append_modem_audit", "cm1"),
+    ];
+    expected.extend(applied("cm1", edited));
+    assert_eq!(take(&rig.log), expected);
+    assert_eq!(ctl.engine().base("cm1"), Some(&edited));
+    let trail = ctl.modem_audit("cm1").unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .map(|l| (l.at_ms, l.by.clone(), l.old, l.new))
+            .collect::<Vec<_>>(),
+        [
+            (T0 + 1, csr.clone(), base(), api_plan),
+            (T0 + 3, BaseSource::Config, api_plan, edited)
+        ]
+    );
+    // Once more with the same edited configuration: in force, nothing written.
+    assert_eq!(
+        ctl.apply_configured_base("cm1", edited, T0 + 4).unwrap(),
+        ConfiguredBase::InForce
+    );
+    assert!(take(&rig.log).is_empty());
+
+    // The configuration edited to the plan already stored: recorded, no base change or audit.
+    ctl.set_base("cm1", api_plan, csr, T0 + 5).unwrap();
+    take(&rig.log);
+    assert_eq!(
+        ctl.apply_configured_base("cm1", api_plan, T0 + 6).unwrap(),
+        ConfiguredBase::InForce
+    );
+    assert_eq!(take(&rig.log), [store("set_config_base", "cm1")]);
+    assert_eq!(ctl.modem_audit("cm1").unwrap().len(), 3);
+
+    // A failed commit changes nothing: the old configured plan stays recorded.
+    *rig.fail_store.lock().unwrap() = Some("commit_batch");
+    assert!(ctl.apply_configured_base("cm1", base(), T0 + 7).is_err());
+    *rig.fail_store.lock().unwrap() = None;
+    assert_eq!(ctl.engine().base("cm1"), Some(&api_plan));
+    assert_eq!(
+        SqliteStore::open(rig.db())
+            .unwrap()
+            .config_base("cm1")
+            .unwrap(),
+        Some(api_plan)
+    );
+    assert!(matches!(
+        ctl.apply_configured_base("cm9", base(), T0 + 7),
+        Err(ControllerError::UnknownModem(_))
+    ));
 }
 
 #[test]

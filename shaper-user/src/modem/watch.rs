@@ -9,8 +9,9 @@
 //! - **Valid** (both MICs with the CMTS key; a signature by a trusted key when trusted keys are
 //!   configured; settings that make a valid QoS level) **and naming a known modem** (its
 //!   targets block's modem id, else the file name `<modem id>.cfg`): the QoS becomes that
-//!   modem's base plan through [`Controller::set_base`] (stored, enforced in the data plane,
-//!   and carried to the modem by the pipeline), then the file moves to `applied/`.
+//!   modem's base plan through [`Controller::set_base`] (stored with an audit line naming the
+//!   file, enforced in the data plane, and carried to the modem by the pipeline), then the
+//!   file moves to `applied/`.
 //! - **Invalid** (bad MIC, bad signature, malformed, unknown modem, or the controller refusing
 //!   it): `tracing::error!` with the file and the reason, a record for `GET /v1/modem-files`,
 //!   and the file moves to `rejected/`. Nothing else changes: the previous configuration stays
@@ -23,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::controller::Controller;
 use crate::proto::docsis::{CmtsKey, TrustedKeys};
+use crate::provision::BaseSource;
 
 use super::configfile::load_and_verify;
 use super::pipeline::{FileRecord, PipelineShared};
@@ -193,7 +195,10 @@ impl Watcher {
                 );
             }
         };
-        if let Err(e) = ctl.set_base(&modem, cfg.qos, now_ms) {
+        let by = BaseSource::File {
+            name: name.to_owned(),
+        };
+        if let Err(e) = ctl.set_base(&modem, cfg.qos, by, now_ms) {
             return refuse(Some(modem), format!("not applied: {e}"));
         }
         tracing::info!(

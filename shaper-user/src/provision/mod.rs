@@ -10,6 +10,7 @@
 
 mod engine;
 mod events;
+mod modem_audit;
 mod qos;
 mod restore;
 #[cfg(test)]
@@ -21,6 +22,7 @@ pub use engine::{
 pub use events::{
     Event, EventError, EventRequest, EventState, Source, start_due, validate_grant, validate_timing,
 };
+pub use modem_audit::{BaseSource, ModemAuditEntry};
 pub use qos::{
     MAX_PRIORITY, MIN_BURST_BYTES, MIN_RATE_BPS, PPM, QosError, QosLevel, ServiceTargets,
 };

@@ -7,8 +7,8 @@
 //! [`Engine::restore`](crate::provision::Engine::restore) (which fires overdue starts and
 //! stops at once, in order) and reconciles the data plane to the engine's effective levels.
 //!
-//! The trait is deliberately narrow — modems, events, event state, audit lines, one load at
-//! start-up — and speaks in provisioning types, not SQL, so that a distributed store (etcd with
+//! The trait is deliberately narrow — modems (with the configuration's plan as last applied),
+//! events, event state, audit lines of events and of base plans, one load at start-up — and speaks in provisioning types, not SQL, so that a distributed store (etcd with
 //! a leader-elected scheduler, DESIGN.md §5) is another implementation rather than a rewrite.
 //! [`SqliteStore`] is the embedded default.
 //!
@@ -28,7 +28,7 @@
 pub mod nsm;
 mod sqlite;
 
-use crate::provision::{AuditEntry, Event, EventState, QosLevel, Snapshot};
+use crate::provision::{AuditEntry, Event, EventState, ModemAuditEntry, QosLevel, Snapshot};
 
 pub use nsm::{
     Delivery, NSM_SCHEMA_VERSION, NsmSnapshot, NsmStore, SessionStore, SessionStoreError,
@@ -142,6 +142,23 @@ pub trait Store: Send {
 
     /// A modem's base plan, `None` if the modem is unknown.
     fn modem(&self, id: &str) -> Result<Option<QosLevel>, StoreError>;
+
+    /// Records `plan` as the base plan the configuration file gave a known modem when it was
+    /// last applied ([`StoreError::UnknownModem`] otherwise). At start the controller compares
+    /// the configuration with it: only a plan changed since then replaces the stored base
+    /// plan, which the API or a dropped file may have set meanwhile.
+    fn set_config_base(&mut self, id: &str, plan: &QosLevel) -> Result<(), StoreError>;
+
+    /// The plan [`Store::set_config_base`] recorded, `None` if none was (or the modem is
+    /// unknown).
+    fn config_base(&self, id: &str) -> Result<Option<QosLevel>, StoreError>;
+
+    /// Appends one line to a known modem's base-plan audit trail
+    /// ([`StoreError::UnknownModem`] otherwise).
+    fn append_modem_audit(&mut self, entry: &ModemAuditEntry) -> Result<(), StoreError>;
+
+    /// A modem's base-plan audit trail, oldest first (empty for an unknown modem).
+    fn modem_audit(&self, id: &str) -> Result<Vec<ModemAuditEntry>, StoreError>;
 
     /// Stores a newly accepted event (as `Engine::submit` created it, before any
     /// modification: its timing, grant and key are kept as the original request that

@@ -32,12 +32,12 @@ use serde::de::DeserializeOwned;
 
 use super::{Durability, Store, StoreError};
 use crate::provision::{
-    AuditEntry, AuditWhat, Event, EventRequest, EventState, ModemRecord, QosLevel, Snapshot,
-    StoredEvent,
+    AuditEntry, AuditWhat, Event, EventRequest, EventState, ModemAuditEntry, ModemRecord, QosLevel,
+    Snapshot, StoredEvent,
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a write waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,6 +81,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_event ON audit (event, seq);
 ",
     "
+    -- Version 2. `config_base`: the configuration file's plan for the modem as last applied
+    -- (NULL: never). Up to version 1 every start replaced the stored base with the configured
+    -- one, so the stored base is the best record of it: the upgrade changes no outcome.
+    ALTER TABLE modems ADD COLUMN config_base TEXT;
+    UPDATE modems SET config_base = base;
+    -- Who replaced a modem's base plan, when, from what to what (JSON).
+    CREATE TABLE modem_audit (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms    INTEGER NOT NULL,
+        modem    TEXT NOT NULL REFERENCES modems (id),
+        source   TEXT NOT NULL,
+        old_base TEXT NOT NULL,
+        new_base TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX modem_audit_modem ON modem_audit (modem, seq);
+",
+    "
+    -- Version 3.
     -- No query looks events up by modem (the engine holds them in memory, loaded in full at
     -- start), and with modems interleaved in the insert order every commit wrote a random
     -- leaf of this index: more log per commit and a larger, random write at every
@@ -526,6 +544,88 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    fn set_config_base(&mut self, id: &str, plan: &QosLevel) -> Result<(), StoreError> {
+        let plan = to_json("configured base plan", plan)?;
+        let tx = self.write("set_config_base")?;
+        let updated = tx
+            .execute(
+                "UPDATE modems SET config_base = ?2 WHERE id = ?1",
+                (id, &plan),
+            )
+            .map_err(sqlite("set_config_base"))?;
+        if updated == 0 {
+            return Err(StoreError::UnknownModem(id.to_owned()));
+        }
+        tx.commit().map_err(sqlite("set_config_base: commit"))
+    }
+
+    fn config_base(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT config_base FROM modems WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sqlite("config_base"))?;
+        text.flatten()
+            .map(|t| from_json("modems", &id, "config_base", &t))
+            .transpose()
+    }
+
+    fn append_modem_audit(&mut self, entry: &ModemAuditEntry) -> Result<(), StoreError> {
+        let source = to_json("base-plan change source", &entry.by)?;
+        let old = to_json("old base plan", &entry.old)?;
+        let new = to_json("new base plan", &entry.new)?;
+        let tx = self.write("append_modem_audit")?;
+        let inserted = tx.execute(
+            "INSERT INTO modem_audit (at_ms, modem, source, old_base, new_base)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![entry.at_ms, entry.modem, source, old, new],
+        );
+        match inserted {
+            Ok(_) => tx.commit().map_err(sqlite("append_modem_audit: commit")),
+            Err(e) if is_constraint(&e) => Err(StoreError::UnknownModem(entry.modem.clone())),
+            Err(e) => Err(StoreError::Sqlite {
+                op: "append_modem_audit",
+                source: e,
+            }),
+        }
+    }
+
+    fn modem_audit(&self, id: &str) -> Result<Vec<ModemAuditEntry>, StoreError> {
+        let op = "modem_audit";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at_ms, source, old_base, new_base FROM modem_audit
+                 WHERE modem = ?1 ORDER BY seq",
+            )
+            .map_err(sqlite(op))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(sqlite(op))?;
+        rows.into_iter()
+            .map(|(seq, at_ms, source, old, new)| {
+                Ok(ModemAuditEntry {
+                    at_ms,
+                    modem: id.to_owned(),
+                    by: from_json("modem_audit", &seq, "source", &source)?,
+                    old: from_json("modem_audit", &seq, "old_base", &old)?,
+                    new: from_json("modem_audit", &seq, "new_base", &new)?,
+                })
+            })
+            .collect()
+    }
+
     fn append_event(&mut self, event: &Event) -> Result<(), StoreError> {
         let stored = StoredEvent::accepted(event.clone());
         let source = to_json("event source", &event.source)?;
@@ -701,7 +801,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::provision::{ServiceTargets, Source};
+    use crate::provision::{BaseSource, ServiceTargets, Source};
     use crate::store::TempDir;
 
     const T0: u64 = 1_700_000_000_000;
@@ -1093,6 +1193,180 @@ mod tests {
         store.put_modem("cm1", &base()).unwrap();
         assert_send(&store);
         assert_eq!(store.modem("cm1").unwrap(), Some(base()));
+    }
+
+    #[test]
+    fn config_base_and_modem_audit_round_trip() {
+        let dir = TempDir::new("modem-audit");
+        let mut store = with_modem(&dir);
+        store.put_modem("cm2", &QosLevel::default()).unwrap();
+        assert_eq!(store.config_base("cm1").unwrap(), None, "never recorded");
+        assert_eq!(store.config_base("nope").unwrap(), None);
+        store.set_config_base("cm1", &base()).unwrap();
+        assert_eq!(store.config_base("cm1").unwrap(), Some(base()));
+        // A new base plan leaves the configuration's record alone, and the reverse.
+        let slower = QosLevel {
+            max_down_bps: Some(50_000_000),
+            ..base()
+        };
+        store.put_modem("cm1", &slower).unwrap();
+        assert_eq!(store.config_base("cm1").unwrap(), Some(base()));
+        store.set_config_base("cm1", &QosLevel::default()).unwrap();
+        assert_eq!(store.modem("cm1").unwrap(), Some(slower));
+        assert_eq!(store.config_base("cm1").unwrap(), Some(QosLevel::default()));
+        assert!(matches!(
+            store.set_config_base("nope", &base()),
+            Err(StoreError::UnknownModem(m)) if m == "nope"
+        ));
+
+        let line = |at_ms, by: BaseSource, old, new| ModemAuditEntry {
+            at_ms,
+            modem: "cm1".into(),
+            by,
+            old,
+            new,
+        };
+        let first = line(
+            T0,
+            BaseSource::Api {
+                role: "csr".into(),
+                subject: "alice".into(),
+            },
+            base(),
+            slower,
+        );
+        let second = line(T0 + 1, BaseSource::Config, slower, base());
+        store.append_modem_audit(&first).unwrap();
+        store
+            .append_modem_audit(&ModemAuditEntry {
+                modem: "cm2".into(),
+                ..line(
+                    T0,
+                    BaseSource::File {
+                        name: "cm2.cfg".into(),
+                    },
+                    QosLevel::default(),
+                    base(),
+                )
+            })
+            .unwrap();
+        store.append_modem_audit(&second).unwrap();
+        assert_eq!(store.modem_audit("cm1").unwrap(), [first.clone(), second]);
+        assert_eq!(store.modem_audit("cm2").unwrap().len(), 1);
+        assert_eq!(store.modem_audit("nope").unwrap(), []);
+        assert!(matches!(
+            store.append_modem_audit(&ModemAuditEntry {
+                modem: "nope".into(),
+                ..first.clone()
+            }),
+            Err(StoreError::UnknownModem(m)) if m == "nope"
+        ));
+        // In a batch: nothing of it is stored until the commit, nothing at all on rollback.
+        store.begin_batch(Durability::Synced).unwrap();
+        store.put_modem("cm1", &QosLevel::default()).unwrap();
+        store.append_modem_audit(&first).unwrap();
+        store.rollback_batch();
+        assert_eq!(store.modem("cm1").unwrap(), Some(slower));
+        assert_eq!(store.modem_audit("cm1").unwrap().len(), 2);
+        // Survives a reopen.
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(store.modem_audit("cm1").unwrap().len(), 2);
+        assert_eq!(store.config_base("cm1").unwrap(), Some(QosLevel::default()));
+    }
+
+    /// A database written by the version-1 schema (`MIGRATIONS[0]`, which is frozen: the
+    /// schema of every release before version 2) opens upgraded: its modems, events and audit
+    /// lines intact, each modem's configured plan recorded as its stored base, the base-plan
+    /// audit trail empty and usable.
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = TempDir::new("upgrade");
+        let db = dir.path().join("shaper.db");
+        let e = event(1, Some("k1"));
+        let file_plan = QosLevel {
+            max_down_bps: Some(30_000_000),
+            ..QosLevel::default()
+        };
+        {
+            let conn = Connection::open(&db).unwrap();
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let json = |q: &QosLevel| serde_json::to_string(q).unwrap();
+            conn.execute(
+                "INSERT INTO modems (id, base) VALUES ('cm1', ?1), ('cm2', ?2)",
+                (json(&base()), json(&file_plan)),
+            )
+            .unwrap();
+            let stored = StoredEvent::accepted(e.clone());
+            conn.execute(
+                "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
+                                     created_ms, start_due_ms, state, request, revision)
+                 VALUES (1, 'cm1', ?1, ?2, ?3, ?4, 'k1', ?5, ?6, 'pending', ?7, 1)",
+                rusqlite::params![
+                    serde_json::to_string(&e.source).unwrap(),
+                    json(&e.qos),
+                    e.start_ms,
+                    e.stop_ms,
+                    e.created_ms,
+                    e.start_due_ms,
+                    serde_json::to_string(&stored.request).unwrap(),
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO audit (at_ms, event, what) VALUES (?1, 1, 'submitted')",
+                [T0],
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&db).unwrap();
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
+        assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+        let snapshot = store.load().unwrap();
+        assert_eq!(
+            snapshot.modems,
+            [
+                ModemRecord {
+                    id: "cm1".into(),
+                    base: base()
+                },
+                ModemRecord {
+                    id: "cm2".into(),
+                    base: file_plan
+                }
+            ]
+        );
+        assert_eq!(snapshot.events, [StoredEvent::accepted(e)]);
+        assert_eq!(
+            store.audit(1).unwrap(),
+            [AuditEntry {
+                at_ms: T0,
+                event: 1,
+                what: AuditWhat::Submitted
+            }]
+        );
+        assert_eq!(store.config_base("cm1").unwrap(), Some(base()));
+        assert_eq!(store.config_base("cm2").unwrap(), Some(file_plan));
+        assert_eq!(store.modem_audit("cm1").unwrap(), []);
+        let entry = ModemAuditEntry {
+            at_ms: T0,
+            modem: "cm1".into(),
+            by: BaseSource::Config,
+            old: base(),
+            new: file_plan,
+        };
+        store.append_modem_audit(&entry).unwrap();
+        // Opening again migrates nothing more.
+        drop(store);
+        let store = SqliteStore::open(&db).unwrap();
+        assert_eq!(pragma(&store, "user_version"), "2");
+        assert_eq!(store.modem_audit("cm1").unwrap(), [entry]);
+        assert_eq!(store.load().unwrap(), snapshot);
     }
 
     const CHILD_ENV: &str = "SHAPER_STORE_CHILD";

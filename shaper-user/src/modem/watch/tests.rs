@@ -133,6 +133,24 @@ async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
     let records = w.scan(&ctl, T0 + 5);
     assert!(records[0].ok, "{records:?}");
     assert_eq!(stored_base(dir.path()), QosLevel::default());
+    // Each change is in the modem's base-plan audit trail, naming its file.
+    let trail = ctl.lock().unwrap().modem_audit("cm1").unwrap();
+    let lines: Vec<_> = trail
+        .iter()
+        .map(|l| (l.at_ms, l.by.to_string(), l.old, l.new))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (T0 + 2, "file:operator-42.cfg".into(), base(), dropped()),
+            (
+                T0 + 5,
+                "file:cm1.cfg".into(),
+                dropped(),
+                QosLevel::default()
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -180,6 +198,7 @@ fn invalid_files_are_refused_and_change_nothing() {
     // The previous configuration stays in force.
     assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&base()));
     assert_eq!(stored_base(dir.path()), base());
+    assert_eq!(ctl.lock().unwrap().modem_audit("cm1").unwrap(), []);
     assert!(incoming.join("notes.txt").is_file());
     assert_eq!(shared.files().len(), cases.len());
 }
