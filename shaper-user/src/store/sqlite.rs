@@ -1364,7 +1364,7 @@ mod tests {
         // Opening again migrates nothing more.
         drop(store);
         let store = SqliteStore::open(&db).unwrap();
-        assert_eq!(pragma(&store, "user_version"), "2");
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
         assert_eq!(store.modem_audit("cm1").unwrap(), [entry]);
         assert_eq!(store.load().unwrap(), snapshot);
     }
