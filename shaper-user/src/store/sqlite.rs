@@ -121,7 +121,14 @@ pub struct SqliteStore {
 }
 
 /// How often the checkpointer copies the write-ahead log into the database file.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+///
+/// Often, so that each checkpoint's sync of the database file is small: the commits' syncs
+/// of the log share the disk's flushes with it, and a checkpoint of 200 ms of writes (about
+/// a megabyte at 10k events/s) held the commits right after it for 4–5 ms, 2–3 commits per
+/// checkpoint. At 20 ms the API's p99 at 10k events/s went from 2.0–2.8 ms to 1.3–1.5 ms
+/// (docs/PERFORMANCE.md, controller). A passive checkpoint with nothing to copy costs a few
+/// microseconds.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// The store's checkpointer: a thread with its own connection that runs
 /// `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] (automatic checkpoints are off
