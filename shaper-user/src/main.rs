@@ -681,12 +681,9 @@ async fn start_controller(
             }
             // Provisioning grants hold committed capacity the manager must not hand out again.
             let n = nsm.clone();
-            let hook: api::ChangeHook = Arc::new(move |c, changes| {
-                let modems: Vec<String> = changes.iter().map(|ch| ch.modem.clone()).collect();
-                match n.service.lock() {
-                    Ok(mut s) => shaper::nsm::run::feed_provisioned(c, &mut s, Some(&modems)),
-                    Err(_) => tracing::error!("the nsm lock is poisoned; committed rates not fed"),
-                }
+            let hook: api::ChangeHook = Arc::new(move |c, modems| match n.service.lock() {
+                Ok(mut s) => shaper::nsm::run::feed_provisioned(c, &mut s, Some(modems)),
+                Err(_) => tracing::error!("the nsm lock is poisoned; committed rates not fed"),
             });
             state = state.with_nsm(nsm.clone()).with_change_hook(hook);
             Some(nsm)

@@ -71,10 +71,21 @@ pub use error::ApiError;
 /// Milliseconds since the Unix epoch; a virtual clock in tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// Called with the controller (still locked) after every batch of QoS changes the daemon
-/// enforced, from the tick loop and from the commit thread: e.g. the network service manager
-/// learns the committed rates provisioning grants now hold.
-pub type ChangeHook = Arc<dyn Fn(&Controller, &[crate::provision::Change]) + Send + Sync>;
+/// Called with the controller (still locked) and the modems whose effective QoS may have
+/// changed, after every batch of changes the daemon enforced: from the tick loop, the commit
+/// thread, a base-plan change and a cancellation. E.g. the network service manager learns the
+/// committed rates the modems now hold.
+pub type ChangeHook = Arc<dyn Fn(&Controller, &[String]) + Send + Sync>;
+
+/// The modems `changes` touch, each once, in order of first appearance.
+pub(crate) fn changed_modems(changes: &[crate::provision::Change]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    changes
+        .iter()
+        .filter(|c| seen.insert(c.modem.as_str()))
+        .map(|c| c.modem.clone())
+        .collect()
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -193,7 +204,7 @@ fn commit_loop(
         if tick_after_commit {
             let enforced = c.enforce_changes(&changes, now);
             if let Some(hook) = on_changes.filter(|_| !changes.is_empty()) {
-                hook(&c, &changes);
+                hook(&c, &changed_modems(&changes));
             }
             drop(c);
             if let Err(e) = enforced {

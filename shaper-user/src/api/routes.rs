@@ -432,9 +432,13 @@ pub async fn put_modem_base(
         role: principal.role.as_str().to_owned(),
         subject: principal.subject,
     };
-    let shared = state.pipeline.clone();
+    let (shared, hook) = (state.pipeline.clone(), state.on_changes.clone());
     with_controller(&state, move |ctl, now| {
-        ctl.set_base(&id, plan, by, now)?;
+        if ctl.set_base(&id, plan, by, now)? {
+            if let Some(hook) = hook {
+                hook(ctl, std::slice::from_ref(&id));
+            }
+        }
         modem_view(ctl, id, shared.as_deref()).map(Json)
     })
     .await
@@ -603,9 +607,15 @@ pub async fn delete_event(
 ) -> Result<Json<EventView>, ApiError> {
     principal.require_modem_routes()?;
     let id = path_id(path)?;
+    let hook = state.on_changes.clone();
     with_controller(&state, move |ctl, now| {
-        principal.require_event_change(&event_of(ctl, id)?)?;
+        let event = event_of(ctl, id)?;
+        principal.require_event_change(&event)?;
         ctl.cancel(id, now)?;
+        // Cancelling an active grant changes the modem's effective QoS at once.
+        if let Some(hook) = hook.filter(|_| event.state == EventState::Active) {
+            hook(ctl, std::slice::from_ref(&event.modem));
+        }
         Ok(Json(EventView::from(&event_of(ctl, id)?)))
     })
     .await

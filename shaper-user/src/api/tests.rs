@@ -1120,3 +1120,94 @@ async fn put_base_refusals_name_the_field_and_change_nothing() {
         .await;
     assert_eq!((s, audit), (StatusCode::OK, json!([])));
 }
+
+/// A base-plan change and the cancellation of an active grant change the modem's effective
+/// QoS outside the tick loop and the commit thread: both reach the change hook (through which
+/// the network service manager learns the modem's committed rates), once, with the new level
+/// already in force; an unchanged plan and a pending cancellation do not.
+#[tokio::test]
+async fn base_changes_and_cancellations_reach_the_change_hook() {
+    let mut rig = Rig::new("hook");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    rig.state =
+        rig.state
+            .clone()
+            .with_change_hook(Arc::new(move |c: &Controller, modems: &[String]| {
+                for m in modems {
+                    let committed = c.effective(m).and_then(|q| q.committed_down_bps);
+                    log.lock().unwrap().push(format!("{m}:{committed:?}"));
+                }
+            }));
+    let plan = json!({
+        "max_down_bps": 20_000_000,
+        "max_up_bps": 2_000_000,
+        "committed_down_bps": 5_000_000,
+    });
+    let (s, _, v) = rig
+        .call(
+            "PUT",
+            "/v1/modems/cm1/base",
+            Some("t-auto"),
+            Some(plan.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(*seen.lock().unwrap(), ["cm1:Some(5000000)"]);
+    let (s, _, _) = rig
+        .call("PUT", "/v1/modems/cm1/base", Some("t-auto"), Some(plan))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the same plan changes nothing"
+    );
+
+    // A pending grant cancelled: no change in force.
+    let pending = rig.submit("cm2", Source::Subscriber);
+    let (s, _, _) = rig
+        .call(
+            "DELETE",
+            &format!("/v1/events/{pending}"),
+            Some("t-csr"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // An active grant (committed 8 Mbit/s over the base's 5) cancelled: back to the base.
+    let now = rig.now.load(Ordering::SeqCst);
+    let id = rig
+        .ctl()
+        .submit(
+            EventRequest {
+                modem: "cm1".into(),
+                source: Source::Csr { user: "bob".into() },
+                qos: QosLevel {
+                    committed_down_bps: Some(8_000_000),
+                    ..QosLevel::default()
+                },
+                start_ms: None,
+                stop_ms: None,
+                idempotency_key: None,
+            },
+            now,
+        )
+        .unwrap()
+        .id;
+    rig.ctl().tick(now).unwrap();
+    assert_eq!(
+        rig.ctl().effective("cm1").unwrap().committed_down_bps,
+        Some(8_000_000)
+    );
+    let (s, _, v) = rig
+        .call("DELETE", &format!("/v1/events/{id}"), Some("t-csr"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["cm1:Some(5000000)", "cm1:Some(5000000)"]
+    );
+}

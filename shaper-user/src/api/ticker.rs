@@ -70,7 +70,7 @@ pub async fn tick_loop(
                 .map_err(|_| "the controller lock is poisoned".to_string())?;
             let changes = c.tick(clk()).map_err(|e| e.to_string())?;
             if let Some(hook) = hook.filter(|_| !changes.is_empty()) {
-                hook(&c, &changes);
+                hook(&c, &super::changed_modems(&changes));
             }
             Ok::<_, String>(changes)
         })
