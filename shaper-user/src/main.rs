@@ -612,6 +612,7 @@ async fn start_controller(
     let ctl = Arc::new(Mutex::new(ctl));
     let mut tftp = None;
     let mut files: Option<Arc<dyn shaper::tftp::Handler>> = None;
+    let mut watcher = None;
     if let (Some(opts), Some(shared)) = (&plan.pipeline, &pipeline) {
         let handler: Arc<dyn shaper::tftp::Handler> =
             Arc::new(ConfigDirHandler::new(&opts.config_dir).with_context(|| {
@@ -635,8 +636,8 @@ async fn start_controller(
         }
         if let Some(dir) = &opts.incoming_dir {
             let keys = opts.load_keys()?;
-            let watcher = Watcher::new(dir, keys.cmts, keys.trusted, shared.clone())?;
-            tokio::spawn(watcher.run(ctl.clone(), stop.clone()));
+            // Started once the API's state (and its change hook) exists, below.
+            watcher = Some(Watcher::new(dir, keys.cmts, keys.trusted, shared.clone())?);
         }
         files = Some(handler);
     }
@@ -711,6 +712,12 @@ async fn start_controller(
         state.wake.clone(),
         state.on_changes.clone(),
     );
+    if let Some(w) = watcher {
+        tokio::spawn(
+            w.with_change_hook(hook.clone())
+                .run(ctl.clone(), stop.clone()),
+        );
+    }
     let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {

@@ -51,6 +51,8 @@ pub struct Watcher {
     /// Stamps of files handled but still there (moving them failed): not handled again
     /// unless they change.
     done: HashMap<String, Stamp>,
+    /// Told about each modem whose base plan a file changed ([`crate::api::ChangeHook`]).
+    on_changes: Option<crate::api::ChangeHook>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -91,7 +93,17 @@ impl Watcher {
             shared,
             pending: HashMap::new(),
             done: HashMap::new(),
+            on_changes: None,
         })
+    }
+
+    /// The same watcher, calling `hook` with each modem whose base plan a file changed.
+    #[must_use]
+    pub fn with_change_hook(self, hook: Option<crate::api::ChangeHook>) -> Watcher {
+        Watcher {
+            on_changes: hook,
+            ..self
+        }
     }
 
     /// The `*.cfg` files in the directory now, with their stamps.
@@ -198,8 +210,14 @@ impl Watcher {
         let by = BaseSource::File {
             name: name.to_owned(),
         };
-        if let Err(e) = ctl.set_base(&modem, cfg.qos, by, now_ms) {
-            return refuse(Some(modem), format!("not applied: {e}"));
+        match ctl.set_base(&modem, cfg.qos, by, now_ms) {
+            Ok(true) => {
+                if let Some(hook) = &self.on_changes {
+                    hook(&ctl, std::slice::from_ref(&modem));
+                }
+            }
+            Ok(false) => {}
+            Err(e) => return refuse(Some(modem), format!("not applied: {e}")),
         }
         tracing::info!(
             file = name,

@@ -99,7 +99,15 @@ async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
     // The base plan was delivered as version 1.
     assert_eq!(shared.status("cm1").unwrap().version, 1);
     let incoming = dir.path().join("incoming");
-    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared.clone()).unwrap();
+    // The change hook hears of each modem whose base plan a file changed.
+    let told: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = told.clone();
+    let hook: crate::api::ChangeHook = Arc::new(move |_: &Controller, modems: &[String]| {
+        log.lock().unwrap().extend(modems.iter().cloned());
+    });
+    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared.clone())
+        .unwrap()
+        .with_change_hook(Some(hook));
     std::fs::write(
         incoming.join("operator-42.cfg"),
         file("cm1", &dropped(), None),
@@ -115,6 +123,7 @@ async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
     assert_eq!(r.modem.as_deref(), Some("cm1"));
     assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&dropped()));
     assert_eq!(stored_base(dir.path()), dropped());
+    assert_eq!(*told.lock().unwrap(), ["cm1"]);
     assert!(incoming.join(APPLIED).join("operator-42.cfg").is_file());
     assert!(!incoming.join("operator-42.cfg").exists());
     // The pipeline generated and delivered the new level as version 2.
@@ -133,6 +142,7 @@ async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
     let records = w.scan(&ctl, T0 + 5);
     assert!(records[0].ok, "{records:?}");
     assert_eq!(stored_base(dir.path()), QosLevel::default());
+    assert_eq!(*told.lock().unwrap(), ["cm1", "cm1"]);
     // Each change is in the modem's base-plan audit trail, naming its file.
     let trail = ctl.lock().unwrap().modem_audit("cm1").unwrap();
     let lines: Vec<_> = trail
