@@ -1011,6 +1011,14 @@ fn pinned_maps_are_reused_and_checked() {
     b.run_xdp(Role::Subscriber, &pkt::udp4(SUB4, NET4, 1, 2, 0), 1)
         .unwrap();
     assert_eq!(b.last_record().unwrap().sub_class, 3);
+    // While it lives, no other data plane loads on the same pins.
+    let busy = Dataplane::load(opts(limits())).unwrap_err().to_string();
+    assert!(
+        busy.contains("another shaper process")
+            && busy.contains(&format!("pid {}", std::process::id()))
+            && busy.contains(&*root.to_string_lossy()),
+        "{busy}"
+    );
     drop(b);
     // A build with other map sizes must not silently reuse them.
     let e = Dataplane::load(opts(Limits {

@@ -11,6 +11,7 @@ mod attach;
 mod batch;
 pub mod htb;
 mod maps;
+mod pinlock;
 pub mod rules;
 pub mod subs;
 pub mod testrun;
@@ -26,7 +27,7 @@ use aya::{
     maps::MapInfo,
     programs::{SchedClassifier, Xdp},
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::abi::{self, ABI_VERSION};
 use crate::policy::{ClassConfig, PolicyError, Prefix, Rule, SubscriberKey};
@@ -159,6 +160,15 @@ pub enum DataplaneError {
         pinned: String,
         expected: String,
     },
+    #[error(
+        "another shaper process ({holder}) holds the pinned data plane at {root} (lock {lock}): \
+         stop it first; two processes on the same pins would fight over its links and maps"
+    )]
+    PinsBusy {
+        root: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
     #[error("bpffs at {path}: {source}")]
     Bpffs {
         path: PathBuf,
@@ -235,6 +245,8 @@ pub struct Dataplane {
     active_set: u32,
     epoch: u32,
     attached: Vec<Attached>,
+    /// Held while pinning: one process per pin root ([`pinlock`]).
+    _pin_lock: Option<pinlock::PinLock>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -258,6 +270,12 @@ impl Dataplane {
         };
         let specs = maps::specs(&opts.limits);
         let pools = subs::Pools::new(&opts.pools, opts.limits.max_subscribers)?;
+        let pin_lock = opts
+            .pin_root
+            .as_deref()
+            .map(pinlock::PinLock::acquire)
+            .transpose()?
+            .inspect(|l| debug!(lock = %l.path().display(), "pin root locked"));
         let dir = match &opts.pin_root {
             Some(root) => {
                 ensure_bpffs()?;
@@ -340,6 +358,7 @@ impl Dataplane {
             active_set: 0,
             epoch: 0,
             attached: Vec::new(),
+            _pin_lock: pin_lock,
         };
         dp.read_back()?;
         Ok(dp)
