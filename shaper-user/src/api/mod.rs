@@ -49,6 +49,7 @@ pub mod nsm;
 mod nsm_tests;
 pub mod openapi;
 pub mod routes;
+pub mod shape;
 #[cfg(test)]
 mod tests;
 pub mod ticker;

@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::AppState;
@@ -259,7 +258,7 @@ async fn group_submit(state: &AppState, req: EventRequest) -> Result<Submitted, 
 
 /// A JSON body: `Content-Type` must be JSON, and the body must deserialize into `T`; the
 /// error names the offending field.
-pub(crate) fn json_body<T: DeserializeOwned>(
+pub(crate) fn json_body<T: super::shape::ApiBody>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
@@ -289,6 +288,21 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             }
         }
     })?;
+    // An array where the schema wants an object (serde would take it, fields by position).
+    // A body that is not JSON at all falls through to serde's precise syntax error.
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+        if let Some(path) = super::shape::array_for_object(&v, T::SCHEMA) {
+            let at = if path.is_empty() {
+                "the body".to_owned()
+            } else {
+                path.clone()
+            };
+            return Err(ApiError::BadRequest {
+                detail: format!("{at}: expected a JSON object, found an array"),
+                field: (!path.is_empty()).then_some(path),
+            });
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

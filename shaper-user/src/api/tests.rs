@@ -457,6 +457,14 @@ async fn bad_input_names_the_field() {
             400,
             Some("qos.max_dwn_bps"),
         ),
+        // serde would take an array for a struct, fields by position: refused by shape.
+        (json!({ "modem": "cm1", "qos": [100] }), 400, Some("qos")),
+        (
+            json!({ "modem": "cm1", "qos": { "targets": [1, 2] } }),
+            400,
+            Some("qos.targets"),
+        ),
+        (json!(["cm1", grant()]), 400, None),
         (
             json!({ "modem": "cm1", "qos": { "priority": "high" } }),
             400,
@@ -489,6 +497,24 @@ async fn bad_input_names_the_field() {
             assert!(v["detail"].as_str().unwrap().contains(last), "{v}");
         }
     }
+    // A base plan sent as an array would have set max_up_bps and max_down_bps by position.
+    let (s, _, v) = rig
+        .call(
+            "PUT",
+            "/v1/modems/cm1/base",
+            Some("t-admin"),
+            Some(json!([1_000_000, 5_000_000])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON object, found an array"),
+        "{v}"
+    );
+    assert_eq!(rig.ctl().engine().base("cm1"), Some(&base()));
     // Malformed JSON, content type, headers, path and query.
     let csr = Some("t-csr");
     let (s, _, v) = rig
