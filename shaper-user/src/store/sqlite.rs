@@ -163,10 +163,13 @@ impl Checkpointer {
 }
 
 /// One write: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside a batch. Either way
-/// a write that fails part-way changes nothing (dropping it rolls it back).
+/// a write that fails part-way changes nothing (dropping it rolls it back). A write of one
+/// statement inside a batch needs no savepoint ([`SqliteStore::write_one`]): SQLite backs out
+/// a failed statement by itself and keeps the transaction's earlier statements.
 enum Tx<'c> {
     Own(Transaction<'c>),
     InBatch(Savepoint<'c>),
+    OneStatement(&'c Connection),
 }
 
 impl std::ops::Deref for Tx<'_> {
@@ -175,6 +178,7 @@ impl std::ops::Deref for Tx<'_> {
         match self {
             Tx::Own(t) => t,
             Tx::InBatch(s) => s,
+            Tx::OneStatement(c) => c,
         }
     }
 }
@@ -186,6 +190,7 @@ impl Tx<'_> {
         match self {
             Tx::Own(t) => t.commit(),
             Tx::InBatch(s) => s.commit(),
+            Tx::OneStatement(_) => Ok(()),
         }
     }
 }
@@ -371,6 +376,17 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map(Tx::Own)
                 .map_err(sqlite(op))
+        }
+    }
+
+    /// A write of at most one modifying statement (reads before it are fine): inside a batch
+    /// it runs without a savepoint of its own (each costs two more statements, ~15% of a
+    /// group commit's SQLite time), since a failed statement is backed out by SQLite.
+    fn write_one(&mut self, op: &'static str) -> Result<Tx<'_>, StoreError> {
+        if self.in_batch {
+            Ok(Tx::OneStatement(&self.conn))
+        } else {
+            self.write(op)
         }
     }
 
@@ -638,7 +654,7 @@ impl Store for SqliteStore {
         let source = to_json("event source", &event.source)?;
         let qos = to_json("event grant", &event.qos)?;
         let request = to_json("event request", &stored.request)?;
-        let tx = self.write("append_event")?;
+        let tx = self.write_one("append_event")?;
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO events (id, modem, source, qos, start_ms, stop_ms, idempotency_key,
@@ -672,7 +688,7 @@ impl Store for SqliteStore {
     }
 
     fn set_event_state(&mut self, id: u64, state: EventState) -> Result<(), StoreError> {
-        let tx = self.write("set_event_state")?;
+        let tx = self.write_one("set_event_state")?;
         let from = event_state(&tx, id)?.ok_or(StoreError::UnknownEvent(id))?;
         if !may_move(from, state) {
             return Err(StoreError::StateRegression {
@@ -692,7 +708,7 @@ impl Store for SqliteStore {
     fn amend_event(&mut self, event: &Event) -> Result<(), StoreError> {
         let qos = to_json("event grant", &event.qos)?;
         let id = event.id;
-        let tx = self.write("amend_event")?;
+        let tx = self.write_one("amend_event")?;
         let state = event_state(&tx, id)?.ok_or(StoreError::UnknownEvent(id))?;
         if state != EventState::Pending {
             return Err(StoreError::NotPending { id, state });
