@@ -173,6 +173,8 @@ fn provision_list_show_modify_cancel_status() {
         "cm1",
         "--priority",
         "5",
+        "--target-setup-time",
+        "200",
         "--start",
         "2099-01-01T00:00:00Z",
         "--stop",
@@ -191,6 +193,7 @@ fn provision_list_show_modify_cancel_status() {
     let ev = json(&server, &["events", "show", id2]);
     assert_eq!(ev["start_ms"], 4_070_908_800_000_u64);
     assert_eq!(ev["stop_ms"], 4_070_908_800_000_u64 + 1_800_000);
+    assert_eq!(ev["qos"]["targets"]["setup_time_ms"], 200, "{ev}");
 }
 
 #[test]
@@ -270,7 +273,6 @@ fn modems_set_base_and_audit() {
     );
     assert_eq!(v["base"]["max_down_bps"], 30_000_000);
     assert!(v["base"]["priority"].is_null(), "{v}");
-
     let audit = ok(&server, &["modems", "audit", "cm1"]);
     let lines: Vec<&str> = audit.lines().collect();
     assert_eq!(lines.len(), 6, "{audit}");
@@ -286,6 +288,43 @@ fn modems_set_base_and_audit() {
     assert_eq!(
         audit[1]["by"],
         serde_json::json!({ "kind": "api", "role": "csr", "subject": "alice" })
+    );
+
+    // Service targets are part of the plan too.
+    let t = json(
+        &server,
+        &[
+            "modems",
+            "set-base",
+            "cm1",
+            "--max-down",
+            "30M",
+            "--max-up",
+            "3M",
+            "--target-availability",
+            "999900",
+            "--target-loss",
+            "1000",
+        ],
+    );
+    assert_eq!(t["base"]["targets"]["availability_ppm"], 999_900, "{t}");
+    assert_eq!(t["base"]["targets"]["loss_ppm"], 1000, "{t}");
+    assert!(t["base"]["targets"]["repair_time_ms"].is_null(), "{t}");
+    let v = json(
+        &server,
+        &[
+            "modems",
+            "set-base",
+            "cm1",
+            "--max-down",
+            "30M",
+            "--max-up",
+            "3M",
+        ],
+    );
+    assert!(
+        v["base"]["targets"]["availability_ppm"].is_null(),
+        "left out, unset: {v}"
     );
 
     // Refusals exit 1 with the API's status and field, and change nothing.
@@ -340,6 +379,7 @@ fn modems_set_base_and_audit() {
             .as_array()
             .unwrap()
             .len(),
-        2
+        4,
+        "two changes before the refusals, two with targets, none by the refusals"
     );
 }

@@ -91,6 +91,8 @@ enum Cmd {
         /// MTU in bytes.
         #[arg(long, value_name = "N")]
         mtu: Option<u16>,
+        #[command(flatten)]
+        targets: TargetArgs,
         /// When the grant starts (default: now).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         start: Option<u64>,
@@ -151,6 +153,43 @@ struct ApiArgs {
     /// Print the API's raw JSON instead of the human-readable form.
     #[arg(long)]
     json: bool,
+}
+
+/// Service targets of a QoS level: stored, carried into the modem's configuration file and
+/// reported against what the metrics measure (not enforced by the data plane).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct TargetArgs {
+    /// Target network availability, parts per million of time (999900 = 99.99 %).
+    #[arg(long, value_name = "PPM")]
+    target_availability: Option<u32>,
+    /// Target errored-packet ratio (error performance), parts per million.
+    #[arg(long, value_name = "PPM")]
+    target_error_rate: Option<u32>,
+    /// Target loss ratio under congestion, parts per million.
+    #[arg(long, value_name = "PPM")]
+    target_loss: Option<u32>,
+    /// Target connection setup time, milliseconds.
+    #[arg(long, value_name = "MS")]
+    target_setup_time: Option<u32>,
+    /// Target fault detection and correction time, milliseconds.
+    #[arg(long, value_name = "MS")]
+    target_repair_time: Option<u32>,
+}
+
+impl TargetArgs {
+    /// Adds `"targets"` to a QoS body when any target is given.
+    fn add_to(&self, qos: &mut serde_json::Map<String, serde_json::Value>) {
+        let targets = qos_body(&[
+            ("availability_ppm", self.target_availability.map(u64::from)),
+            ("error_rate_ppm", self.target_error_rate.map(u64::from)),
+            ("loss_ppm", self.target_loss.map(u64::from)),
+            ("setup_time_ms", self.target_setup_time.map(u64::from)),
+            ("repair_time_ms", self.target_repair_time.map(u64::from)),
+        ]);
+        if !targets.is_empty() {
+            qos.insert("targets".into(), serde_json::Value::Object(targets));
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -236,6 +275,9 @@ enum ModemsCmd {
         /// MTU in bytes.
         #[arg(long, value_name = "N")]
         mtu: Option<u16>,
+        /// The plan's service targets (left out: none, like every other option).
+        #[command(flatten)]
+        targets: TargetArgs,
     },
     /// Show who changed a modem's base plan, when, from what to what, oldest first
     /// (GET /v1/modems/{id}/audit). Needs an admin or CSR token.
@@ -318,6 +360,7 @@ fn main() -> ExitCode {
             burst,
             priority,
             mtu,
+            targets,
             start,
             stop,
             for_,
@@ -328,7 +371,7 @@ fn main() -> ExitCode {
                 (None, Some(d)) => Some(start.unwrap_or_else(api::system_now_ms).saturating_add(d)),
                 (None, None) => None,
             };
-            let qos = qos_body(&[
+            let mut qos = qos_body(&[
                 ("max_down_bps", max_down.map(|r| r.0)),
                 ("max_up_bps", max_up.map(|r| r.0)),
                 ("committed_down_bps", committed_down.map(|r| r.0)),
@@ -337,6 +380,7 @@ fn main() -> ExitCode {
                 ("priority", priority.map(u64::from)),
                 ("mtu", mtu.map(u64::from)),
             ]);
+            targets.add_to(&mut qos);
             let body = serde_json::json!({
                 "modem": modem, "qos": qos, "start_ms": start, "stop_ms": stop,
             });
@@ -427,8 +471,9 @@ fn main() -> ExitCode {
                 burst,
                 priority,
                 mtu,
+                targets,
             } => {
-                let body = qos_body(&[
+                let mut body = qos_body(&[
                     ("max_down_bps", Some(max_down.0)),
                     ("max_up_bps", Some(max_up.0)),
                     ("committed_down_bps", committed_down.map(|r| r.0)),
@@ -437,6 +482,7 @@ fn main() -> ExitCode {
                     ("priority", priority.map(u64::from)),
                     ("mtu", mtu.map(u64::from)),
                 ]);
+                targets.add_to(&mut body);
                 remote(
                     &api,
                     "PUT",
