@@ -725,15 +725,46 @@ impl Controller {
         }
         let mut results: Vec<Result<Submitted, ControllerError>> = reqs
             .into_iter()
-            .map(|req| self.submit_in_batch(req, now_ms))
+            .map(|req| {
+                self.check_poison()?;
+                Ok(self.engine.submit(req, now_ms)?)
+            })
             .collect();
         let changes = if fire && self.poisoned.is_none() {
-            let changes = self.engine.poll(now_ms);
-            self.persist_changes(&changes);
-            changes
+            self.engine.poll(now_ms)
         } else {
             Vec::new()
         };
+        // The new events are stored after the poll, each in the state it has now: an
+        // immediate event that fired is inserted active, instead of inserted pending and
+        // updated in the same commit (a third of a group commit's SQLite work).
+        let mut fresh = std::collections::HashSet::new();
+        for r in &mut results {
+            let Ok(s) = r else { continue };
+            if s.duplicate {
+                continue;
+            }
+            let id = s.id;
+            if let Some(reason) = &self.poisoned {
+                *r = Err(ControllerError::Poisoned(reason.clone()));
+                continue;
+            }
+            let event = self.engine.event(id).expect("the engine just accepted it");
+            if let Err(e) = self.store.append_event(&event) {
+                self.poison(format!("event {id} not stored: {e}"));
+                *r = Err(e.into());
+                continue;
+            }
+            fresh.insert(id);
+        }
+        if self.poisoned.is_none() {
+            let older: Vec<Change> = changes
+                .iter()
+                .filter(|c| !fresh.contains(&c.cause))
+                .cloned()
+                .collect();
+            self.persist_changes(&older);
+        }
         self.flush_audit();
         if let Err(e) = self.end_batch("submission") {
             for r in &mut results {
@@ -743,26 +774,6 @@ impl Controller {
             }
         }
         (results, changes)
-    }
-
-    fn submit_in_batch(
-        &mut self,
-        req: EventRequest,
-        now_ms: u64,
-    ) -> Result<Submitted, ControllerError> {
-        self.check_poison()?;
-        let submitted = self.engine.submit(req, now_ms)?;
-        if !submitted.duplicate {
-            let event = self
-                .engine
-                .event(submitted.id)
-                .expect("the engine just accepted it");
-            if let Err(e) = self.store.append_event(&event) {
-                self.poison(format!("event {} not stored: {e}", submitted.id));
-                return Err(e.into());
-            }
-        }
-        Ok(submitted)
     }
 
     /// Changes a pending event (see `Engine::modify`). The amendment and its audit line are
