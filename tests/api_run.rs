@@ -85,9 +85,10 @@ fn terminate(child: &mut Child, log: &Path) {
     }
 }
 
-#[test]
-fn run_serves_the_api_and_fires_an_immediate_boost() {
-    let ns = NetNs::unique("apirun").expect("netns (needs root and iproute2)");
+/// A namespace with a veth pair `d0`/`d1` (up), a clean directory and pin root named after
+/// `name`, and a tokens file with the test's CSR token.
+fn setup(name: &str) -> (NetNs, Guard, PathBuf) {
+    let ns = NetNs::unique(name).expect("netns (needs root and iproute2)");
     ns.run([
         "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
     ])
@@ -96,15 +97,21 @@ fn run_serves_the_api_and_fires_an_immediate_boost() {
         ns.run(["ip", "link", "set", dev, "up"]).unwrap();
     }
     let id = std::process::id();
-    let mut guard = Guard {
+    let guard = Guard {
         child: None,
-        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-apirun-{id}")),
-        dir: std::env::temp_dir().join(format!("shaper-apirun-{id}")),
+        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-{name}-{id}")),
+        dir: std::env::temp_dir().join(format!("shaper-{name}-{id}")),
     };
     let _ = std::fs::remove_dir_all(&guard.dir);
     std::fs::create_dir_all(&guard.dir).unwrap();
     let tokens = guard.dir.join("tokens.toml");
     shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
+    (ns, guard, tokens)
+}
+
+#[test]
+fn run_serves_the_api_and_fires_an_immediate_boost() {
+    let (ns, mut guard, tokens) = setup("apirun");
     let config = guard.dir.join("shaper.toml");
     std::fs::write(
         &config,
@@ -242,24 +249,7 @@ fn put_base(ns: &str, max_down: u64) -> Value {
 
 #[test]
 fn base_plan_from_the_api_survives_restarts_until_the_config_changes() {
-    let ns = NetNs::unique("apibase").expect("netns (needs root and iproute2)");
-    ns.run([
-        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
-    ])
-    .unwrap();
-    for dev in ["d0", "d1"] {
-        ns.run(["ip", "link", "set", dev, "up"]).unwrap();
-    }
-    let id = std::process::id();
-    let mut guard = Guard {
-        child: None,
-        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-apibase-{id}")),
-        dir: std::env::temp_dir().join(format!("shaper-apibase-{id}")),
-    };
-    let _ = std::fs::remove_dir_all(&guard.dir);
-    std::fs::create_dir_all(&guard.dir).unwrap();
-    let tokens = guard.dir.join("tokens.toml");
-    shaper_run::write_tokens(&tokens, &[(TOKEN, "csr", "alice")]);
+    let (ns, mut guard, tokens) = setup("apibase");
     let config = guard.dir.join("shaper.toml");
     let (dir, pins) = (guard.dir.clone(), guard.pins.clone());
     let write_config = |max_down: u64| {
