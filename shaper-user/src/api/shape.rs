@@ -59,7 +59,7 @@ fn walk(doc: &Value, value: &Value, schema: &Value, path: String, depth: u32) ->
     let schema = resolve(doc, schema);
     match value {
         Value::Array(items) => {
-            if !admits(doc, schema, "array") && admits_only_objects(doc, schema) {
+            if admits_only_objects(doc, schema) {
                 return Some(path);
             }
             let item = schema.get("items")?;

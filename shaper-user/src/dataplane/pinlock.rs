@@ -25,13 +25,18 @@ pub struct PinLock {
 impl PinLock {
     /// Takes the lock of `root`, or names the process holding it.
     pub fn acquire(root: &Path) -> Result<PinLock, DataplaneError> {
-        let path = lock_path(root);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Bpffs {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        let name = lock_name(root);
+        let run = Path::new("/run/shaper");
+        let dir = if std::fs::create_dir_all(run).is_ok() {
+            run.to_path_buf()
+        } else {
+            std::env::temp_dir().join("shaper-locks")
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| DataplaneError::Bpffs {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -79,29 +84,15 @@ impl PinLock {
     }
 }
 
-/// `/run/shaper/<root with '/' as '_'>.lock`, or the same under the temporary directory.
-fn lock_path(root: &Path) -> PathBuf {
+/// `<root with '/' as '_'>.lock`, the lock's file name in `/run/shaper/` (or, where `/run`
+/// is not writable, in the temporary directory).
+fn lock_name(root: &Path) -> String {
     let name: String = root
         .to_string_lossy()
         .chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect();
-    let run = Path::new("/run");
-    let base = if run.is_dir() && access_w(run) {
-        run.join("shaper")
-    } else {
-        std::env::temp_dir().join("shaper-locks")
-    };
-    base.join(format!("{name}.lock"))
-}
-
-fn access_w(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    format!("{name}.lock")
 }
 
 #[cfg(test)]
