@@ -37,7 +37,7 @@ use crate::provision::{
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a write waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +104,40 @@ const MIGRATIONS: &[&str] = &[
     -- leaf of this index: more log per commit and a larger, random write at every
     -- checkpoint, which set the API's latency tail (docs/PERFORMANCE.md, controller).
     DROP INDEX events_modem;
+",
+    "
+    -- Version 4. The audit tables lose AUTOINCREMENT. It kept a row per table in
+    -- `sqlite_sequence` and rewrote it on every insert: one more page in the log of every
+    -- group commit, for a promise nothing needs. Audit rows are never deleted, so a plain
+    -- `INTEGER PRIMARY KEY` (max + 1) gives the same ever-growing `seq`; the rows keep theirs.
+    -- (Dropping a table removes its `sqlite_sequence` row; the NSM tables keep theirs.)
+    CREATE TABLE audit_v4 (
+        seq    INTEGER PRIMARY KEY,
+        at_ms  INTEGER NOT NULL,
+        event  INTEGER NOT NULL REFERENCES events (id),
+        what   TEXT NOT NULL CHECK (what IN ('submitted', 'duplicate_submit', 'modified',
+                                             'cancelled', 'applied', 'reverted')),
+        due_ms INTEGER,
+        CHECK ((what IN ('applied', 'reverted')) = (due_ms IS NOT NULL))
+    ) STRICT;
+    INSERT INTO audit_v4 (seq, at_ms, event, what, due_ms)
+        SELECT seq, at_ms, event, what, due_ms FROM audit ORDER BY seq;
+    DROP TABLE audit;
+    ALTER TABLE audit_v4 RENAME TO audit;
+    CREATE INDEX audit_event ON audit (event, seq);
+    CREATE TABLE modem_audit_v4 (
+        seq      INTEGER PRIMARY KEY,
+        at_ms    INTEGER NOT NULL,
+        modem    TEXT NOT NULL REFERENCES modems (id),
+        source   TEXT NOT NULL,
+        old_base TEXT NOT NULL,
+        new_base TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO modem_audit_v4 (seq, at_ms, modem, source, old_base, new_base)
+        SELECT seq, at_ms, modem, source, old_base, new_base FROM modem_audit ORDER BY seq;
+    DROP TABLE modem_audit;
+    ALTER TABLE modem_audit_v4 RENAME TO modem_audit;
+    CREATE INDEX modem_audit_modem ON modem_audit (modem, seq);
 ",
 ];
 
@@ -1173,6 +1207,118 @@ mod tests {
             .unwrap();
         assert_eq!(indexes, 0);
         assert_eq!(store.modem("cm1").unwrap(), Some(QosLevel::default()));
+    }
+
+    /// Schema 3 to 4: the audit tables lose AUTOINCREMENT and keep their rows, numbers and
+    /// order; new lines continue after the highest number; a commit no longer writes
+    /// `sqlite_sequence`.
+    #[test]
+    fn schema_3_audit_tables_upgrade_without_autoincrement() {
+        let dir = TempDir::new("schema3");
+        let path = dir.path().join("shaper.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", true).unwrap();
+            let tx = conn.transaction().unwrap();
+            for step in &MIGRATIONS[..3] {
+                tx.execute_batch(step).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            let base = serde_json::to_string(&QosLevel::default()).unwrap();
+            tx.execute("INSERT INTO modems (id, base) VALUES ('cm1', ?1)", [&base])
+                .unwrap();
+            tx.execute(
+                "INSERT INTO events (id, modem, source, qos, created_ms, start_due_ms, state,
+                                     request, revision)
+                 VALUES (1, 'cm1', '\"csr\"', '{}', 1, 1, 'active', '{}', 1)",
+                [],
+            )
+            .unwrap();
+            // Numbers with a gap, as a rolled-back insert can leave.
+            tx.execute_batch(
+                "INSERT INTO audit (seq, at_ms, event, what, due_ms) VALUES
+                     (1, 10, 1, 'submitted', NULL), (5, 11, 1, 'applied', 11);
+                 INSERT INTO modem_audit (seq, at_ms, modem, source, old_base, new_base)
+                     VALUES (3, 12, 'cm1', '\"csr\"', '{}', '{}');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
+        let autoincrement: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%AUTOINCREMENT%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(autoincrement, 0);
+        let indexes: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE '%audit%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["audit_event", "modem_audit_modem"]);
+        assert_eq!(
+            store.audit(1).unwrap(),
+            [
+                AuditEntry {
+                    at_ms: 10,
+                    event: 1,
+                    what: AuditWhat::Submitted
+                },
+                AuditEntry {
+                    at_ms: 11,
+                    event: 1,
+                    what: AuditWhat::Applied { due_ms: 11 }
+                },
+            ]
+        );
+        let modem_audit: (i64, String) = store
+            .conn
+            .query_row("SELECT seq, modem FROM modem_audit", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(modem_audit, (3, "cm1".to_string()));
+        store
+            .append_audit(&[AuditEntry {
+                at_ms: 20,
+                event: 1,
+                what: AuditWhat::Submitted,
+            }])
+            .unwrap();
+        let seqs: Vec<i64> = store
+            .conn
+            .prepare("SELECT seq FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(seqs, [1, 5, 6]);
+        let sequences: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name IN ('audit', 'modem_audit')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequences, 0);
+        assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+        let violations: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(violations, 0);
     }
 
     #[test]
