@@ -1033,6 +1033,132 @@ fn pinned_maps_are_reused_and_checked() {
     );
 }
 
+/// Classes are written through the mapped class array: a rate change reaches the running
+/// program with no map update syscall, and the bucket state (`tat`), which the kernel owns,
+/// is kept across it. A deleted class's id starts afresh when reused.
+#[test]
+fn class_change_through_the_mapping_reaches_the_kernel_and_keeps_tat() {
+    let mut dp = load();
+    // 8 Mbit/s = 1 byte/µs, burst 3000 bytes = 3 ms; one bucket shared by the class's users.
+    let at = |rate_bps| ClassConfig {
+        rate_bps: Some(rate_bps),
+        burst_bytes: 3000,
+        shared_bucket: true,
+        ..plain()
+    };
+    class(&mut dp, 1, at(8_000_000));
+    dp.upsert_subscriber(sub(SUB4, 32), [1, 0]).unwrap();
+    let f = pkt::udp4(SUB4, NET4, 1, 2, 972); // L3 length 1000
+    let t0 = 1_000_000_000u64;
+    dp.set_test_clock(t0).unwrap();
+    let send = |dp: &Dataplane, n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| dp.run_xdp(Role::Subscriber, &f, 1).unwrap().action)
+            .collect()
+    };
+    assert_eq!(send(&dp, 2), [XDP_PASS, XDP_PASS]);
+    // Two packets of 1 ms each: the class's bucket is 2 ms ahead.
+    assert_eq!(dp.class_tat(1).unwrap(), t0 + 2_000_000);
+
+    // Half the rate: 2 µs per byte, and the same 3000 bytes of burst are now 6 ms deep.
+    class(&mut dp, 1, at(4_000_000));
+    let raw = dp.class_raw(1).unwrap();
+    assert_eq!(raw.tat, t0 + 2_000_000, "the change kept the bucket state");
+    assert_eq!(raw.rate_bps, 4_000_000);
+    assert_eq!(raw.burst_ns, 6_000_000);
+    assert_ne!(raw.flags & abi::CLASS_F_SHARED, 0);
+    // Seen by the program: at the old rate the next two would be [PASS, DROP] (3 ms of
+    // burst); at the new one the bucket is 2 of 6 ms full and two 2-ms packets still fit.
+    assert_eq!(send(&dp, 3), [XDP_PASS, XDP_PASS, XDP_DROP]);
+    assert_eq!(dp.last_record().unwrap().drop_reason, abi::DROP_POLICE_SUB);
+    assert_eq!(dp.class_tat(1).unwrap(), t0 + 6_000_000);
+    // Rewriting the same configuration (as restart reconciliation does) keeps it too.
+    class(&mut dp, 1, at(4_000_000));
+    assert_eq!(dp.class_tat(1).unwrap(), t0 + 6_000_000);
+    // A block flag is seen at once.
+    class(
+        &mut dp,
+        1,
+        ClassConfig {
+            block: true,
+            ..at(4_000_000)
+        },
+    );
+    assert_eq!(send(&dp, 1), [XDP_DROP]);
+    assert_eq!(dp.last_record().unwrap().drop_reason, abi::DROP_BLOCK);
+
+    // Deleted: everything zeroed, tat included, and the program no longer finds the class.
+    dp.delete_subscriber(&sub(SUB4, 32)).unwrap();
+    dp.delete_class(1).unwrap();
+    assert_eq!(dp.class_raw(1).unwrap(), abi::ClassEntry::default());
+    // Reused: a fresh bucket (3 ms of burst at the old 8 Mbit/s).
+    class(&mut dp, 1, at(8_000_000));
+    dp.upsert_subscriber(sub(SUB4, 32), [1, 0]).unwrap();
+    assert_eq!(send(&dp, 4), [XDP_PASS, XDP_PASS, XDP_PASS, XDP_DROP]);
+    // Outside the array: refused, as before.
+    let e = dp.upsert_class(limits().max_classes, &plain()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataplaneError::Policy(PolicyError::ClassOutOfRange {
+                class: 256,
+                max: 256
+            })
+        ),
+        "{e}"
+    );
+}
+
+/// A pinned class array created without `BPF_F_MMAPABLE` (as by a build before ABI 3, or by
+/// hand) cannot be written through a mapping: the loader refuses it, naming map and flag.
+/// The map this build creates has the flag.
+#[test]
+fn pinned_classes_map_without_mmapable_is_refused() {
+    use aya::maps::{Array, MapData, MapInfo};
+    let root =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/shaper-kt-mmap-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(root.clone());
+    let opts = || LoadOptions {
+        pin_root: Some(root.clone()),
+        limits: limits(),
+        build: Build::Test,
+        ..Default::default()
+    };
+    shaper::dataplane::ensure_bpffs().unwrap();
+    let maps = root.join(format!("v{}/maps", abi::ABI_VERSION));
+    std::fs::create_dir_all(&maps).unwrap();
+    let path = maps.join("shaper_classes");
+    // Right type, key, value and size; only the flag is missing.
+    Array::<MapData, abi::ClassEntry>::create(limits().max_classes, 0)
+        .unwrap()
+        .pin(&path)
+        .unwrap();
+    let e = Dataplane::load(opts()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            DataplaneError::PinnedMismatch {
+                what: "map flags",
+                ..
+            }
+        ) && msg.contains("shaper_classes")
+            && msg.contains("without BPF_F_MMAPABLE"),
+        "{msg}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let dp = Dataplane::load(opts()).unwrap();
+    let flags = MapInfo::from_pin(&path).unwrap().map_flags();
+    assert_ne!(flags & abi::BPF_F_MMAPABLE, 0, "created with {flags:#x}");
+    drop(dp);
+}
+
 #[test]
 fn large_subscriber_batches_are_written_whole() {
     let mut dp = load();

@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define SHAPER_ABI_VERSION 2
+#define SHAPER_ABI_VERSION 3 /* 3: shaper_classes is BPF_F_MMAPABLE */
 
 /* Build-time capacity defaults; the loader overrides them with set_max_entries. */
 #ifndef SHAPER_MAX_SUBSCRIBERS
@@ -124,8 +124,12 @@ _Static_assert(sizeof(struct sub_pool) == 16, "abi: sub_pool");
 
 #define SHAPER_DSCP_KEEP 0xff
 
-/* shaper_classes: ARRAY indexed by class id. Configuration written by userspace; `tat` is the
- * policer state written by the kernel with compare-and-swap. One 64-byte line per class.
+/* shaper_classes: ARRAY indexed by class id, created with BPF_F_MMAPABLE: userspace maps it
+ * (values laid out contiguously, 64 bytes apart, from offset 0) and changes a class with plain
+ * stores, no syscall. Configuration written by userspace, `flags` last (and first when a class
+ * is deleted); `tat` is the policer state written by the kernel with compare-and-swap, and
+ * userspace never writes it except to zero it when the class is deleted. A pinned map without
+ * the flag is refused. One 64-byte line per class.
  * A class used by a rule polices all of the rule's traffic with this one bucket (a provider's
  * allocation); a class used as a subscriber's plan gives the rate and burst, and every
  * subscriber polices against its own bucket (sub_dir.tat): `tat` here is then unused. */

@@ -49,6 +49,7 @@ struct {
 	__uint(max_entries, SHAPER_MAX_CLASSES);
 	__type(key, __u32);
 	__type(value, struct class_entry);
+	__uint(map_flags, BPF_F_MMAPABLE); /* userspace writes classes into its mapping */
 } shaper_classes SEC(".maps");
 
 struct {

@@ -370,6 +370,19 @@ mod tests {
         assert!(errs.is_empty(), "ABI mismatches:\n{}", errs.join("\n"));
     }
 
+    /// The version names the pin directory: a C bump the Rust side missed would reuse maps
+    /// of the old layout (or meaning) under the old name.
+    #[test]
+    fn abi_version_matches_the_header() {
+        let v: Option<u32> = shaper_ebpf::ABI_HEADER.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("#define") && w.next() == Some("SHAPER_ABI_VERSION"))
+                .then(|| w.next()?.parse().ok())
+                .flatten()
+        });
+        assert_eq!(v, Some(ABI_VERSION), "SHAPER_ABI_VERSION in shaper_abi.h");
+    }
+
     #[test]
     fn parser_reads_class_entry() {
         let l = struct_layout(OBJ, "class_entry").unwrap();

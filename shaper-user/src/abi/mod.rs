@@ -7,7 +7,12 @@
 pub mod btf;
 
 /// Bump with the C header: pinned maps live under a directory named by it.
-pub const ABI_VERSION: u32 = 2;
+/// 3: `shaper_classes` is created with [`BPF_F_MMAPABLE`].
+pub const ABI_VERSION: u32 = 3;
+
+/// `BPF_F_MMAPABLE` (uapi `linux/bpf.h`): an array map userspace can `mmap`. `shaper_classes`
+/// is created with it; the loader maps it and refuses a pinned one without it.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 pub const MAX_TUPLES: u32 = 16;
 /// Subscriber address pools per family (`SHAPER_MAX_POOLS`).

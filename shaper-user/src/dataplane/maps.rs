@@ -1,7 +1,7 @@
 //! Typed access to the data-plane maps: the capacity table, and reads and writes of
 //! subscribers, rules, control state and counters.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
@@ -20,6 +20,8 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    /// Creation flags this build relies on (`BPF_F_*`): a pinned map must have all of them.
+    pub required_flags: u32,
     pub pinned: bool,
 }
 
@@ -32,14 +34,15 @@ const fn sz<T>() -> u32 {
 #[rustfmt::skip]
 pub fn specs(l: &Limits) -> Vec<MapSpec> {
     let sets = abi::RULE_SETS * MAX_TUPLES;
-    let m = |name, map_type, key_size, value_size, max_entries| MapSpec { name, map_type, key_size, value_size, max_entries, pinned: true };
+    let m = |name, map_type, key_size, value_size, max_entries| MapSpec { name, map_type, key_size, value_size, max_entries, required_flags: 0, pinned: true };
+    let mmapable = |s: MapSpec| MapSpec { required_flags: abi::BPF_F_MMAPABLE, ..s };
     vec![
         m("shaper_subs_v4",      MapType::Hash,          sz::<abi::SubKeyV4>(),    sz::<abi::SubValue>(),    l.max_subscribers),
         m("shaper_subs_v6",      MapType::Hash,          sz::<abi::SubKeyV6>(),    sz::<abi::SubValue>(),    l.max_subscribers),
         m("shaper_subs_v6_64",   MapType::Hash,          sz::<abi::SubKeyV6_64>(), sz::<abi::SubValue>(),    l.max_subscribers),
         m("shaper_sub_slots",    MapType::Array,         4,                        sz::<abi::SubSlot>(),     l.max_subscribers),
         m("shaper_pools",        MapType::Array,         4,                        sz::<abi::SubPool>(),     2 * abi::MAX_POOLS),
-        m("shaper_classes",      MapType::Array,         4,                        sz::<abi::ClassEntry>(),  l.max_classes),
+        mmapable(m("shaper_classes", MapType::Array,     4,                        sz::<abi::ClassEntry>(),  l.max_classes)),
         m("shaper_class_stats",  MapType::PerCpuArray,   4,                        sz::<abi::ClassStats>(),  l.max_classes),
         m("shaper_global_stats", MapType::PerCpuArray,   4,                        sz::<abi::GlobalStats>(), 1),
         m("shaper_tuples_v4",    MapType::Array,         4,                        sz::<abi::TupleV4>(),     sets),
@@ -175,11 +178,14 @@ pub fn sub_hash_write_batch(
     Ok(())
 }
 
-pub fn class_tat(ebpf: &Ebpf, id: u32) -> Result<u64> {
+/// Maps `shaper_classes` (created `BPF_F_MMAPABLE`, `entries` long) into this process.
+pub fn map_classes(ebpf: &Ebpf, entries: u32) -> Result<super::mmap::ClassArray> {
     let name = "shaper_classes";
-    let m: Array<_, abi::ClassEntry> =
-        Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-    Ok(m.get(&id, 0).map_err(map_err(name))?.tat)
+    let aya::maps::Map::Array(data) = map_ref(ebpf, name) else {
+        panic!("{name} is an array map");
+    };
+    super::mmap::ClassArray::map(data.fd().as_fd(), entries)
+        .map_err(|source| super::DataplaneError::Mmap { name, source })
 }
 
 pub fn slot_read(ebpf: &Ebpf, idx: u32) -> Result<abi::SubSlot> {
@@ -398,18 +404,16 @@ fn read_subs<K: aya::Pod>(
     Ok(())
 }
 
-/// Classes, subscribers and control state as a previous controller left them.
-pub fn read_state(ebpf: &Ebpf) -> Result<PinnedState> {
+/// Classes (read from their mapping), subscribers and control state as a previous controller
+/// left them.
+pub fn read_state(ebpf: &Ebpf, class_mem: &super::mmap::ClassArray) -> Result<PinnedState> {
     let mut classes = HashMap::new();
     {
-        let name = "shaper_classes";
-        let m: Array<_, abi::ClassEntry> =
-            Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-        for (i, e) in m.iter().enumerate() {
-            let e = e.map_err(map_err(name))?;
+        let all = (0..class_mem.entries()).filter_map(|i| Some((i, class_mem.read(i)?)));
+        for (i, e) in all {
             if e.flags & abi::CLASS_F_VALID != 0 {
                 classes.insert(
-                    i as u32,
+                    i,
                     ClassConfig {
                         rate_bps: (e.rate_bps != 0).then_some(e.rate_bps),
                         burst_bytes: e.burst_bytes,

@@ -4,13 +4,17 @@
 //! subscribers, classes and rules, plus counters and kernel events.
 //!
 //! Hitless restarts: maps and links are pinned. A new process reuses the pinned maps (after
-//! checking their type and sizes) and swaps its programs into the pinned links with
-//! `BPF_LINK_UPDATE`, so enforcement never stops, not even while no controller runs.
+//! checking their type, sizes and the creation flags it relies on) and swaps its programs
+//! into the pinned links with `BPF_LINK_UPDATE`, so enforcement never stops, not even while
+//! no controller runs.
+//!
+//! Classes are written through a mapping of their array ([`mmap`]): no syscall per change.
 
 mod attach;
 mod batch;
 pub mod htb;
 mod maps;
+mod mmap;
 mod pinlock;
 pub mod rules;
 pub mod subs;
@@ -175,6 +179,12 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mapping map {name} into memory (it must be created with BPF_F_MMAPABLE): {source}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pinning {path}: {source}")]
     Pin {
         path: PathBuf,
@@ -231,6 +241,8 @@ fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> D
 /// The loaded data plane.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// `shaper_classes`, mapped: classes are read and written here, without syscalls.
+    class_mem: mmap::ClassArray,
     opts: LoadOptions,
     dir: Option<PathBuf>,
     classes: HashMap<u32, ClassConfig>,
@@ -327,6 +339,7 @@ impl Dataplane {
         let mut ebpf = loader
             .load(bytes)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        let class_mem = maps::map_classes(&ebpf, opts.limits.max_classes)?;
         for name in ["shaper_xdp_sub", "shaper_xdp_up"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
@@ -346,6 +359,7 @@ impl Dataplane {
         let opts_max_subs = opts.limits.max_subscribers;
         let mut dp = Self {
             ebpf,
+            class_mem,
             opts,
             dir,
             classes: HashMap::new(),
@@ -405,21 +419,17 @@ impl Dataplane {
 
     // ---- classes --------------------------------------------------------------------------
 
-    /// Creates or changes a class. The policer state is kept across a change, so changing a
-    /// rate does not hand out a fresh burst.
+    /// Creates or changes a class: stores into the mapped class array, no syscall. The
+    /// policer state (`tat`) is the kernel's and is not written, so changing a rate does not
+    /// hand out a fresh burst, and no packet's update of it is lost.
     pub fn upsert_class(&mut self, id: u32, cfg: &ClassConfig) -> Result<()> {
         cfg.validate(id)?;
-        if id >= self.opts.limits.max_classes {
-            return Err(PolicyError::ClassOutOfRange {
+        self.class_mem
+            .write_config(id, &class_entry(cfg, 0))
+            .ok_or(PolicyError::ClassOutOfRange {
                 class: id,
-                max: self.opts.limits.max_classes,
-            }
-            .into());
-        }
-        let mut arr = self.classes_map()?;
-        let old = arr.get(&id, 0).map_err(map_err("shaper_classes"))?;
-        let entry = class_entry(cfg, old.tat);
-        arr.set(id, entry, 0).map_err(map_err("shaper_classes"))?;
+                max: self.class_mem.entries(),
+            })?;
         self.classes.insert(id, *cfg);
         Ok(())
     }
@@ -449,9 +459,10 @@ impl Dataplane {
                 users: users.join(", "),
             });
         }
-        let mut arr = self.classes_map()?;
-        arr.set(id, abi::ClassEntry::default(), 0)
-            .map_err(map_err("shaper_classes"))?;
+        // `tat` too: the id, when reused, starts with a full bucket.
+        self.class_mem
+            .clear(id)
+            .ok_or(DataplaneError::UnknownClass(id))?;
         self.classes.remove(&id);
         Ok(())
     }
@@ -644,7 +655,7 @@ impl Dataplane {
                 continue;
             }
             if cfg.shared_bucket || rule_classes.contains(id) {
-                out.insert(*id, maps::class_tat(&self.ebpf, *id)?);
+                out.insert(*id, self.class_tat(*id)?);
             } else if let Some([(k, d)]) = users.get(id).map(Vec::as_slice) {
                 out.insert(*id, self.subscriber_slot(k)?.d[*d].tat);
             }
@@ -800,7 +811,7 @@ impl Dataplane {
         if self.dir.is_none() {
             return maps::pools_write(&mut self.ebpf, &self.pools.to_abi());
         }
-        let st = maps::read_state(&self.ebpf)?;
+        let st = maps::read_state(&self.ebpf, &self.class_mem)?;
         let want = self.pools.to_abi();
         let pinned = maps::pools_read(&self.ebpf)?;
         if pinned != want {
@@ -853,18 +864,31 @@ impl Dataplane {
         Ok(())
     }
 
-    fn classes_map(
-        &mut self,
-    ) -> Result<aya::maps::Array<&mut aya::maps::MapData, abi::ClassEntry>> {
-        let m = self
-            .ebpf
-            .map_mut("shaper_classes")
-            .expect("object has shaper_classes");
-        aya::maps::Array::try_from(m).map_err(map_err("shaper_classes"))
+    /// A class's policer state (`tat`), read from the mapping.
+    pub fn class_tat(&self, id: u32) -> Result<u64> {
+        self.class_mem.tat(id).ok_or_else(|| {
+            PolicyError::ClassOutOfRange {
+                class: id,
+                max: self.class_mem.entries(),
+            }
+            .into()
+        })
+    }
+
+    /// Class `id` as the kernel sees it (all fields, `tat` included), read from the mapping.
+    pub fn class_raw(&self, id: u32) -> Result<abi::ClassEntry> {
+        self.class_mem.read(id).ok_or_else(|| {
+            PolicyError::ClassOutOfRange {
+                class: id,
+                max: self.class_mem.entries(),
+            }
+            .into()
+        })
     }
 }
 
-/// The kernel entry for a class configuration, keeping the policer state `tat`.
+/// The kernel entry for a class configuration, with the policer state `tat` (which
+/// [`Dataplane::upsert_class`] does not write: the kernel owns it).
 #[must_use]
 pub fn class_entry(cfg: &ClassConfig, tat: u64) -> abi::ClassEntry {
     abi::ClassEntry {
@@ -951,8 +975,35 @@ impl MapSpec {
                 self.max_entries.to_string(),
             ));
         }
+        let missing = self.required_flags & !info.map_flags();
+        if missing != 0 {
+            return Err(mismatch(
+                "map flags",
+                format!("{:#x}, without {}", info.map_flags(), flag_names(missing)),
+                format!(
+                    "{} ({:#x})",
+                    flag_names(self.required_flags),
+                    self.required_flags
+                ),
+            ));
+        }
         Ok(())
     }
+}
+
+/// `BPF_F_*` names of the flags this build requires of some map (see [`MapSpec`]).
+fn flag_names(flags: u32) -> String {
+    let known = [(abi::BPF_F_MMAPABLE, "BPF_F_MMAPABLE")];
+    let mut names: Vec<String> = known
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| (*n).to_string())
+        .collect();
+    let rest = known.iter().fold(flags, |r, (f, _)| r & !f);
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names.join("|")
 }
 
 /// One subscriber of an upsert batch, planned before anything is written.

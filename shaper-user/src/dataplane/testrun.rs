@@ -117,14 +117,6 @@ impl Dataplane {
         m.get(&0, 0).map_err(map_err(name))
     }
 
-    /// A class's policer state (`tat`), for tests.
-    pub fn class_tat(&self, id: u32) -> Result<u64> {
-        let name = "shaper_classes";
-        let m: Array<_, abi::ClassEntry> =
-            Array::try_from(self.ebpf().map(name).expect("map")).map_err(map_err(name))?;
-        Ok(m.get(&id, 0).map_err(map_err(name))?.tat)
-    }
-
     /// How many instructions the verifier walked for each program (kernel ≥ 5.16).
     pub fn verified_instructions(&self) -> Result<Vec<(&'static str, u32)>> {
         [
