@@ -14,6 +14,7 @@ pub mod demo;
 pub mod demo_modem;
 pub mod gateway;
 pub mod lab;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod modem;

@@ -306,6 +306,9 @@ fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
 }
 
 fn main() -> ExitCode {
+    // Before anything allocates: a fixed mmap threshold keeps the engine's freed tables from
+    // staying resident (shaper::malloc).
+    shaper::malloc::fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
