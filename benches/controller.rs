@@ -158,6 +158,22 @@ fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time the hypervisor took from this guest's vCPUs so far, all CPUs together, in ms
+/// (`steal` of the `cpu` line of `/proc/stat`, in USER_HZ ticks of 10 ms); `None` if
+/// unreadable. A run whose vCPUs were descheduled by the host shows it here: its latency
+/// tail is the host's, not the controller's.
+fn steal_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: u64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
+    Some(ticks * 10)
+}
+
 /// The `q` quantile (0..=1) of sorted values.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -585,9 +601,15 @@ fn throughput(args: &Args) -> Result<()> {
     let mut k = 0u64;
     let mut run = |name: &str, l: Load, rows: &mut Vec<Row>| -> Result<()> {
         eprintln!("  {name} ...");
+        let stolen = steal_ms();
         let samples = generate(l, k)?;
+        let stolen = steal_ms().zip(stolen).map(|(b, a)| b.saturating_sub(a));
         k += samples.len() as u64 + 1;
-        rows.push(answer_row(&format!("{name}: answered"), &samples, l.secs));
+        let mut row = answer_row(&format!("{name}: answered"), &samples, l.secs);
+        if let Some(ms) = stolen {
+            row.note.push_str(&format!("; vCPU steal {ms} ms"));
+        }
+        rows.push(row);
         if l.path != "/noop" {
             // Let the last tick land.
             std::thread::sleep(Duration::from_millis(300));
