@@ -182,7 +182,10 @@ pub fn sub_hash_write_batch(
 pub fn map_classes(ebpf: &Ebpf, entries: u32) -> Result<super::mmap::ClassArray> {
     let name = "shaper_classes";
     let aya::maps::Map::Array(data) = map_ref(ebpf, name) else {
-        panic!("{name} is an array map");
+        return Err(super::DataplaneError::Mmap {
+            name,
+            source: std::io::Error::other("the object defines it as another map type"),
+        });
     };
     super::mmap::ClassArray::map(data.fd().as_fd(), entries)
         .map_err(|source| super::DataplaneError::Mmap { name, source })
