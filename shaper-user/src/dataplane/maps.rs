@@ -116,10 +116,18 @@ pub fn sub_hash_delete(ebpf: &mut Ebpf, key: &SubscriberKey) -> Result<()> {
 }
 
 fn batch_err(name: &'static str, e: std::io::Error) -> super::DataplaneError {
+    syscall_err(name, "bpf_map_update_batch", e)
+}
+
+fn lookup_batch_err(name: &'static str, e: std::io::Error) -> super::DataplaneError {
+    syscall_err(name, "bpf_map_lookup_batch", e)
+}
+
+fn syscall_err(name: &'static str, call: &'static str, e: std::io::Error) -> super::DataplaneError {
     super::DataplaneError::Map {
         name,
         source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_update_batch",
+            call,
             io_error: e,
         })),
     }
@@ -397,18 +405,18 @@ fn read_subs<K: aya::Pod>(
     out: &mut HashMap<SubscriberKey, u32>,
     key: impl Fn(K) -> (IpAddr, u8),
 ) -> Result<()> {
-    let m: BpfHashMap<_, K, abi::SubValue> =
-        BpfHashMap::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-    for item in m.iter() {
-        let (k, v) = item.map_err(map_err(name))?;
+    let all: Vec<(K, abi::SubValue)> =
+        super::batch::lookup_all(map_ref(ebpf, name)).map_err(|e| lookup_batch_err(name, e))?;
+    out.reserve(all.len());
+    for (k, v) in all {
         let (addr, len) = key(k);
         out.insert(SubscriberKey { addr, len }, v.slot);
     }
     Ok(())
 }
 
-/// Classes (read from their mapping), subscribers and control state as a previous controller
-/// left them.
+/// Classes (read from their mapping), subscribers (a few thousand per syscall) and control
+/// state as a previous controller left them.
 pub fn read_state(ebpf: &Ebpf, class_mem: &super::mmap::ClassArray) -> Result<PinnedState> {
     let mut classes = HashMap::new();
     {
@@ -450,13 +458,12 @@ pub fn read_state(ebpf: &Ebpf, class_mem: &super::mmap::ClassArray) -> Result<Pi
     let mut slots = HashMap::new();
     {
         let name = "shaper_sub_slots";
-        let m: Array<_, abi::SubSlot> =
-            Array::try_from(map_ref(ebpf, name)).map_err(map_err(name))?;
-        for (i, s) in m.iter().enumerate() {
-            let s = s.map_err(map_err(name))?;
+        let all: Vec<(u32, abi::SubSlot)> =
+            super::batch::lookup_all(map_ref(ebpf, name)).map_err(|e| lookup_batch_err(name, e))?;
+        for (i, s) in all {
             let c = [s.d[0].class_id, s.d[1].class_id];
             if c != [0, 0] {
-                slots.insert(i as u32, c);
+                slots.insert(i, c);
             }
         }
     }
