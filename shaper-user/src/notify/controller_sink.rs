@@ -15,8 +15,10 @@
 //! Error mapping: unknown modem → 503; a grant the engine refuses → 407
 //! Invalid-Attribute-Value; store or poisoned controller → 506 Resources-Unavailable.
 //!
-//! Which CoA grant belongs to which modem is kept in memory: after a restart the next CoA for a
-//! modem layers over the old grant rather than replacing it (the effective level is the same).
+//! Which CoA grants belong to which modem is rebuilt from the controller's events when the sink
+//! is made (every pending or active event of this sink's trigger, [`TRIGGER`]), so after a
+//! restart a CoA still replaces the grant made before it, and a Disconnect still reverts it.
+//! (Before, the table started empty: a Disconnect after a restart left the modem boosted.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use super::coa_server::{CoaRefusal, CoaSink};
 use crate::api::Clock;
 use crate::controller::{Controller, ControllerError};
-use crate::provision::{EventRequest, ProvisionError, QosLevel, Source};
+use crate::provision::{EventRequest, EventState, ProvisionError, QosLevel, Source};
 use crate::sessions::{SessionSelector, SessionStore};
 
 /// The `Source::Automation` trigger of events this sink submits.
@@ -35,8 +37,9 @@ pub struct ControllerSink {
     controller: Arc<Mutex<Controller>>,
     sessions: Arc<dyn SessionStore>,
     clock: Clock,
-    /// modem → event id of its current CoA grant.
-    grants: Mutex<HashMap<String, u64>>,
+    /// modem → event ids of its CoA grants not yet ended (one, except right after a restart
+    /// of a release that layered them; all are cancelled together).
+    grants: Mutex<HashMap<String, Vec<u64>>>,
 }
 
 impl std::fmt::Debug for ControllerSink {
@@ -63,12 +66,29 @@ impl ControllerSink {
         sessions: Arc<dyn SessionStore>,
         clock: Clock,
     ) -> ControllerSink {
+        let grants = Mutex::new(Self::grants_of(&controller));
         ControllerSink {
             controller,
             sessions,
             clock,
-            grants: Mutex::new(HashMap::new()),
+            grants,
         }
+    }
+
+    /// The CoA grants the controller holds (restored from its store): every pending or active
+    /// event of [`TRIGGER`], by modem, oldest first.
+    fn grants_of(controller: &Mutex<Controller>) -> HashMap<String, Vec<u64>> {
+        let c = controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut grants: HashMap<String, Vec<u64>> = HashMap::new();
+        let ours = |source: &Source| matches!(source, Source::Automation { trigger } if trigger == TRIGGER);
+        for e in c.engine().events() {
+            if ours(&e.source) && matches!(e.state, EventState::Pending | EventState::Active) {
+                grants.entry(e.modem).or_default().push(e.id);
+            }
+        }
+        grants
     }
 
     fn modems(&self, target: &SessionSelector) -> Result<BTreeSet<String>, CoaRefusal> {
@@ -89,20 +109,28 @@ impl ControllerSink {
             .map_err(|_| CoaRefusal::ResourcesUnavailable("controller lock poisoned".into()))
     }
 
-    /// Cancels the modem's CoA grant, if any. An event that already ended is not an error.
+    /// Cancels the modem's CoA grants, if any. An event that already ended is not an error.
+    /// If one cancellation fails, the grants not yet cancelled stay recorded for the next try.
     fn cancel_grant(&self, c: &mut Controller, modem: &str, now: u64) -> Result<(), CoaRefusal> {
         let prev = self
             .grants
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(modem);
-        if let Some(id) = prev {
-            match c.cancel(id, now) {
+            .remove(modem)
+            .unwrap_or_default();
+        for (i, id) in prev.iter().enumerate() {
+            match c.cancel(*id, now) {
                 Ok(_)
                 | Err(ControllerError::Provision(
                     ProvisionError::Finished { .. } | ProvisionError::UnknownEvent(_),
                 )) => {}
-                Err(e) => return Err(refusal(&e)),
+                Err(e) => {
+                    self.grants
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(modem.to_string(), prev[i..].to_vec());
+                    return Err(refusal(&e));
+                }
             }
         }
         Ok(())
@@ -133,7 +161,7 @@ impl CoaSink for ControllerSink {
             self.grants
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(modem, submitted.id);
+                .insert(modem, vec![submitted.id]);
         }
         c.tick(now).map_err(|e| refusal(&e))?;
         Ok(())
@@ -165,7 +193,6 @@ impl CoaSink for ControllerSink {
 mod tests {
     use super::*;
     use crate::controller::{ControllerConfig, Disabled};
-    use crate::provision::EventState;
     use crate::sessions::{Session, SessionTable};
     use crate::store::{SqliteStore, TempDir};
 
@@ -263,6 +290,95 @@ mod tests {
         assert_eq!(
             sink.disconnect(SessionSelector::by_session_id("s1")),
             Err(CoaRefusal::SessionNotFound)
+        );
+    }
+
+    /// After a restart (a new controller over the same store, a new sink), the CoA grant made
+    /// before it is still this sink's: a Disconnect reverts it, and a CoA replaces it rather
+    /// than layering over it. Grants layered by a release that forgot them at restart are all
+    /// cancelled by the next CoA.
+    #[test]
+    fn coa_grants_survive_a_restart() {
+        let dir = TempDir::new("coa-sink-restart");
+        let db = dir.path().join("shaper.db");
+        let open = |bindings: Vec<crate::controller::ModemBinding>, now: u64| {
+            let (c, _) = Controller::open(
+                ControllerConfig::default(),
+                Box::new(SqliteStore::open(&db).unwrap()),
+                Box::new(Disabled),
+                Box::new(Disabled),
+                bindings,
+                now,
+            )
+            .unwrap();
+            Arc::new(Mutex::new(c))
+        };
+        let ctl = open(Vec::new(), T0);
+        let b = ctl
+            .lock()
+            .unwrap()
+            .propose_binding("cm1", Vec::new())
+            .unwrap();
+        ctl.lock()
+            .unwrap()
+            .add_modem(b.clone(), rate(10_000_000, 2_000_000), T0)
+            .unwrap();
+        let table = Arc::new(SessionTable::new());
+        table.start(session("s1", "cm1")).unwrap();
+        let s1 = || SessionSelector::by_session_id("s1");
+        let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 10));
+        sink.coa(s1(), rate(50_000_000, 5_000_000)).unwrap();
+        drop((sink, ctl));
+
+        // Restart: Disconnect reverts the grant made before it.
+        let ctl = open(vec![b.clone()], T0 + 20);
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(50_000_000)
+        );
+        let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 30));
+        sink.disconnect(s1()).unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(10_000_000)
+        );
+
+        // Two CoA grants layered (as an earlier release did across restarts), then a restart:
+        // the next CoA cancels both and leaves one.
+        table.start(session("s1", "cm1")).unwrap();
+        for down in [60_000_000, 70_000_000] {
+            let req = EventRequest {
+                modem: "cm1".into(),
+                source: Source::Automation {
+                    trigger: TRIGGER.into(),
+                },
+                qos: rate(down, 1_000_000),
+                start_ms: None,
+                stop_ms: None,
+                idempotency_key: None,
+            };
+            let mut c = ctl.lock().unwrap();
+            c.submit(req, T0 + 40).unwrap();
+            c.tick(T0 + 40).unwrap();
+        }
+        drop((sink, ctl));
+        let ctl = open(vec![b], T0 + 50);
+        let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 60));
+        sink.coa(s1(), rate(20_000_000, 3_000_000)).unwrap();
+        let c = ctl.lock().unwrap();
+        assert_eq!(c.effective("cm1").unwrap().max_down_bps, Some(20_000_000));
+        let active: Vec<u64> = c
+            .engine()
+            .events()
+            .filter(|e| e.state == EventState::Active)
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(active.len(), 1, "one CoA grant left: {active:?}");
+        drop(c);
+        sink.disconnect(s1()).unwrap();
+        assert_eq!(
+            ctl.lock().unwrap().effective("cm1").unwrap().max_down_bps,
+            Some(10_000_000)
         );
     }
 }
