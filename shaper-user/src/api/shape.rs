@@ -133,29 +133,24 @@ mod tests {
     }
 }
 
-impl ApiBody for super::routes::QosBody {
-    const SCHEMA: &'static str = "QosLevel";
+/// `ApiBody` for each type, with the name of its schema in the OpenAPI document.
+macro_rules! api_bodies {
+    ($($ty:path => $schema:literal),+ $(,)?) => {
+        $(impl ApiBody for $ty {
+            const SCHEMA: &'static str = $schema;
+        })+
+    };
 }
-impl ApiBody for super::routes::CreateEvent {
-    const SCHEMA: &'static str = "CreateEvent";
-}
-impl ApiBody for super::routes::PatchEvent {
-    const SCHEMA: &'static str = "PatchEvent";
-}
-impl ApiBody for super::nsm::ProviderBody {
-    const SCHEMA: &'static str = "ProviderBody";
-}
-impl ApiBody for super::nsm::ApplicationBody {
-    const SCHEMA: &'static str = "ApplicationBody";
-}
-impl ApiBody for super::nsm::LinkBody {
-    const SCHEMA: &'static str = "LinkBody";
-}
-impl ApiBody for super::nsm::SessionBody {
-    const SCHEMA: &'static str = "SessionBody";
-}
-impl ApiBody for crate::nsm::model::AllocationRequest {
-    const SCHEMA: &'static str = "AllocationRequest";
+
+api_bodies! {
+    super::routes::QosBody => "QosLevel",
+    super::routes::CreateEvent => "CreateEvent",
+    super::routes::PatchEvent => "PatchEvent",
+    super::nsm::ProviderBody => "ProviderBody",
+    super::nsm::ApplicationBody => "ApplicationBody",
+    super::nsm::LinkBody => "LinkBody",
+    super::nsm::SessionBody => "SessionBody",
+    crate::nsm::model::AllocationRequest => "AllocationRequest",
 }
 
 #[cfg(test)]

@@ -30,6 +30,30 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `bpf(cmd, attr)` call of the batch family; the kernel updates `attr.count` to the
+/// number of entries it handled, also on error.
+///
+/// # Safety
+/// `attr` must point at buffers the command may read or write: `count` keys and values of
+/// the map's key and value sizes, and batch positions the kernel can read and write.
+unsafe fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for the buffers `attr` points at; `attr` itself is a live,
+    // writable `union bpf_attr` prefix of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Writes `keys[i] -> values[i]` into a hash map or an array (keys `u32` indexes). Returns how many were written before an
 /// error (all of them on success).
 pub fn update<K: aya::Pod, V: aya::Pod>(
@@ -60,16 +84,8 @@ pub fn update<K: aya::Pod, V: aya::Pod>(
         };
         // SAFETY: attr points at live key/value arrays of `count` Pod elements each, sized as
         // the map's key and value (the caller's types are the map's ABI types).
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if rc != 0 {
-            return Err((done + attr.count as usize, std::io::Error::last_os_error()));
+        if let Err(e) = unsafe { batch_call(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+            return Err((done + attr.count as usize, e));
         }
         done += kc.len();
     }
@@ -109,15 +125,7 @@ pub fn lookup_all<K: aya::Pod, V: aya::Pod>(map: &Map) -> std::io::Result<Vec<(K
         };
         // SAFETY: keys/vals have room for `count` elements of the map's key and value types
         // (the caller's types are the map's ABI types); the batch positions are live u64s.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc != 0).then(std::io::Error::last_os_error);
+        let err = unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let got = attr.count as usize;
         match err.as_ref().and_then(std::io::Error::raw_os_error) {
             // A hash bucket with more entries than `count`: nothing was copied; ask for more.

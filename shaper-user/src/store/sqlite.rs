@@ -911,6 +911,23 @@ mod tests {
         store
     }
 
+    /// The one integer `sql` (a `count(*)`) returns.
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The first column of every row `sql` returns.
+    fn column<T: rusqlite::types::FromSql>(store: &SqliteStore, sql: &str) -> Vec<T> {
+        store
+            .conn
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn pragma(store: &SqliteStore, name: &str) -> String {
         store
             .conn
@@ -1197,14 +1214,10 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
-        let indexes: i64 = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'events_modem'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let indexes = count(
+            &store,
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'events_modem'",
+        );
         assert_eq!(indexes, 0);
         assert_eq!(store.modem("cm1").unwrap(), Some(QosLevel::default()));
     }
@@ -1246,23 +1259,16 @@ mod tests {
         }
         let mut store = SqliteStore::open(&path).unwrap();
         assert_eq!(pragma(&store, "user_version"), SCHEMA_VERSION.to_string());
-        let autoincrement: i64 = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%AUTOINCREMENT%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let autoincrement = count(
+            &store,
+            "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%AUTOINCREMENT%'",
+        );
         assert_eq!(autoincrement, 0);
-        let indexes: Vec<String> = store
-            .conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE '%audit%' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let indexes: Vec<String> = column(
+            &store,
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE '%audit%' \
+             ORDER BY name",
+        );
         assert_eq!(indexes, ["audit_event", "modem_audit_modem"]);
         assert_eq!(
             store.audit(1).unwrap(),
@@ -1293,31 +1299,15 @@ mod tests {
                 what: AuditWhat::Submitted,
             }])
             .unwrap();
-        let seqs: Vec<i64> = store
-            .conn
-            .prepare("SELECT seq FROM audit ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let seqs: Vec<i64> = column(&store, "SELECT seq FROM audit ORDER BY seq");
         assert_eq!(seqs, [1, 5, 6]);
-        let sequences: i64 = store
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_sequence WHERE name IN ('audit', 'modem_audit')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sequences = count(
+            &store,
+            "SELECT count(*) FROM sqlite_sequence WHERE name IN ('audit', 'modem_audit')",
+        );
         assert_eq!(sequences, 0);
         assert_eq!(store.integrity_check().unwrap(), ["ok"]);
-        let violations: i64 = store
-            .conn
-            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let violations = count(&store, "SELECT count(*) FROM pragma_foreign_key_check");
         assert_eq!(violations, 0);
     }
 
