@@ -289,8 +289,13 @@ pub(crate) fn json_body<T: super::shape::ApiBody>(
         }
     })?;
     // An array where the schema wants an object (serde would take it, fields by position).
-    // A body that is not JSON at all falls through to serde's precise syntax error.
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+    // A body that is not JSON at all falls through to serde's precise syntax error. Without a
+    // `[` there is no array: the common body is parsed once, not twice.
+    let may_hold_array = body.contains(&b'[');
+    if let Some(v) = may_hold_array
+        .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        .flatten()
+    {
         if let Some(path) = super::shape::array_for_object(&v, T::SCHEMA) {
             let at = if path.is_empty() {
                 "the body".to_owned()
