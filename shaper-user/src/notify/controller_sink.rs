@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use super::coa_server::{CoaRefusal, CoaSink};
 use crate::api::Clock;
 use crate::controller::{Controller, ControllerError};
-use crate::provision::{EventRequest, EventState, ProvisionError, QosLevel, Source};
+use crate::provision::{EventRequest, ProvisionError, QosLevel, Source};
 use crate::sessions::{SessionSelector, SessionStore};
 
 /// The `Source::Automation` trigger of events this sink submits.
@@ -82,11 +82,11 @@ impl ControllerSink {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut grants: HashMap<String, Vec<u64>> = HashMap::new();
-        let ours = |source: &Source| matches!(source, Source::Automation { trigger } if trigger == TRIGGER);
-        for e in c.engine().events() {
-            if ours(&e.source) && matches!(e.state, EventState::Pending | EventState::Active) {
-                grants.entry(e.modem).or_default().push(e.id);
-            }
+        let ours = c.engine().open_events_from(
+            |source| matches!(source, Source::Automation { trigger } if trigger == TRIGGER),
+        );
+        for e in ours {
+            grants.entry(e.modem).or_default().push(e.id);
         }
         grants
     }
@@ -193,6 +193,7 @@ impl CoaSink for ControllerSink {
 mod tests {
     use super::*;
     use crate::controller::{ControllerConfig, Disabled};
+    use crate::provision::EventState;
     use crate::sessions::{Session, SessionTable};
     use crate::store::{SqliteStore, TempDir};
 

@@ -517,6 +517,18 @@ impl Engine {
             .map(|(_, r)| (&self.sources[r.source as usize], r.state))
     }
 
+    /// Pending and active events whose source `wanted` accepts, by id: only those are
+    /// unpacked (e.g. a CoA sink finding its grants among a million events at start).
+    pub fn open_events_from(&self, wanted: impl Fn(&Source) -> bool) -> Vec<Event> {
+        self.records()
+            .filter(|(_, r)| {
+                matches!(r.state, EventState::Pending | EventState::Active)
+                    && wanted(&self.sources[r.source as usize])
+            })
+            .map(|(id, r)| self.unpack(id, r))
+            .collect()
+    }
+
     /// Events that have not started yet, by id.
     pub fn list_pending(&self) -> Vec<Event> {
         self.records()

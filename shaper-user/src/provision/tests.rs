@@ -184,6 +184,32 @@ fn cancel_pending_and_active() {
     assert_eq!(e.cancel(99, 30), Err(ProvisionError::UnknownEvent(99)));
 }
 
+/// `open_events_from`: pending and active events of the sources asked for, not ended ones
+/// and not other sources'.
+#[test]
+fn open_events_from_filters_by_source_and_state() {
+    let mut e = engine();
+    let by = |trigger: &str, start| EventRequest {
+        source: Source::Automation {
+            trigger: trigger.into(),
+        },
+        ..req(down(100), start, None)
+    };
+    let active = e.submit(by("coa", None), 0).unwrap().id;
+    let pending = e.submit(by("coa", Some(500)), 0).unwrap().id;
+    let cancelled = e.submit(by("coa", Some(500)), 0).unwrap().id;
+    e.submit(by("billing", None), 0).unwrap();
+    e.submit(req(down(200), None, None), 0).unwrap();
+    e.poll(0);
+    e.cancel(cancelled, 1).unwrap();
+    let ids: Vec<u64> = e
+        .open_events_from(|s| matches!(s, Source::Automation { trigger } if trigger == "coa"))
+        .iter()
+        .map(|ev| ev.id)
+        .collect();
+    assert_eq!(ids, [active, pending]);
+}
+
 #[test]
 fn modify_pending_only() {
     let mut e = engine();
