@@ -255,8 +255,13 @@ fn qos_field(e: &QosError) -> &'static str {
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
         let field = match &e {
-            EventError::EmptyModem => "modem".to_owned(),
-            EventError::EmptyIdempotencyKey => "Idempotency-Key".to_owned(),
+            EventError::EmptyModem
+            | EventError::ModemTooLong { .. }
+            | EventError::ModemControlChar => "modem".to_owned(),
+            EventError::EmptyIdempotencyKey | EventError::IdempotencyKeyTooLong { .. } => {
+                "Idempotency-Key".to_owned()
+            }
+            EventError::TimeOutOfRange { field, .. } => (*field).to_owned(),
             EventError::EmptyGrant => "qos".to_owned(),
             EventError::Qos(q) => format!("qos.{}", qos_field(q)),
             EventError::StopNotAfterStart { .. } | EventError::StopInPast { .. } => {
@@ -294,11 +299,12 @@ impl From<ControllerError> for ApiError {
             ControllerError::UnknownModem(_) => ApiError::NotFound {
                 detail: e.to_string(),
             },
-            ControllerError::Poisoned(_) | ControllerError::BatchNotOpened(_) => {
-                ApiError::Unavailable {
-                    detail: e.to_string(),
-                }
-            }
+            ControllerError::Poisoned(_)
+            | ControllerError::BatchNotOpened(_)
+            | ControllerError::NotStored(_)
+            | ControllerError::NotCommitted(_) => ApiError::Unavailable {
+                detail: e.to_string(),
+            },
             ControllerError::Store(_)
             | ControllerError::Restore(_)
             | ControllerError::Binding { .. }

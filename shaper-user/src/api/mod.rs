@@ -78,15 +78,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// committed rates the modems now hold.
 pub type ChangeHook = Arc<dyn Fn(&Controller, &[String]) + Send + Sync>;
 
-/// The modems `changes` touch, each once, in order of first appearance.
-pub(crate) fn changed_modems(changes: &[crate::provision::Change]) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    changes
-        .iter()
-        .filter(|c| seen.insert(c.modem.as_str()))
-        .map(|c| c.modem.clone())
-        .collect()
-}
+pub(crate) use crate::controller::changed_modems;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -34,9 +34,17 @@
 //! # Failures
 //!
 //! - A refused request (invalid, unknown modem or event, idempotency conflict) changes nothing.
-//! - A failed store write after the engine already changed leaves the engine ahead of the
-//!   durable state. The controller is then **poisoned**: every later call fails with
-//!   [`ControllerError::Poisoned`] until the process reopens it from the store, which resyncs.
+//! - A request whose store write fails is refused ([`ControllerError::NotStored`]) and
+//!   nothing of it is applied: the engine forgets it ([`Engine::retract`]), its id is never
+//!   handed out again, and the other requests of the same group commit are unaffected.
+//! - A failed commit, or any other failure that leaves the engine ahead of the durable state
+//!   (a whole batch lost, a state write refused), is a **divergence**: every request of that
+//!   batch is refused ([`ControllerError::NotCommitted`]) and the controller **resyncs** at
+//!   once ([`Controller::resync`]): it rebuilds the engine from the store (as a restart
+//!   would, without one), keeps its id counter, and enforces every modem whose effective level
+//!   the rebuild changed, so nothing refused stays enforced. Only if the store cannot even be
+//!   read is the controller left **poisoned** ([`ControllerError::Poisoned`]); every later
+//!   call retries the resync first.
 //! - A failed audit write is kept and retried with the next audit write (audit lines are a
 //!   record, not state).
 //! - A failed enforcement does not undo the decision (it is durable): the modem is listed in
@@ -71,6 +79,16 @@ pub use enforce::{
     class_config, htb_class, htb_prio, policer_burst,
 };
 pub use pool::IdPool;
+
+/// The modems `changes` touch, each once, in order of first appearance.
+pub fn changed_modems(changes: &[Change]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    changes
+        .iter()
+        .filter(|c| seen.insert(c.modem.as_str()))
+        .map(|c| c.modem.clone())
+        .collect()
+}
 
 /// A direction of a modem's traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -229,9 +247,17 @@ pub enum ControllerError {
     #[error("{0}")]
     Enforce(#[from] EnforceError),
     #[error(
-        "the controller's memory is ahead of its store ({0}); reopen it from the store to resync"
+        "the controller cannot read its store to resync ({0}); every call retries, nothing is applied meanwhile"
     )]
     Poisoned(String),
+    /// This request's store write failed; nothing of it was applied (the other requests of
+    /// its batch are unaffected).
+    #[error("not stored, nothing was applied: {0}")]
+    NotStored(#[source] StoreError),
+    /// The batch holding this request was not committed; nothing of it was applied and the
+    /// controller resynced from the store.
+    #[error("the store did not commit this request ({0}); nothing was applied, retry")]
+    NotCommitted(String),
     /// The store could not open a write batch; nothing was changed.
     #[error("store: cannot open a write batch: {0}")]
     BatchNotOpened(String),
@@ -308,7 +334,10 @@ pub struct Controller {
     /// Audit lines whose write failed, written before the next ones.
     audit_backlog: Vec<AuditEntry>,
     stats: EnforceStats,
+    /// Set when memory may be ahead of the store; cleared by [`Controller::resync`].
     poisoned: Option<String>,
+    /// Resyncs done since open.
+    resyncs: u64,
 }
 
 impl ControllerError {
@@ -317,7 +346,7 @@ impl ControllerError {
     fn clone_poison(&self) -> ControllerError {
         match self {
             ControllerError::Poisoned(reason) => ControllerError::Poisoned(reason.clone()),
-            other => ControllerError::Poisoned(other.to_string()),
+            other => ControllerError::NotCommitted(other.to_string()),
         }
     }
 }
@@ -377,6 +406,7 @@ impl Controller {
             audit_backlog: Vec::new(),
             stats: EnforceStats::default(),
             poisoned: None,
+            resyncs: 0,
         };
         for binding in bindings {
             if !ctl.modems.contains(&binding.modem) {
@@ -502,7 +532,7 @@ impl Controller {
         base: QosLevel,
         now_ms: u64,
     ) -> Result<(), ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         let modem = binding.modem.clone();
         if self.modems.contains(&modem) {
             return Err(ProvisionError::ModemExists(modem).into());
@@ -518,6 +548,7 @@ impl Controller {
             self.poison(format!(
                 "modem {modem} stored but refused by the engine: {e}"
             ));
+            self.recover(now_ms, &[]);
             return Err(e.into());
         }
         self.modems.insert(modem.clone());
@@ -540,7 +571,7 @@ impl Controller {
         by: BaseSource,
         now_ms: u64,
     ) -> Result<bool, ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         let old = *self
             .engine
             .base(modem)
@@ -559,7 +590,10 @@ impl Controller {
             }
             // On failure the store keeps nothing of the batch, and the engine is unchanged.
             self.store.commit_batch()?;
-            self.engine_base(modem, base, &by)?;
+            if let Err(e) = self.engine_base(modem, base, &by) {
+                self.recover(now_ms, &[modem.to_owned()]);
+                return Err(e);
+            }
         }
         self.enforce(modem, now_ms, now_ms);
         Ok(changed)
@@ -577,7 +611,7 @@ impl Controller {
         configured: QosLevel,
         now_ms: u64,
     ) -> Result<ConfiguredBase, ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         let stored = *self
             .engine
             .base(modem)
@@ -616,7 +650,10 @@ impl Controller {
         if !changed {
             return Ok(ConfiguredBase::InForce);
         }
-        self.engine_base(modem, configured, &BaseSource::Config)?;
+        if let Err(e) = self.engine_base(modem, configured, &BaseSource::Config) {
+            self.recover(now_ms, &[modem.to_owned()]);
+            return Err(e);
+        }
         self.enforce(modem, now_ms, now_ms);
         Ok(ConfiguredBase::Applied { previous: stored })
     }
@@ -631,7 +668,7 @@ impl Controller {
 
     /// Binds a stored modem that has no binding yet, and enforces its effective level.
     pub fn bind(&mut self, binding: ModemBinding, now_ms: u64) -> Result<(), ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         if !self.modems.contains(&binding.modem) {
             return Err(ControllerError::UnknownModem(binding.modem));
         }
@@ -644,7 +681,11 @@ impl Controller {
     /// Removes a modem from the data plane and the modem pipeline and frees its ids. The
     /// modem stays in the store and the engine (its grants keep running) until bound again.
     pub fn unbind(&mut self, modem: &str) -> Result<ModemBinding, ControllerError> {
-        self.check_poison()?;
+        self.poison_error()?;
+        self.unbind_inner(modem)
+    }
+
+    fn unbind_inner(&mut self, modem: &str) -> Result<ModemBinding, ControllerError> {
         let binding = self
             .bindings
             .get(modem)
@@ -708,7 +749,7 @@ impl Controller {
         now_ms: u64,
         fire: bool,
     ) -> (Vec<Result<Submitted, ControllerError>>, Vec<Change>) {
-        if let Err(e) = self.check_poison() {
+        if let Err(e) = self.check_poison(now_ms) {
             return (
                 reqs.iter().map(|_| Err(e.clone_poison())).collect(),
                 Vec::new(),
@@ -725,12 +766,9 @@ impl Controller {
         }
         let mut results: Vec<Result<Submitted, ControllerError>> = reqs
             .into_iter()
-            .map(|req| {
-                self.check_poison()?;
-                Ok(self.engine.submit(req, now_ms)?)
-            })
+            .map(|req| Ok(self.engine.submit(req, now_ms)?))
             .collect();
-        let changes = if fire && self.poisoned.is_none() {
+        let mut changes = if fire {
             self.engine.poll(now_ms)
         } else {
             Vec::new()
@@ -739,23 +777,38 @@ impl Controller {
         // immediate event that fired is inserted active, instead of inserted pending and
         // updated in the same commit (a third of a group commit's SQLite work).
         let mut fresh = std::collections::HashSet::new();
+        let mut retracted = std::collections::HashSet::new();
         for r in &mut results {
             let Ok(s) = r else { continue };
             if s.duplicate {
                 continue;
             }
             let id = s.id;
-            if let Some(reason) = &self.poisoned {
-                *r = Err(ControllerError::Poisoned(reason.clone()));
+            if self.poisoned.is_some() {
+                // The batch is lost already: this request goes with it (answered below).
+                fresh.insert(id);
                 continue;
             }
             let event = self.engine.event(id).expect("the engine just accepted it");
-            if let Err(e) = self.store.append_event(&event) {
-                self.poison(format!("event {id} not stored: {e}"));
-                *r = Err(e.into());
-                continue;
+            match self.store.append_event(&event) {
+                Ok(()) => {
+                    fresh.insert(id);
+                }
+                Err(e) if self.store.batch_intact() => {
+                    // Only this request is lost: the engine forgets it, the batch goes on.
+                    tracing::warn!(event = id, modem = %event.modem, error = %e, "event not stored; refused");
+                    self.engine.retract(id);
+                    retracted.insert(id);
+                    *r = Err(ControllerError::NotStored(e));
+                }
+                Err(e) => {
+                    self.poison(format!("event {id} not stored and the batch was lost: {e}"));
+                    fresh.insert(id);
+                }
             }
-            fresh.insert(id);
+        }
+        if !retracted.is_empty() {
+            changes.retain(|c| !retracted.contains(&c.cause));
         }
         if self.poisoned.is_none() {
             let older: Vec<Change> = changes
@@ -766,12 +819,28 @@ impl Controller {
             self.persist_changes(&older);
         }
         self.flush_audit();
-        if let Err(e) = self.end_batch("submission") {
+        if self.poisoned.is_some() {
+            self.store.rollback_batch();
+        }
+        let committed = if self.poisoned.is_none() {
+            self.end_batch("submission")
+        } else {
+            Err(ControllerError::Poisoned(
+                self.poisoned.clone().unwrap_or_default(),
+            ))
+        };
+        if let Err(e) = committed {
             for r in &mut results {
                 if r.is_ok() {
                     *r = Err(e.clone_poison());
                 }
             }
+            // Nothing of the batch is stored: the engine goes back to the store, and every
+            // modem the batch touched is enforced at its stored level (nothing refused stays
+            // enforced). The changes of the lost batch are not the caller's to enforce.
+            let touched = changed_modems(&changes);
+            self.recover(now_ms, &touched);
+            return (results, Vec::new());
         }
         (results, changes)
     }
@@ -784,11 +853,11 @@ impl Controller {
         amendment: Amendment,
         now_ms: u64,
     ) -> Result<(), ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         self.store.begin_batch(Durability::Synced)?;
         let result = self.modify_in_batch(id, amendment, now_ms);
         self.flush_audit();
-        self.end_batch("amendment")?;
+        self.finish_batch("amendment", now_ms, &[])?;
         result
     }
 
@@ -801,8 +870,9 @@ impl Controller {
         self.engine.modify(id, amendment, now_ms)?;
         let event = self.engine.event(id).expect("the engine just modified it");
         if let Err(e) = self.store.amend_event(&event) {
+            // The engine changed, the store did not: the resync that follows undoes it.
             self.poison(format!("amendment of event {id} not stored: {e}"));
-            return Err(e.into());
+            return Err(ControllerError::NotStored(e));
         }
         Ok(())
     }
@@ -810,11 +880,15 @@ impl Controller {
     /// Cancels a pending or active event; an active one is reverted and enforced at once.
     /// The new state and its audit line are one commit, before the enforcement.
     pub fn cancel(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         self.store.begin_batch(Durability::Synced)?;
         let result = self.cancel_in_batch(id, now_ms);
         self.flush_audit();
-        self.end_batch("cancellation")?;
+        let touched: Vec<String> = match &result {
+            Ok(Some(c)) => vec![c.modem.clone()],
+            _ => Vec::new(),
+        };
+        self.finish_batch("cancellation", now_ms, &touched)?;
         let change = result?;
         if let Some(change) = &change {
             self.enforce(&change.modem, now_ms, now_ms);
@@ -825,8 +899,9 @@ impl Controller {
     fn cancel_in_batch(&mut self, id: u64, now_ms: u64) -> Result<Option<Change>, ControllerError> {
         let change = self.engine.cancel(id, now_ms)?;
         if let Err(e) = self.store.set_event_state(id, EventState::Cancelled) {
+            // The engine changed, the store did not: the resync that follows undoes it.
             self.poison(format!("cancellation of event {id} not stored: {e}"));
-            return Err(e.into());
+            return Err(ControllerError::NotStored(e));
         }
         Ok(change)
     }
@@ -837,9 +912,11 @@ impl Controller {
     /// they fired.
     ///
     /// If a state write or the commit fails, the changes are still enforced (the data plane
-    /// follows the engine) and the call returns [`ControllerError::Poisoned`].
+    /// follows the engine), then the controller resyncs from the store (whose restore fires
+    /// the same starts and stops again and stores them) and the call returns
+    /// [`ControllerError::NotCommitted`].
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Change>, ControllerError> {
-        self.check_poison()?;
+        self.check_poison(now_ms)?;
         if self.engine.next_due().is_none_or(|due| due > now_ms)
             && self.unenforced.is_empty()
             && self.audit_backlog.is_empty()
@@ -851,8 +928,17 @@ impl Controller {
         self.persist_changes(&changes);
         self.flush_audit();
         // A failed commit poisons; the data plane still follows the engine below.
-        let _ = self.end_batch("tick");
+        if self.poisoned.is_some() {
+            self.store.rollback_batch();
+        } else {
+            let _ = self.end_batch("tick");
+        }
+        let lost = self.poisoned.clone();
         self.enforce_changes(&changes, now_ms)?;
+        if let Some(reason) = lost {
+            self.recover(now_ms, &changed_modems(&changes));
+            return Err(ControllerError::NotCommitted(reason));
+        }
         Ok(changes)
     }
 
@@ -891,16 +977,131 @@ impl Controller {
         for modem in retry {
             self.enforce(&modem, now_ms, now_ms);
         }
-        self.check_poison()
+        Ok(())
     }
 
     // ---- internals ----------------------------------------------------------------------
 
-    fn check_poison(&self) -> Result<(), ControllerError> {
+    /// Fails if the controller is poisoned, after trying to resync it first.
+    fn check_poison(&mut self, now_ms: u64) -> Result<(), ControllerError> {
+        self.recover(now_ms, &[]);
+        self.poison_error()
+    }
+
+    fn poison_error(&self) -> Result<(), ControllerError> {
         match &self.poisoned {
             Some(reason) => Err(ControllerError::Poisoned(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Ends the batch of a one-request call: commits it, or (when a write of it already
+    /// failed, or the commit fails) drops it and resyncs. `touched`: modems whose level the
+    /// call changed in the engine, enforced again at their stored level by the resync.
+    fn finish_batch(
+        &mut self,
+        what: &str,
+        now_ms: u64,
+        touched: &[String],
+    ) -> Result<(), ControllerError> {
+        if self.poisoned.is_none() && self.end_batch(what).is_ok() {
+            return Ok(());
+        }
+        self.store.rollback_batch();
+        let reason = self.poisoned.clone().unwrap_or_default();
+        self.recover(now_ms, touched);
+        Err(ControllerError::NotCommitted(reason))
+    }
+
+    /// If memory may be ahead of the store, resyncs (see [`Controller::resync`]); on failure
+    /// the controller stays poisoned and the next call tries again.
+    fn recover(&mut self, now_ms: u64, touched: &[String]) {
+        if self.poisoned.is_none() {
+            return;
+        }
+        if let Err(e) = self.resync(now_ms, touched) {
+            tracing::error!(error = %e, "resync from the store failed; retried with the next call");
+        }
+    }
+
+    /// Rebuilds the engine from the store, as a restart would, without one: loads the
+    /// snapshot, restores it at `now_ms` (firing what fell due), stores what fired, keeps the
+    /// id counter (an id handed out once is never handed out again), drops the bindings of
+    /// modems the store does not hold, and enforces every bound modem whose effective level
+    /// the rebuild changed, plus `touched` (modems a lost write changed in memory, or whose
+    /// changes were enforced before the loss was known). Clears the poison on success.
+    /// Returns what the restore fired.
+    pub fn resync(
+        &mut self,
+        now_ms: u64,
+        touched: &[String],
+    ) -> Result<Vec<Change>, ControllerError> {
+        let snapshot = self.store.load()?;
+        let modems: BTreeSet<String> = snapshot.modems.iter().map(|m| m.id.clone()).collect();
+        let (mut engine, changes) = Engine::restore(snapshot, now_ms)?;
+        engine.reserve_ids(self.engine.last_id());
+        let before: HashMap<String, Option<QosLevel>> = self
+            .bindings
+            .keys()
+            .map(|m| (m.clone(), self.engine.effective(m)))
+            .collect();
+        self.engine = engine;
+        self.modems = modems;
+        if !changes.is_empty() {
+            self.store.begin_batch(Durability::Deferred)?;
+            let was = self.poisoned.take();
+            self.persist_changes(&changes);
+            self.flush_audit();
+            let failed = self.poisoned.take();
+            if failed.is_some() {
+                self.store.rollback_batch();
+            } else if let Err(e) = self.store.commit_batch() {
+                self.poisoned = was;
+                return Err(e.into());
+            }
+            if let Some(reason) = failed {
+                self.poisoned = was;
+                return Err(ControllerError::NotCommitted(reason));
+            }
+            self.poisoned = was;
+        } else {
+            // The lost batch's audit lines describe nothing the store holds.
+            let _ = self.engine.take_audit();
+        }
+        let gone: Vec<String> = self
+            .bindings
+            .keys()
+            .filter(|m| !self.modems.contains(*m))
+            .cloned()
+            .collect();
+        for m in gone {
+            if let Err(e) = self.unbind_inner(&m) {
+                tracing::warn!(modem = %m, error = %e, "removing a modem the store does not hold");
+            }
+        }
+        let reason = self.poisoned.take().unwrap_or_default();
+        self.resyncs += 1;
+        tracing::warn!(%reason, "controller resynced from its store");
+        let touched: BTreeSet<&str> = touched
+            .iter()
+            .map(String::as_str)
+            .chain(changes.iter().map(|c| c.modem.as_str()))
+            .collect();
+        let bound: Vec<String> = self.bindings.keys().cloned().collect();
+        for m in bound {
+            let differs = before
+                .get(&m)
+                .is_none_or(|b| *b != self.engine.effective(&m));
+            if differs || touched.contains(m.as_str()) {
+                self.enforce(&m, now_ms, now_ms);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// How often the controller resynced from its store since it was opened.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
     }
 
     /// Commits the batch the current call opened. A failed commit poisons the controller: the

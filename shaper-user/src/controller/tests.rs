@@ -68,12 +68,16 @@ struct LoggedStore {
     inner: SqliteStore,
     log: Log,
     fail: Arc<Mutex<Option<&'static str>>>,
+    /// With `fail`: only the write whose logged argument is this fails.
+    fail_what: Arc<Mutex<Option<String>>>,
 }
 
 impl LoggedStore {
     fn write(&self, op: &'static str, what: String) -> Result<(), StoreError> {
+        let only = self.fail_what.lock().unwrap().clone();
+        let hit = only.is_none_or(|w| w == what);
         self.log.lock().unwrap().push(Call::Store(op, what));
-        if *self.fail.lock().unwrap() == Some(op) {
+        if *self.fail.lock().unwrap() == Some(op) && hit {
             return Err(StoreError::Sqlite {
                 op,
                 source: rusqlite::Error::InvalidQuery,
@@ -152,6 +156,7 @@ struct Rig {
     log: Log,
     fail_dp: Arc<Mutex<bool>>,
     fail_store: Arc<Mutex<Option<&'static str>>>,
+    fail_what: Arc<Mutex<Option<String>>>,
 }
 
 impl Rig {
@@ -161,6 +166,7 @@ impl Rig {
             log: Log::default(),
             fail_dp: Arc::default(),
             fail_store: Arc::default(),
+            fail_what: Arc::default(),
         }
     }
 
@@ -173,6 +179,7 @@ impl Rig {
             inner: SqliteStore::open(self.db()).unwrap(),
             log: self.log.clone(),
             fail: self.fail_store.clone(),
+            fail_what: self.fail_what.clone(),
         };
         let dp = Recorder {
             target: Target::Dataplane,
@@ -380,9 +387,10 @@ fn a_batch_is_one_commit_and_fires_what_is_due_with_it() {
         take(&rig.log),
         applied("cm1", down(50_000_000).overlay(&base()))
     );
-    // A failed commit acknowledges nothing of the batch and poisons the controller.
+    // A failed commit acknowledges nothing of the batch; the controller resyncs from the
+    // store at once, so nothing of the batch is in memory or enforced, and it goes on.
     *rig.fail_store.lock().unwrap() = Some("commit_batch");
-    let results = ctl.submit_batch(
+    let (results, fired) = ctl.submit_batch_and_fire(
         vec![
             req("cm1", down(60_000_000), None, None),
             req("cm2", down(80_000_000), None, None),
@@ -392,14 +400,35 @@ fn a_batch_is_one_commit_and_fires_what_is_due_with_it() {
     assert!(
         results
             .iter()
-            .all(|r| matches!(r, Err(ControllerError::Poisoned(_)))),
+            .all(|r| matches!(r, Err(ControllerError::NotCommitted(_)))),
         "{results:?}"
     );
-    assert!(ctl.poisoned().is_some());
+    assert!(fired.is_empty(), "a lost batch has nothing to enforce");
+    assert!(ctl.poisoned().is_none());
+    assert_eq!(ctl.resyncs(), 1);
+    assert_eq!(ctl.engine().events().count(), 2);
+    assert_eq!(
+        ctl.effective("cm1").unwrap().max_down_bps,
+        Some(50_000_000),
+        "the refused 60 Mbit/s grant is not in force"
+    );
+    // The two modems the lost batch touched are enforced at their stored levels again.
+    let enforced: Vec<Call> = take(&rig.log)
+        .into_iter()
+        .filter(|c| matches!(c, Call::Apply(..)))
+        .collect();
+    let mut want = Vec::from(applied("cm1", down(50_000_000).overlay(&base())));
+    want.extend(applied("cm2", base()));
+    assert_eq!(enforced, want);
     *rig.fail_store.lock().unwrap() = None;
+    // Writes work again, and the ids of the lost batch are not handed out again.
+    let s = ctl
+        .submit(req("cm1", down(70_000_000), None, None), T0 + 2)
+        .unwrap();
+    assert_eq!(s.id, 5, "ids 3 and 4 went to the lost batch");
     drop(ctl);
     let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
-    assert_eq!(snap.events.len(), 2, "the failed batch left nothing");
+    assert_eq!(snap.events.len(), 3, "the failed batch left nothing");
 }
 
 #[test]
@@ -622,25 +651,29 @@ fn an_acknowledged_submission_is_durable() {
     assert_eq!(snap.events[0].event.state, EventState::Pending);
     drop(other);
 
-    // A submission whose store write fails is not acknowledged, and the controller refuses
-    // to go on with memory ahead of its store.
+    // A submission whose store write fails is not acknowledged and leaves nothing behind in
+    // memory: the controller goes on.
     *rig.fail_store.lock().unwrap() = Some("append_event");
     let err = ctl
         .submit(req("cm1", down(60_000_000), None, None), T0 + 1)
         .unwrap_err();
-    assert!(matches!(err, ControllerError::Store(_)), "{err}");
-    assert!(ctl.poisoned().is_some());
+    assert!(matches!(err, ControllerError::NotStored(_)), "{err}");
+    assert!(ctl.poisoned().is_none());
+    assert_eq!(
+        ctl.engine().events().count(),
+        1,
+        "the refused event is forgotten"
+    );
+    assert!(ctl.engine().event(2).is_none());
     *rig.fail_store.lock().unwrap() = None;
-    assert!(matches!(
-        ctl.tick(T0 + 2000),
-        Err(ControllerError::Poisoned(_))
-    ));
-
-    // Crash and restart: the acknowledged event survived and fires; the refused one is gone.
-    drop(ctl);
-    let (ctl, fired) = rig.open(vec![b], T0 + 2000);
+    let fired = ctl.tick(T0 + 2000).unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].cause, s.id);
+
+    // Crash and restart: the acknowledged event survived; the refused one is gone.
+    drop(ctl);
+    let (ctl, fired) = rig.open(vec![b], T0 + 2000);
+    assert!(fired.is_empty());
     assert_eq!(ctl.engine().events().count(), 1);
     assert_eq!(ctl.effective("cm1").unwrap().max_down_bps, Some(50_000_000));
     assert!(ctl.poisoned().is_none());
@@ -906,4 +939,117 @@ fn the_pipeline_needs_its_section_and_is_disabled_when_off() {
     };
     assert!(off.apply(&b, &base()).is_ok());
     assert!(off.remove(&b).is_ok());
+}
+
+#[test]
+fn a_failed_store_write_refuses_only_its_own_request() {
+    let rig = Rig::new("ctl-one-lost");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    for (m, a) in [
+        ("cm1", "198.18.0.11"),
+        ("cm2", "198.18.0.12"),
+        ("cm3", "198.18.0.13"),
+    ] {
+        add(&mut ctl, m, a);
+    }
+    take(&rig.log);
+    // Event 2's write fails (as a value SQLite cannot hold did); events 1 and 3 share its
+    // group commit and must not notice.
+    *rig.fail_store.lock().unwrap() = Some("append_event");
+    *rig.fail_what.lock().unwrap() = Some("2".into());
+    let (results, changes) = ctl.submit_batch_and_fire(
+        vec![
+            req("cm1", down(50_000_000), None, None),
+            req("cm2", down(60_000_000), None, None),
+            req("cm3", down(70_000_000), None, None),
+        ],
+        T0,
+    );
+    *rig.fail_store.lock().unwrap() = None;
+    assert_eq!(results[0].as_ref().unwrap().id, 1);
+    assert!(
+        matches!(results[1], Err(ControllerError::NotStored(_))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().id, 3);
+    assert!(ctl.poisoned().is_none());
+    assert_eq!(ctl.resyncs(), 0, "one lost request needs no resync");
+    // The refused grant is neither in memory nor among the changes to enforce.
+    let causes: Vec<u64> = changes.iter().map(|c| c.cause).collect();
+    assert_eq!(causes, [1, 3]);
+    assert!(ctl.engine().event(2).is_none());
+    assert_eq!(ctl.effective("cm2"), Some(base().normalized()));
+    ctl.enforce_changes(&changes, T0).unwrap();
+    let enforced: Vec<Call> = take(&rig.log)
+        .into_iter()
+        .filter(|c| matches!(c, Call::Apply(..)))
+        .collect();
+    let mut want = Vec::from(applied("cm1", down(50_000_000).overlay(&base())));
+    want.extend(applied("cm3", down(70_000_000).overlay(&base())));
+    assert_eq!(enforced, want, "cm2 is never enforced at the refused level");
+    // Its id is not handed out again, and the store holds exactly what was acknowledged.
+    let s = ctl
+        .submit(req("cm2", down(60_000_000), None, None), T0 + 1)
+        .unwrap();
+    assert_eq!(s.id, 4);
+    drop(ctl);
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    let ids: Vec<u64> = snap.events.iter().map(|e| e.event.id).collect();
+    assert_eq!(ids, [1, 3, 4]);
+}
+
+#[test]
+fn a_lost_cancellation_or_tick_resyncs_and_writes_work_again() {
+    let rig = Rig::new("ctl-resync");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    let g = ctl
+        .submit(req("cm1", down(50_000_000), None, Some(T0 + 10_000)), T0)
+        .unwrap();
+    ctl.tick(T0).unwrap();
+    take(&rig.log);
+
+    // The cancellation's state write fails: refused, and the grant stays (memory resynced
+    // to the store, the data plane enforced at the stored level).
+    *rig.fail_store.lock().unwrap() = Some("set_event_state");
+    let err = ctl.cancel(g.id, T0 + 1).unwrap_err();
+    assert!(matches!(err, ControllerError::NotCommitted(_)), "{err}");
+    assert!(ctl.poisoned().is_none());
+    assert_eq!(ctl.resyncs(), 1);
+    assert_eq!(ctl.engine().event(g.id).unwrap().state, EventState::Active);
+    let boosted = down(50_000_000).overlay(&base());
+    assert_eq!(ctl.effective("cm1"), Some(boosted.normalized()));
+    let enforced: Vec<Call> = take(&rig.log)
+        .into_iter()
+        .filter(|c| matches!(c, Call::Apply(..)))
+        .collect();
+    assert_eq!(enforced, applied("cm1", boosted));
+
+    // The stop's state write fails at the tick: the data plane follows (the stop is due),
+    // the resync fires the stop again from the store and stores it this time... once the
+    // store works again. While it fails, the tick reports the loss.
+    let err = ctl.tick(T0 + 10_000).unwrap_err();
+    assert!(matches!(err, ControllerError::NotCommitted(_)), "{err}");
+    *rig.fail_store.lock().unwrap() = None;
+    assert_eq!(ctl.effective("cm1"), Some(base().normalized()));
+    // Writes work again without a restart.
+    let s = ctl
+        .submit(req("cm1", down(20_000_000), None, None), T0 + 10_001)
+        .unwrap();
+    assert!(!s.duplicate);
+    ctl.tick(T0 + 10_001).unwrap();
+    assert_eq!(ctl.effective("cm1").unwrap().max_down_bps, Some(20_000_000));
+    drop(ctl);
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    let states: Vec<(u64, EventState)> = snap
+        .events
+        .iter()
+        .map(|s| (s.event.id, s.event.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(1, EventState::Completed), (2, EventState::Active)],
+        "the stop was stored by the retry"
+    );
 }

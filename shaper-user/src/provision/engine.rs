@@ -496,6 +496,39 @@ impl Engine {
         changes
     }
 
+    /// Forgets an event the engine accepted but the store did not keep (its write failed), as
+    /// if it had never been submitted: its scheduled actions, its layer if it already fired,
+    /// its idempotency key and its audit lines go. Its id stays used: the next submission gets
+    /// a new one ([`Engine::last_id`]). Returns the modem whose effective level changed, if
+    /// the event had fired, so the caller can enforce it again. Unknown ids: `None`.
+    pub fn retract(&mut self, id: u64) -> Option<String> {
+        let mut record = self.take_record(id)?;
+        self.unschedule_record(&mut record);
+        if let Some(key) = &record.key {
+            if self.keys.get(key.as_ref()).is_some_and(|(_, k)| *k == id) {
+                self.keys.remove(key.as_ref());
+            }
+        }
+        self.audit.retain(|a| a.event != id);
+        (record.state == EventState::Active).then(|| {
+            let (name, modem) = self.modem_mut(&record);
+            modem.layers.remove(&(record.start_due_ms, id));
+            name.to_owned()
+        })
+    }
+
+    /// The highest event id handed out so far (0 before the first).
+    pub fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Makes the next event id at least `floor + 1`: a controller that rebuilds its engine
+    /// from the store keeps the ids of events the store never kept from being handed out
+    /// again.
+    pub fn reserve_ids(&mut self, floor: u64) {
+        self.next_id = self.next_id.max(floor);
+    }
+
     /// When the next action is due, for the caller's timer. May be in the past (poll at once).
     pub fn next_due(&self) -> Option<u64> {
         self.schedule.keys().next().map(|&(due, _)| due)

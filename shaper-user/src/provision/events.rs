@@ -72,6 +72,15 @@ pub struct Event {
     pub state: EventState,
 }
 
+/// Latest time an event may name, in milliseconds since the Unix epoch:
+/// 9999-12-31T23:59:59.999Z. Every sink holds it (SQLite's signed 64-bit integers, RFC 3339
+/// dates, JavaScript's exact integers up to 2^53); a later time is refused at the edge.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+/// Longest modem id, in bytes (the configuration's `[[modem]] id` has the same bound).
+pub const MAX_MODEM_ID: usize = 128;
+/// Longest idempotency key, in bytes (after the API scopes it to the caller).
+pub const MAX_IDEMPOTENCY_KEY: usize = 400;
+
 /// The time a start fires: `start_ms`, or `now_ms` if that is earlier or absent.
 pub fn start_due(start_ms: Option<u64>, now_ms: u64) -> u64 {
     start_ms.map_or(now_ms, |s| s.max(now_ms))
@@ -82,6 +91,14 @@ pub fn start_due(start_ms: Option<u64>, now_ms: u64) -> u64 {
 pub enum EventError {
     #[error("modem id is empty")]
     EmptyModem,
+    #[error("modem: the id is {len} bytes long; at most {MAX_MODEM_ID} are allowed")]
+    ModemTooLong { len: usize },
+    #[error("modem: the id contains a control character")]
+    ModemControlChar,
+    #[error("idempotency key: {len} bytes is above the limit of {MAX_IDEMPOTENCY_KEY}")]
+    IdempotencyKeyTooLong { len: usize },
+    #[error("{field}: {value} is after {MAX_TIME_MS} (9999-12-31T23:59:59.999Z)")]
+    TimeOutOfRange { field: &'static str, value: u64 },
     #[error("idempotency key is empty")]
     EmptyIdempotencyKey,
     #[error("qos: the grant sets no field, so it would change nothing")]
@@ -102,6 +119,11 @@ pub fn validate_timing(
     stop_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<(), EventError> {
+    for (field, t) in [("start_ms", start_ms), ("stop_ms", stop_ms)] {
+        if let Some(value) = t.filter(|&t| t > MAX_TIME_MS) {
+            return Err(EventError::TimeOutOfRange { field, value });
+        }
+    }
     if let Some(stop) = stop_ms {
         if let Some(start) = start_ms {
             if stop <= start {
@@ -111,6 +133,20 @@ pub fn validate_timing(
         if stop <= now_ms {
             return Err(EventError::StopInPast { stop, now: now_ms });
         }
+    }
+    Ok(())
+}
+
+/// A modem id: 1..=[`MAX_MODEM_ID`] bytes, no control characters.
+pub fn validate_modem_id(id: &str) -> Result<(), EventError> {
+    if id.is_empty() {
+        return Err(EventError::EmptyModem);
+    }
+    if id.len() > MAX_MODEM_ID {
+        return Err(EventError::ModemTooLong { len: id.len() });
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EventError::ModemControlChar);
     }
     Ok(())
 }
@@ -128,11 +164,13 @@ impl EventRequest {
     /// Everything that can be checked without the engine's state (the modem's existence and
     /// idempotency are the engine's).
     pub fn validate(&self, now_ms: u64) -> Result<(), EventError> {
-        if self.modem.is_empty() {
-            return Err(EventError::EmptyModem);
-        }
-        if self.idempotency_key.as_deref() == Some("") {
-            return Err(EventError::EmptyIdempotencyKey);
+        validate_modem_id(&self.modem)?;
+        match self.idempotency_key.as_deref() {
+            Some("") => return Err(EventError::EmptyIdempotencyKey),
+            Some(k) if k.len() > MAX_IDEMPOTENCY_KEY => {
+                return Err(EventError::IdempotencyKeyTooLong { len: k.len() });
+            }
+            _ => {}
         }
         validate_grant(&self.qos)?;
         validate_timing(self.start_ms, self.stop_ms, now_ms)
@@ -191,6 +229,43 @@ mod tests {
         let mut r = req(None, None);
         r.idempotency_key = Some(String::new());
         assert_eq!(r.validate(0), Err(EventError::EmptyIdempotencyKey));
+    }
+
+    #[test]
+    fn times_and_ids_within_what_every_sink_holds() {
+        assert_eq!(req(Some(MAX_TIME_MS), None).validate(0), Ok(()));
+        assert_eq!(
+            req(Some(u64::MAX), None).validate(0),
+            Err(EventError::TimeOutOfRange {
+                field: "start_ms",
+                value: u64::MAX
+            })
+        );
+        assert_eq!(
+            req(None, Some(1 << 63)).validate(0),
+            Err(EventError::TimeOutOfRange {
+                field: "stop_ms",
+                value: 1 << 63
+            })
+        );
+        let mut r = req(None, None);
+        r.modem = "m".repeat(MAX_MODEM_ID);
+        assert_eq!(r.validate(0), Ok(()));
+        r.modem.push('m');
+        assert_eq!(
+            r.validate(0),
+            Err(EventError::ModemTooLong {
+                len: MAX_MODEM_ID + 1
+            })
+        );
+        r.modem = "cm\n1".into();
+        assert_eq!(r.validate(0), Err(EventError::ModemControlChar));
+        let mut r = req(None, None);
+        r.idempotency_key = Some("k".repeat(MAX_IDEMPOTENCY_KEY + 1));
+        assert!(matches!(
+            r.validate(0),
+            Err(EventError::IdempotencyKeyTooLong { .. })
+        ));
     }
 
     #[test]

@@ -20,10 +20,12 @@ pub use engine::{
     Amendment, AuditEntry, AuditWhat, Change, ChangeKind, Engine, ProvisionError, Submitted,
 };
 pub use events::{
-    Event, EventError, EventRequest, EventState, Source, start_due, validate_grant, validate_timing,
+    Event, EventError, EventRequest, EventState, MAX_IDEMPOTENCY_KEY, MAX_MODEM_ID, MAX_TIME_MS,
+    Source, start_due, validate_grant, validate_modem_id, validate_timing,
 };
 pub use modem_audit::{BaseSource, ModemAuditEntry};
 pub use qos::{
-    MAX_PRIORITY, MIN_BURST_BYTES, MIN_RATE_BPS, PPM, QosError, QosLevel, ServiceTargets,
+    MAX_PRIORITY, MAX_RATE_BPS, MIN_BURST_BYTES, MIN_RATE_BPS, PPM, QosError, QosLevel,
+    ServiceTargets,
 };
 pub use restore::{ModemRecord, RestoreError, Snapshot, StoredEvent};

@@ -8,10 +8,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{MAX_RATE_BPS, MIN_MTU};
+use crate::policy::MIN_MTU;
 
 /// Lowest rate the data plane's policer represents (one byte per second).
 pub const MIN_RATE_BPS: u64 = 8;
+/// Highest rate a provisioned level may carry: 4,294,967,295 bit/s. Every sink must hold it:
+/// the DOCSIS configuration file's maximum sustained and minimum reserved rate TLVs (25.8,
+/// 25.10) are 32-bit fields (DOCSIS 3.1's extended rates are not implemented), HTB and the
+/// data plane's policer (up to `policy::MAX_RATE_BPS`) hold more. A level above it is refused
+/// at the edge instead of being enforced in the data plane and then failing in the file.
+pub const MAX_RATE_BPS: u64 = u32::MAX as u64;
 /// Smallest burst: one full-size Ethernet frame; a smaller bucket drops every full-size packet
 /// whatever the rate. With an MTU set the floor is the MTU (as `policy::ClassConfig` requires).
 pub const MIN_BURST_BYTES: u32 = 1500;
@@ -298,6 +304,23 @@ mod tests {
             Err(QosError::RateTooLow {
                 field: "max_up_bps",
                 value: 7
+            })
+        );
+        let q = QosLevel {
+            max_down_bps: Some(MAX_RATE_BPS),
+            ..QosLevel::default()
+        };
+        assert_eq!(q.validate(), Ok(()));
+        // 5 Gbit/s: the data plane could police it, the DOCSIS file could not carry it.
+        let q = QosLevel {
+            max_down_bps: Some(5_000_000_000),
+            ..QosLevel::default()
+        };
+        assert_eq!(
+            q.validate(),
+            Err(QosError::RateTooHigh {
+                field: "max_down_bps",
+                value: 5_000_000_000
             })
         );
         let q = QosLevel {

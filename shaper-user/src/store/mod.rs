@@ -136,6 +136,14 @@ pub trait Store: Send {
 
     /// Abandons the open batch (if any): nothing of it is stored.
     fn rollback_batch(&mut self);
+    /// Whether the open batch still holds every write that succeeded in it. A failed write
+    /// normally changes nothing and leaves the batch open; some failures (an I/O error, a full
+    /// disk) make the database abandon the whole transaction, and then the batch's earlier
+    /// writes are gone too. The controller asks after a failed write to know whether only that
+    /// request is lost or the whole batch is.
+    fn batch_intact(&self) -> bool {
+        true
+    }
 
     /// Creates a modem or replaces its base plan.
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError>;

@@ -565,6 +565,10 @@ impl Store for SqliteStore {
         }
     }
 
+    fn batch_intact(&self) -> bool {
+        self.in_batch && !self.conn.is_autocommit()
+    }
+
     fn rollback_batch(&mut self) {
         if std::mem::take(&mut self.in_batch) && !self.conn.is_autocommit() {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
