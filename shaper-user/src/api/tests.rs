@@ -1237,3 +1237,95 @@ async fn base_changes_and_cancellations_reach_the_change_hook() {
         ["cm1:Some(5000000)", "cm1:Some(5000000)"]
     );
 }
+
+/// Issue 11 item 1: a number no sink can hold is refused at the edge, naming the field and
+/// the limit, and the next writes of every kind go through (before, the store's refusal of
+/// start_ms = u64::MAX poisoned the controller until a restart).
+#[tokio::test]
+async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_writes_go_on() {
+    let rig = Rig::new("edge-bounds");
+    let own = |body: Value| rig.call("POST", "/v1/events", Some("t-sub"), Some(body));
+    let (status, _, v) = own(json!({
+        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "start_ms": u64::MAX
+    }))
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["field"], "start_ms");
+    assert!(
+        v["detail"].as_str().unwrap().contains("253402300799999"),
+        "{v}"
+    );
+    let (status, _, v) = own(json!({
+        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "stop_ms": 1u64 << 63
+    }))
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["field"], "stop_ms");
+    // A rate the DOCSIS file cannot carry (5 Gbit/s) is refused in a grant and a base plan.
+    let (status, _, v) = rig
+        .call(
+            "POST",
+            "/v1/events",
+            Some("t-csr"),
+            Some(json!({ "modem": "cm1", "qos": { "max_down_bps": 5_000_000_000u64 } })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("qos.max_down_bps")));
+    let (status, _, v) = rig
+        .call(
+            "PUT",
+            "/v1/modems/cm1/base",
+            Some("t-csr"),
+            Some(json!({ "max_down_bps": 5_000_000_000u64 })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("max_down_bps")));
+    assert!(v["detail"].as_str().unwrap().contains("4294967295"), "{v}");
+    // A modem id longer than any stored one.
+    let (status, _, v) = rig
+        .call(
+            "POST",
+            "/v1/events",
+            Some("t-csr"),
+            Some(json!({ "modem": "m".repeat(129), "qos": grant() })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("modem")));
+    assert_eq!(rig.stored_events(), 0, "nothing refused was stored");
+
+    // Every kind of write works afterwards.
+    let (status, _, v) = own(json!({
+        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "start_ms": T0 + 60_000
+    }))
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let (status, _, v) = rig
+        .call(
+            "PATCH",
+            &format!("/v1/events/{id}"),
+            Some("t-sub"),
+            Some(json!({ "stop_ms": (1u64 << 63) + 5 })),
+        )
+        .await;
+    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("stop_ms")));
+    let (status, _, v) = rig
+        .call(
+            "PATCH",
+            &format!("/v1/events/{id}"),
+            Some("t-sub"),
+            Some(json!({ "stop_ms": T0 + 120_000 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, _) = rig
+        .call("PUT", "/v1/modems/cm1/base", Some("t-csr"), Some(plan()))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = rig
+        .call("DELETE", &format!("/v1/events/{id}"), Some("t-sub"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rig.stored_events(), 1);
+    assert!(rig.ctl().poisoned().is_none());
+}

@@ -133,14 +133,16 @@ fn rates_above_u32_are_an_error_naming_the_field() {
         max_down_bps: Some(MAX_DOCSIS_RATE_BPS + 1),
         ..QosLevel::default()
     };
+    // The level's own bounds are the DOCSIS ones (provision::MAX_RATE_BPS), so validation
+    // refuses it first, naming the field.
     let e = build("m", &q, &opts(&key(), None)).unwrap_err();
     assert!(
         matches!(
             e,
-            ConfigFileError::RateAboveDocsis {
+            ConfigFileError::Qos(crate::provision::QosError::RateTooHigh {
                 field: "max_down_bps",
                 value: 4_294_967_296
-            }
+            })
         ),
         "{e:?}"
     );
@@ -405,6 +407,8 @@ fn batch_built_files_load_back_each_to_its_own_qos() {
     };
     assert!(matches!(
         build_batch(&[("a", &plan()), ("b", &bad)], &opts(&k, Some(&s))),
-        Err(ConfigFileError::RateAboveDocsis { .. })
+        Err(ConfigFileError::Qos(
+            crate::provision::QosError::RateTooHigh { .. }
+        ))
     ));
 }
