@@ -726,6 +726,7 @@ fn pending(args: &Args) -> Result<()> {
                     start_ms: Some(start),
                     stop_ms: (j % 2 == 0).then_some(start + 1_800_000),
                     idempotency_key: None,
+                    level: None,
                 }
             })
             .collect();
@@ -749,6 +750,7 @@ fn pending(args: &Args) -> Result<()> {
             start_ms: Some(due_start + u64::from(j / 10)),
             stop_ms: None,
             idempotency_key: None,
+            level: None,
         })
         .collect();
     let due_ms: Vec<(u64, u64)> = reqs

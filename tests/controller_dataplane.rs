@@ -104,6 +104,7 @@ fn boost() -> EventRequest {
         start_ms: Some(T0 + 1000),
         stop_ms: Some(T0 + 5000),
         idempotency_key: Some("boost-1".into()),
+        level: None,
     }
 }
 

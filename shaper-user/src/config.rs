@@ -124,6 +124,10 @@ pub struct ControllerSection {
     /// The modem pipeline (files, delivery, reboots); required when
     /// `enforcement.modem_pipeline` is on.
     pub modem_pipeline: Option<ModemPipelineSection>,
+    /// The grant catalogue subscribers (and CSRs, if so configured) choose from; owned and
+    /// checked by `provision::catalogue`.
+    #[serde(default)]
+    pub grants: crate::provision::catalogue::GrantsSection,
 }
 
 /// `[controller.modem_pipeline]` (docs/MODEM-CONFIG.md). Relative paths are relative to the
@@ -206,6 +210,8 @@ pub struct ControllerPlan {
     /// `[controller.modem_pipeline]`, paths resolved.
     pub pipeline: Option<PipelineOptions>,
     pub modems: Vec<ModemPlan>,
+    /// `[controller.grants]`, checked.
+    pub catalogue: crate::provision::GrantCatalogue,
     /// The HTB trees modems get classes in: (direction, interface, link rate, default minor).
     pub htb_trees: Vec<(crate::controller::Direction, String, u64, u16)>,
 }
@@ -965,6 +971,13 @@ fn validate_controller(
         ));
     }
     let (htb_minors, htb_trees) = validate_modem_htb(config, c, modems.len())?;
+    let catalogue = crate::provision::GrantCatalogue::from_section(&c.grants).map_err(|e| {
+        let text = e.to_string();
+        match text.split_once(": ") {
+            Some((key, msg)) => err(key, msg),
+            None => err("controller.grants", text),
+        }
+    })?;
     let in_dir = |d| {
         htb_trees
             .iter()
@@ -984,6 +997,7 @@ fn validate_controller(
         enforcement: c.enforcement,
         pipeline,
         modems,
+        catalogue,
         htb_trees,
     }))
 }

@@ -202,6 +202,7 @@ pub fn open_controller(
         now_ms,
     )
     .context("opening the controller")?;
+    ctl.set_catalogue(plan.catalogue.clone());
     for (binding, m) in add {
         let id = binding.modem.clone();
         ctl.add_modem(binding, m.base, now_ms)

@@ -729,6 +729,12 @@ async fn start_controller(
                     .map_err(|_| anyhow::anyhow!("nsm lock poisoned"))?;
                 shaper::nsm::run::feed_provisioned(&c, &mut s, None);
             }
+            // Committed rates of new provisioning grants are admitted against link capacity.
+            ctl.lock()
+                .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?
+                .set_admission(Box::new(shaper::nsm::run::NsmAdmission(
+                    nsm.service.clone(),
+                )));
             // Provisioning grants hold committed capacity the manager must not hand out again.
             let n = nsm.clone();
             let hook: api::ChangeHook = Arc::new(move |c, modems| match n.service.lock() {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::controller::ControllerError;
-use crate::provision::{EventError, ProvisionError, QosError};
+use crate::provision::{EventError, PolicyRefusal, ProvisionError, QosError};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -297,6 +297,28 @@ impl From<ControllerError> for ApiError {
                 },
             },
             ControllerError::UnknownModem(_) => ApiError::NotFound {
+                detail: e.to_string(),
+            },
+            ControllerError::Policy(ref p) => match p {
+                PolicyRefusal::UnknownLevel { .. } => ApiError::Unprocessable {
+                    field: "level".into(),
+                    detail: e.to_string(),
+                },
+                PolicyRefusal::NoStop { .. } | PolicyRefusal::TooLong { .. } => {
+                    ApiError::Unprocessable {
+                        field: "stop_ms".into(),
+                        detail: e.to_string(),
+                    }
+                }
+                PolicyRefusal::QuotaUsed { .. } => ApiError::Forbidden {
+                    detail: e.to_string(),
+                },
+            },
+            ControllerError::LevelQos(_) => ApiError::Unprocessable {
+                field: "qos".into(),
+                detail: e.to_string(),
+            },
+            ControllerError::Admission(_) => ApiError::Conflict {
                 detail: e.to_string(),
             },
             ControllerError::Poisoned(_)

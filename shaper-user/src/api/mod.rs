@@ -20,6 +20,7 @@
 //! | GET    | `/v1/events/{id}`       | admin, csr, automation; subscriber: own modem  |
 //! | PATCH  | `/v1/events/{id}`       | admin, csr, automation; subscriber: own events |
 //! | DELETE | `/v1/events/{id}`       | admin, csr, automation; subscriber: own events |
+//! | GET    | `/v1/catalogue`         | admin, csr, automation, subscriber (grant levels) |
 //! | GET    | `/openapi.json`         | anyone (no token)                              |
 //! | GET    | `/metrics`              | admin (Prometheus text format)                 |
 //! | GET    | `/v1/modem-files`       | admin, csr (operator-dropped modem files)      |
@@ -294,7 +295,7 @@ pub struct Route {
 }
 
 /// Every route the router serves; the OpenAPI document covers exactly these.
-pub const ROUTES: [Route; 30] = [
+pub const ROUTES: [Route; 31] = [
     Route {
         method: "GET",
         path: "/v1/modems/{id}",
@@ -326,6 +327,10 @@ pub const ROUTES: [Route; 30] = [
     Route {
         method: "DELETE",
         path: "/v1/events/{id}",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/catalogue",
     },
     Route {
         method: "GET",
@@ -431,6 +436,7 @@ fn handler(route: Route) -> MethodRouter<AppState> {
         ("GET", "/v1/events/{id}") => on(filter, routes::get_event),
         ("PATCH", "/v1/events/{id}") => on(filter, routes::patch_event),
         ("DELETE", "/v1/events/{id}") => on(filter, routes::delete_event),
+        ("GET", "/v1/catalogue") => on(filter, routes::catalogue),
         ("GET", "/openapi.json") => on(filter, routes::openapi_json),
         ("GET", "/metrics") => on(filter, routes::metrics),
         ("GET", "/v1/providers") => on(filter, nsm::list_providers),

@@ -201,6 +201,7 @@ fn components() -> Value {
                     "start_ms": opt("integer", "Requested start, ms since the Unix epoch; null = immediate."),
                     "stop_ms": opt("integer", "Requested stop; null = until cancelled."),
                     "idempotency_key": opt("string", "The Idempotency-Key it was submitted with."),
+                    "level": opt("string", "The grant catalogue level it was asked as, if any."),
                     "created_ms": { "type": "integer" },
                     "start_due_ms": { "type": "integer", "description": "When the grant takes (took) effect." },
                     "state": schema_ref("EventState")
@@ -208,11 +209,13 @@ fn components() -> Value {
             },
             "CreateEvent": {
                 "type": "object",
-                "required": ["modem", "qos"],
+                "required": ["modem"],
                 "additionalProperties": false,
+                "description": "Exactly one of qos and level.",
                 "properties": {
-                    "modem": { "type": "string" },
+                    "modem": { "type": "string", "minLength": 1, "maxLength": 128 },
                     "qos": schema_ref("QosLevel"),
+                    "level": { "type": "string", "minLength": 1, "maxLength": 64, "description": "A level of the grant catalogue (GET /v1/catalogue): its grant, maximum duration and monthly quota. Subscribers (and CSRs, with controller.grants.csr_from_catalogue) must name one." },
                     "start_ms": opt("integer", "Start, ms since the Unix epoch; absent or null = immediate (at the controller's next tick)."),
                     "stop_ms": opt("integer", "Stop; absent or null = until cancelled. Must be after start_ms and now.")
                 }
@@ -314,9 +317,11 @@ pub fn document() -> Value {
                         auth_errors(&[
                             ("400", "Malformed JSON, body shape, Content-Type or Idempotency-Key; `field` names it."),
                             ("404", "Unknown modem."),
-                            ("409", "The Idempotency-Key was used for a different request."),
+                            ("403", "The role must name a catalogue level, or the level's monthly quota is used up."),
+                            ("409", "The Idempotency-Key was used for a different request, or the committed rate does not fit the links' free capacity."),
                             ("413", "Body too large."),
-                            ("422", "Invalid QoS or timing; `field` names it (e.g. qos.priority, stop_ms).")
+                            ("422", "Invalid QoS, timing or level; `field` names it (e.g. qos.priority, stop_ms, level)."),
+                            ("503", "The store did not keep the request; nothing of it was applied.")
                         ])
                     )
                 },
@@ -382,6 +387,34 @@ pub fn document() -> Value {
                     "summary": "This document.",
                     "security": [],
                     "responses": { "200": ok("OpenAPI 3.1 document.", json!({ "type": "object" })) }
+                }
+            },
+            "/v1/catalogue": {
+                "get": {
+                    "operationId": "getCatalogue",
+                    "summary": "The grant catalogue: the levels subscribers (and CSRs, if so configured) choose from, with their maximum duration and monthly quota.",
+                    "description": "Roles: admin, csr, automation, subscriber.",
+                    "responses": responses(
+                        &[("200", ok("The catalogue.", json!({
+                            "type": "object",
+                            "required": ["csr_from_catalogue", "max_per_month", "levels"],
+                            "properties": {
+                                "csr_from_catalogue": { "type": "boolean" },
+                                "max_per_month": { "type": ["integer", "null"], "minimum": 1, "maximum": 4294967295u64 },
+                                "levels": { "type": "array", "items": {
+                                    "type": "object",
+                                    "required": ["name", "qos", "max_duration_s", "per_month"],
+                                    "properties": {
+                                        "name": { "type": "string", "minLength": 1, "maxLength": 64 },
+                                        "qos": schema_ref("QosLevel"),
+                                        "max_duration_s": { "type": "integer", "minimum": 1, "maximum": 253402300799u64 },
+                                        "per_month": { "type": ["integer", "null"], "minimum": 1, "maximum": 4294967295u64 }
+                                    }
+                                } }
+                            }
+                        })))],
+                        auth_errors(&[])
+                    )
                 }
             },
             "/v1/modem-files": {

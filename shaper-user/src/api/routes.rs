@@ -74,12 +74,16 @@ impl From<QosBody> for QosLevel {
     }
 }
 
-/// `POST /v1/events`.
+/// `POST /v1/events`: a grant (`qos`) or a catalogue level (`level`), not both.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
     pub modem: String,
-    pub qos: QosBody,
+    #[serde(default)]
+    pub qos: Option<QosBody>,
+    /// A level of the grant catalogue (`GET /v1/catalogue`); subscribers must name one.
+    #[serde(default)]
+    pub level: Option<String>,
     #[serde(default)]
     pub start_ms: Option<u64>,
     #[serde(default)]
@@ -157,6 +161,8 @@ pub struct EventView {
     pub stop_ms: Option<u64>,
     /// The key as the client sent it.
     pub idempotency_key: Option<String>,
+    /// The catalogue level it was asked as, if any.
+    pub level: Option<String>,
     pub created_ms: u64,
     pub start_due_ms: u64,
     pub state: &'static str,
@@ -175,6 +181,7 @@ impl From<&Event> for EventView {
                 .idempotency_key
                 .as_deref()
                 .map(|k| client_key(k).to_owned()),
+            level: e.level.clone(),
             created_ms: e.created_ms,
             start_due_ms: e.start_due_ms,
             state: state_name(e.state),
@@ -495,13 +502,49 @@ pub async fn create_event(
     let body: CreateEvent = json_body(&headers, body)?;
     principal.require_modem(&body.modem)?;
     let source = principal.source().expect("providers were refused above");
+    if body.level.is_none() && restricted(&state, &principal).await? {
+        return Err(ApiError::Forbidden {
+            detail: format!(
+                "{} tokens ask for a level of the grant catalogue (\"level\"; GET /v1/catalogue lists them), not for a grant of their own",
+                principal.role
+            ),
+        });
+    }
+    if let Some(l) = &body.level {
+        if l.is_empty() || l.len() > crate::provision::catalogue::MAX_LEVEL_NAME {
+            return Err(ApiError::Unprocessable {
+                field: "level".into(),
+                detail: format!(
+                    "a level name is 1..={} characters",
+                    crate::provision::catalogue::MAX_LEVEL_NAME
+                ),
+            });
+        }
+    }
+    let qos = match (body.qos, &body.level) {
+        (Some(q), None) => q.into(),
+        (None, Some(_)) => QosLevel::default(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Unprocessable {
+                field: "qos".into(),
+                detail: "give a level or a qos, not both: a level is its own grant".into(),
+            });
+        }
+        (None, None) => {
+            return Err(ApiError::Unprocessable {
+                field: "qos".into(),
+                detail: "the request names neither a qos nor a catalogue level".into(),
+            });
+        }
+    };
     let req = EventRequest {
         modem: body.modem,
         source,
-        qos: body.qos.into(),
+        qos,
         start_ms: body.start_ms,
         stop_ms: body.stop_ms,
         idempotency_key: key.map(|k| principal.scoped_key(&k)),
+        level: body.level,
     };
     let submitted = group_submit(&state, req).await?;
     let status = if submitted.duplicate {
@@ -598,6 +641,14 @@ pub async fn patch_event(
     principal.require_modem_routes()?;
     let id = path_id(path)?;
     let patch: PatchEvent = json_body(&headers, body)?;
+    if patch.qos.is_some() && restricted(&state, &principal).await? {
+        return Err(ApiError::Forbidden {
+            detail: format!(
+                "{} tokens change only the times of a grant; cancel it and ask for another catalogue level",
+                principal.role
+            ),
+        });
+    }
     if patch.start_ms.is_none() && patch.stop_ms.is_none() && patch.qos.is_none() {
         return Err(ApiError::Unprocessable {
             field: "body".into(),
@@ -636,6 +687,62 @@ pub async fn delete_event(
             hook(ctl, std::slice::from_ref(&event.modem));
         }
         Ok(Json(EventView::from(&event_of(ctl, id)?)))
+    })
+    .await
+}
+
+/// Whether the caller's role must take its grants from the catalogue: subscribers always,
+/// CSRs when `controller.grants.csr_from_catalogue` is set.
+async fn restricted(state: &AppState, principal: &Principal) -> Result<bool, ApiError> {
+    match principal.role {
+        super::Role::Subscriber => Ok(true),
+        super::Role::Csr => {
+            with_controller(state, |ctl, _| Ok(ctl.catalogue().csr_from_catalogue)).await
+        }
+        _ => Ok(false),
+    }
+}
+
+/// A level of the grant catalogue as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LevelView {
+    pub name: String,
+    pub qos: QosLevel,
+    pub max_duration_s: u64,
+    pub per_month: Option<u32>,
+}
+
+/// `GET /v1/catalogue`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CatalogueView {
+    /// CSR tokens too must choose from it.
+    pub csr_from_catalogue: bool,
+    /// Catalogue grants per modem per calendar month (UTC), all levels together.
+    pub max_per_month: Option<u32>,
+    pub levels: Vec<LevelView>,
+}
+
+/// `GET /v1/catalogue`: the grant levels subscribers (and CSRs, if so configured) choose from.
+pub async fn catalogue(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<CatalogueView>, ApiError> {
+    principal.require_modem_routes()?;
+    with_controller(&state, |ctl, _| {
+        let c = ctl.catalogue();
+        Ok(Json(CatalogueView {
+            csr_from_catalogue: c.csr_from_catalogue,
+            max_per_month: c.max_per_month,
+            levels: c
+                .levels()
+                .map(|l| LevelView {
+                    name: l.name.clone(),
+                    qos: l.qos,
+                    max_duration_s: l.max_duration_ms / 1000,
+                    per_month: l.per_month,
+                })
+                .collect(),
+        }))
     })
     .await
 }

@@ -78,6 +78,7 @@ impl Rig {
         .unwrap();
         let now = Arc::new(AtomicU64::new(T0));
         let clock_now = now.clone();
+        ctl.set_catalogue(catalogue());
         let controller = Arc::new(Mutex::new(ctl));
         let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
         let metrics =
@@ -126,6 +127,7 @@ impl Rig {
                     start_ms: Some(now + 60_000),
                     stop_ms: Some(now + 120_000),
                     idempotency_key: None,
+                    level: None,
                 },
                 now,
             )
@@ -212,6 +214,23 @@ impl Rig {
     }
 }
 
+/// The rig's grant catalogue: one level, the same grant as [`grant`].
+fn catalogue() -> crate::provision::GrantCatalogue {
+    crate::provision::GrantCatalogue::from_section(
+        &toml::from_str(
+            r#"
+            [[level]]
+            name = "boost-50"
+            max_down_bps = 50_000_000
+            max_duration_s = 3600
+            per_month = 100
+            "#,
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
 fn grant() -> Value {
     json!({ "max_down_bps": 50_000_000 })
 }
@@ -277,6 +296,7 @@ async fn authorization_matrix() {
     ];
     let patch = || Some(json!({ "qos": { "max_down_bps": 60_000_000 } }));
     let post = |m: &str| Some(json!({ "modem": m, "qos": grant() }));
+    let level = |m: &str| Some(json!({ "modem": m, "level": "boost-50", "stop_ms": T0 + 60_000 }));
     let plan = || Some(plan());
     #[rustfmt::skip]
     let rows: Vec<Row> = vec![
@@ -288,7 +308,10 @@ async fn authorization_matrix() {
         ("PUT", "/v1/modems/nope/base", Target::None, plan(), [404, 404, 403, 403, 404, 401, 401]),
         ("GET", "/v1/modems/cm1/audit", Target::None, None, [200, 200, 403, 403, 403, 401, 401]),
         ("GET", "/v1/modems/nope/audit", Target::None, None, [404, 404, 403, 403, 403, 401, 401]),
-        ("POST", "/v1/events", Target::None, post("cm1"), [201, 201, 201, 403, 201, 401, 401]),
+        // Subscribers choose from the catalogue; a grant of their own is refused.
+        ("POST", "/v1/events", Target::None, post("cm1"), [201, 201, 403, 403, 201, 401, 401]),
+        ("POST", "/v1/events", Target::None, level("cm1"), [201, 201, 201, 403, 201, 401, 401]),
+        ("POST", "/v1/events", Target::None, level("cm2"), [201, 201, 403, 403, 201, 401, 401]),
         ("POST", "/v1/events", Target::None, post("cm2"), [201, 201, 403, 403, 201, 401, 401]),
         ("POST", "/v1/events", Target::None, post("nope"), [404, 404, 403, 403, 404, 401, 401]),
         ("GET", "/v1/events", Target::None, None, [200, 200, 200, 403, 200, 401, 401]),
@@ -297,9 +320,11 @@ async fn authorization_matrix() {
         ("GET", "/v1/events/{id}", Target::Event("cm2", Who::Csr), None, [200, 200, 403, 403, 200, 401, 401]),
         ("GET", "/v1/events/{id}", Target::Id(9999), None, [404, 404, 404, 403, 404, 401, 401]),
         ("PATCH", "/v1/events/{id}", Target::Event("cm1", Who::Csr), patch(), [200, 200, 403, 403, 200, 401, 401]),
-        ("PATCH", "/v1/events/{id}", Target::Event("cm1", Who::Subscriber), patch(), [200, 200, 200, 403, 200, 401, 401]),
+        // A subscriber changes only the times of its grants, never their QoS.
+        ("PATCH", "/v1/events/{id}", Target::Event("cm1", Who::Subscriber), patch(), [200, 200, 403, 403, 200, 401, 401]),
+        ("GET", "/v1/catalogue", Target::None, None, [200, 200, 200, 403, 200, 401, 401]),
         ("PATCH", "/v1/events/{id}", Target::Event("cm2", Who::Csr), patch(), [200, 200, 403, 403, 200, 401, 401]),
-        ("PATCH", "/v1/events/{id}", Target::Id(9999), patch(), [404, 404, 404, 403, 404, 401, 401]),
+        ("PATCH", "/v1/events/{id}", Target::Id(9999), patch(), [404, 404, 403, 403, 404, 401, 401]),
         ("DELETE", "/v1/events/{id}", Target::Event("cm1", Who::Csr), None, [200, 200, 403, 403, 200, 401, 401]),
         ("DELETE", "/v1/events/{id}", Target::Event("cm1", Who::Subscriber), None, [200, 200, 200, 403, 200, 401, 401]),
         ("DELETE", "/v1/events/{id}", Target::Event("cm2", Who::Subscriber), None, [200, 200, 403, 403, 200, 401, 401]),
@@ -361,7 +386,6 @@ async fn authorization_matrix() {
 #[tokio::test]
 async fn submitted_event_source_and_views() {
     let rig = Rig::new("source");
-    let body = json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 + 60_000 });
     for (token, source) in [
         ("t-admin", json!({ "kind": "csr", "user": "root" })),
         ("t-csr", json!({ "kind": "csr", "user": "alice" })),
@@ -371,8 +395,13 @@ async fn submitted_event_source_and_views() {
             json!({ "kind": "automation", "trigger": "billing" }),
         ),
     ] {
+        let body = if token == "t-sub" {
+            json!({ "modem": "cm1", "level": "boost-50", "stop_ms": T0 + 60_000 })
+        } else {
+            json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 + 60_000 })
+        };
         let (status, headers, v) = rig
-            .call("POST", "/v1/events", Some(token), Some(body.clone()))
+            .call("POST", "/v1/events", Some(token), Some(body))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{v}");
         assert_eq!(v["duplicate"], false);
@@ -697,7 +726,7 @@ async fn acknowledged_events_are_durable_and_refusals_leave_nothing() {
             "POST",
             "/v1/events",
             Some("t-sub"),
-            Some(json!({ "modem": "cm1", "qos": grant(), "stop_ms": T0 + 60_000 })),
+            Some(json!({ "modem": "cm1", "level": "boost-50", "stop_ms": T0 + 60_000 })),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -733,7 +762,7 @@ async fn acknowledged_events_are_durable_and_refusals_leave_nothing() {
             "PATCH",
             &uri,
             Some("t-sub"),
-            Some(json!({ "qos": { "max_down_bps": 60_000_000, "priority": 99 } })),
+            Some(json!({ "start_ms": T0 + 10, "stop_ms": T0 + 5 })),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -746,14 +775,14 @@ async fn acknowledged_events_are_durable_and_refusals_leave_nothing() {
             "PATCH",
             &uri,
             Some("t-sub"),
-            Some(json!({ "start_ms": T0 + 10_000, "qos": { "max_down_bps": 60_000_000 } })),
+            Some(json!({ "start_ms": T0 + 10_000 })),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{e}");
     assert_eq!(e["start_ms"], T0 + 10_000);
     assert_eq!(e["stop_ms"], T0 + 60_000, "absent fields are kept");
     let reread = SqliteStore::open(&rig.db).unwrap().load().unwrap();
-    assert_eq!(reread.events[0].event.qos.max_down_bps, Some(60_000_000));
+    assert_eq!(reread.events[0].event.qos.max_down_bps, Some(50_000_000));
     assert_eq!(reread.events[0].event.start_ms, Some(T0 + 10_000));
 }
 
@@ -1218,6 +1247,7 @@ async fn base_changes_and_cancellations_reach_the_change_hook() {
                 start_ms: None,
                 stop_ms: None,
                 idempotency_key: None,
+                level: None,
             },
             now,
         )
@@ -1246,7 +1276,7 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
     let rig = Rig::new("edge-bounds");
     let own = |body: Value| rig.call("POST", "/v1/events", Some("t-sub"), Some(body));
     let (status, _, v) = own(json!({
-        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "start_ms": u64::MAX
+        "modem": "cm1", "level": "boost-50", "start_ms": u64::MAX
     }))
     .await;
     assert_eq!(status, 422, "{v}");
@@ -1256,7 +1286,7 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
         "{v}"
     );
     let (status, _, v) = own(json!({
-        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "stop_ms": 1u64 << 63
+        "modem": "cm1", "level": "boost-50", "stop_ms": 1u64 << 63
     }))
     .await;
     assert_eq!(status, 422, "{v}");
@@ -1270,7 +1300,10 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
             Some(json!({ "modem": "cm1", "qos": { "max_down_bps": 5_000_000_000u64 } })),
         )
         .await;
-    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("qos.max_down_bps")));
+    assert_eq!(
+        (status.as_u16(), v["field"].as_str()),
+        (422, Some("qos.max_down_bps"))
+    );
     let (status, _, v) = rig
         .call(
             "PUT",
@@ -1279,7 +1312,10 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
             Some(json!({ "max_down_bps": 5_000_000_000u64 })),
         )
         .await;
-    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("max_down_bps")));
+    assert_eq!(
+        (status.as_u16(), v["field"].as_str()),
+        (422, Some("max_down_bps"))
+    );
     assert!(v["detail"].as_str().unwrap().contains("4294967295"), "{v}");
     // A modem id longer than any stored one.
     let (status, _, v) = rig
@@ -1295,7 +1331,7 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
 
     // Every kind of write works afterwards.
     let (status, _, v) = own(json!({
-        "modem": "cm1", "qos": { "max_up_bps": 2_500_000 }, "start_ms": T0 + 60_000
+        "modem": "cm1", "level": "boost-50", "start_ms": T0 + 60_000, "stop_ms": T0 + 90_000
     }))
     .await;
     assert_eq!(status, 201, "{v}");
@@ -1308,7 +1344,10 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
             Some(json!({ "stop_ms": (1u64 << 63) + 5 })),
         )
         .await;
-    assert_eq!((status.as_u16(), v["field"].as_str()), (422, Some("stop_ms")));
+    assert_eq!(
+        (status.as_u16(), v["field"].as_str()),
+        (422, Some("stop_ms"))
+    );
     let (status, _, v) = rig
         .call(
             "PATCH",
@@ -1328,4 +1367,150 @@ async fn numbers_beyond_what_the_store_and_the_modem_file_hold_are_refused_and_w
     assert_eq!(status, 200);
     assert_eq!(rig.stored_events(), 1);
     assert!(rig.ctl().poisoned().is_none());
+}
+
+/// Issue 11 item 2: a subscriber grants itself only what the catalogue offers, within the
+/// level's duration and monthly quota; the quota survives a restart (it is counted from the
+/// store) and renews with the calendar month.
+#[tokio::test]
+async fn subscribers_choose_from_the_catalogue_within_duration_and_quota() {
+    let rig = Rig::new("catalogue");
+    let mut c = catalogue();
+    c = crate::provision::GrantCatalogue::from_section(
+        &toml::from_str(
+            r#"
+            [[level]]
+            name = "boost-50"
+            max_down_bps = 50_000_000
+            max_duration_s = 3600
+            per_month = 2
+            "#,
+        )
+        .unwrap(),
+    )
+    .map(|n| {
+        assert_ne!(n, c);
+        n
+    })
+    .unwrap();
+    rig.ctl().set_catalogue(c);
+    let post = |body: Value| rig.call("POST", "/v1/events", Some("t-sub"), Some(body));
+    // The issue's request: 1 Gbit/s committed, by the subscriber itself.
+    let (s, _, v) = post(json!({ "modem": "cm1",
+        "qos": { "max_down_bps": 1_000_000_000u64, "committed_down_bps": 1_000_000_000u64 } }))
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("catalogue"), "{v}");
+    let (s, _, v) = post(json!({ "modem": "cm1", "level": "turbo", "stop_ms": T0 + 1000 })).await;
+    assert_eq!(
+        (s.as_u16(), v["field"].as_str()),
+        (422, Some("level")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("boost-50"), "{v}");
+    let (s, _, v) = post(json!({ "modem": "cm1", "level": "boost-50" })).await;
+    assert_eq!(
+        (s.as_u16(), v["field"].as_str()),
+        (422, Some("stop_ms")),
+        "{v}"
+    );
+    let (s, _, v) =
+        post(json!({ "modem": "cm1", "level": "boost-50", "stop_ms": T0 + 3_600_001 })).await;
+    assert_eq!(
+        (s.as_u16(), v["field"].as_str()),
+        (422, Some("stop_ms")),
+        "{v}"
+    );
+    let (s, _, v) = post(json!({ "modem": "cm1", "level": "boost-50",
+        "qos": { "max_down_bps": 60_000_000 }, "stop_ms": T0 + 1000 }))
+    .await;
+    assert_eq!((s.as_u16(), v["field"].as_str()), (422, Some("qos")), "{v}");
+    assert_eq!(rig.stored_events(), 0);
+    // Two grants this month: the level's grant, as the catalogue defines it.
+    for i in 0..2 {
+        let (s, _, v) = post(json!({ "modem": "cm1", "level": "boost-50",
+            "start_ms": T0 + 60_000, "stop_ms": T0 + 3_660_000 }))
+        .await;
+        assert_eq!(s, 201, "grant {i}: {v}");
+        let (_, _, e) = rig
+            .call(
+                "GET",
+                &format!("/v1/events/{}", v["id"]),
+                Some("t-sub"),
+                None,
+            )
+            .await;
+        assert_eq!(e["level"], "boost-50");
+        assert_eq!(e["qos"]["max_down_bps"], 50_000_000);
+    }
+    let (s, _, v) =
+        post(json!({ "modem": "cm1", "level": "boost-50", "stop_ms": T0 + 3_600_000 })).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("2 of 2"), "{v}");
+    // A restart counts the quota from the store.
+    let c = rig.ctl().catalogue().clone();
+    {
+        let store = SqliteStore::open(&rig.db).unwrap();
+        let (mut reopened, _) = Controller::open(
+            ControllerConfig::default(),
+            Box::new(store),
+            Box::new(Disabled),
+            Box::new(Disabled),
+            Vec::new(),
+            T0,
+        )
+        .unwrap();
+        reopened.set_catalogue(c);
+        *rig.ctl() = reopened;
+    }
+    let (s, _, _) =
+        post(json!({ "modem": "cm1", "level": "boost-50", "stop_ms": T0 + 3_600_000 })).await;
+    assert_eq!(
+        s, 403,
+        "the quota is counted from the store after a restart"
+    );
+    // A subscriber may move its grant's times (within the level's duration), not its QoS.
+    let (s, _, v) = rig
+        .call(
+            "PATCH",
+            "/v1/events/1",
+            Some("t-sub"),
+            Some(json!({ "stop_ms": T0 + 3_660_001 })),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), v["field"].as_str()),
+        (422, Some("stop_ms")),
+        "{v}"
+    );
+    let (s, _, v) = rig
+        .call(
+            "PATCH",
+            "/v1/events/1",
+            Some("t-sub"),
+            Some(json!({ "stop_ms": T0 + 1_860_000 })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The next calendar month renews it (2023-12-01T00:00:00Z follows T0's November).
+    rig.now.store(1_701_388_800_000, Ordering::SeqCst);
+    let (s, _, v) = post(json!({ "modem": "cm1", "level": "boost-50",
+        "stop_ms": 1_701_388_800_000u64 + 60_000 }))
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // Admin and automation keep full control; the catalogue lists what subscribers get.
+    let (s, _, v) = rig
+        .call(
+            "POST",
+            "/v1/events",
+            Some("t-auto"),
+            Some(json!({ "modem": "cm1", "qos": { "max_down_bps": 900_000_000 } })),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _, v) = rig.call("GET", "/v1/catalogue", Some("t-sub"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["levels"][0]["name"], "boost-50");
+    assert_eq!(v["levels"][0]["per_month"], 2);
+    assert_eq!(v["levels"][0]["max_duration_s"], 3600);
 }

@@ -70,7 +70,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::provision::{
     Amendment, AuditEntry, BaseSource, Change, ChangeKind, Engine, EventRequest, EventState,
-    ModemAuditEntry, ProvisionError, QosLevel, RestoreError, Submitted,
+    GrantCatalogue, ModemAuditEntry, PolicyRefusal, ProvisionError, QosLevel, RestoreError,
+    Submitted,
 };
 use crate::store::{Durability, Store, StoreError};
 
@@ -126,6 +127,16 @@ pub trait Enforcer: Send {
 pub trait ModemPipeline: Send {
     fn apply(&mut self, modem: &ModemBinding, qos: &QosLevel) -> Result<(), EnforceError>;
     fn remove(&mut self, modem: &ModemBinding) -> Result<(), EnforceError>;
+}
+
+/// Admits committed rates granted through provisioning against the capacity of the links a
+/// modem's traffic crosses, as providers' allocations are (the network service manager
+/// implements it). Asked before a grant with a committed rate is accepted.
+pub trait GrantAdmission: Send {
+    /// Whether `modem` may hold the committed rates `up_bps`/`down_bps` (0: none asked in
+    /// that direction) instead of what it holds now. `Err` names the constraint: the link,
+    /// what was asked and what is left.
+    fn admit(&self, modem: &str, up_bps: u64, down_bps: u64) -> Result<(), String>;
 }
 
 /// An enforcement target switched off in configuration: every call succeeds and does nothing.
@@ -267,6 +278,15 @@ pub enum ControllerError {
     PipelineUnconfigured,
     #[error("modem pipeline: {0}")]
     Pipeline(#[from] crate::modem::pipeline::PipelineError),
+    /// The grant catalogue refused the request.
+    #[error("{0}")]
+    Policy(#[from] PolicyRefusal),
+    /// A catalogue grant's QoS is the level's: it cannot be changed, nor given beside one.
+    #[error("qos: {0}")]
+    LevelQos(String),
+    /// Not enough committed capacity is left for the grant.
+    #[error("committed rate not admitted: {0}")]
+    Admission(String),
 }
 
 /// One enforcement target that failed for a modem.
@@ -338,6 +358,11 @@ pub struct Controller {
     poisoned: Option<String>,
     /// Resyncs done since open.
     resyncs: u64,
+    /// What subscribers (and CSRs, if configured) may ask for.
+    catalogue: GrantCatalogue,
+    /// Catalogue grants by modem: (level, created_ms), for monthly quotas.
+    level_grants: HashMap<String, Vec<(String, u64)>>,
+    admission: Option<Box<dyn GrantAdmission>>,
 }
 
 impl ControllerError {
@@ -407,7 +432,11 @@ impl Controller {
             stats: EnforceStats::default(),
             poisoned: None,
             resyncs: 0,
+            catalogue: GrantCatalogue::default(),
+            level_grants: HashMap::new(),
+            admission: None,
         };
+        ctl.level_grants = ctl.engine.level_grants();
         for binding in bindings {
             if !ctl.modems.contains(&binding.modem) {
                 return Err(ControllerError::UnknownModem(binding.modem));
@@ -483,6 +512,26 @@ impl Controller {
 
     pub fn stats(&self) -> &EnforceStats {
         &self.stats
+    }
+
+    /// The grant catalogue requests naming a level are checked against.
+    pub fn catalogue(&self) -> &GrantCatalogue {
+        &self.catalogue
+    }
+
+    /// Replaces the grant catalogue (at start, and on a configuration reload).
+    pub fn set_catalogue(&mut self, catalogue: GrantCatalogue) {
+        self.catalogue = catalogue;
+    }
+
+    /// Admits committed rates of new grants against link capacity from now on.
+    pub fn set_admission(&mut self, admission: Box<dyn GrantAdmission>) {
+        self.admission = Some(admission);
+    }
+
+    /// The modem's catalogue grants: (level, created_ms).
+    pub fn level_grants(&self, modem: &str) -> &[(String, u64)] {
+        self.level_grants.get(modem).map_or(&[], Vec::as_slice)
     }
 
     /// Why the controller refuses to work, if it does.
@@ -766,7 +815,19 @@ impl Controller {
         }
         let mut results: Vec<Result<Submitted, ControllerError>> = reqs
             .into_iter()
-            .map(|req| Ok(self.engine.submit(req, now_ms)?))
+            .map(|mut req| {
+                self.admit(&mut req, now_ms)?;
+                let level = req.level.clone().map(|l| (req.modem.clone(), l));
+                let s = self.engine.submit(req, now_ms)?;
+                if let (Some((modem, level)), false) = (level, s.duplicate) {
+                    // Counted at once: the next request of the same batch sees it.
+                    self.level_grants
+                        .entry(modem)
+                        .or_default()
+                        .push((level, now_ms));
+                }
+                Ok(s)
+            })
             .collect();
         let mut changes = if fire {
             self.engine.poll(now_ms)
@@ -798,6 +859,11 @@ impl Controller {
                     // Only this request is lost: the engine forgets it, the batch goes on.
                     tracing::warn!(event = id, modem = %event.modem, error = %e, "event not stored; refused");
                     self.engine.retract(id);
+                    if let (Some(_), Some(uses)) =
+                        (&event.level, self.level_grants.get_mut(&event.modem))
+                    {
+                        uses.pop();
+                    }
                     retracted.insert(id);
                     *r = Err(ControllerError::NotStored(e));
                 }
@@ -867,6 +933,23 @@ impl Controller {
         amendment: Amendment,
         now_ms: u64,
     ) -> Result<(), ControllerError> {
+        if let Some(e) = self.engine.event(id) {
+            if let Some(name) = &e.level {
+                let level = self.catalogue.lookup(name)?;
+                if amendment.qos != level.qos {
+                    return Err(ControllerError::LevelQos(format!(
+                        "event {id} is a grant of level {name}: its QoS is the level's; cancel it and ask for another level"
+                    )));
+                }
+                let req = EventRequest {
+                    start_ms: amendment.start_ms,
+                    stop_ms: amendment.stop_ms,
+                    ..EventRequest::from(&e)
+                };
+                // Duration only: the quota was spent when the grant was made.
+                self.catalogue.check(&req, level, now_ms, &[])?;
+            }
+        }
         self.engine.modify(id, amendment, now_ms)?;
         let event = self.engine.event(id).expect("the engine just modified it");
         if let Err(e) = self.store.amend_event(&event) {
@@ -982,6 +1065,45 @@ impl Controller {
 
     // ---- internals ----------------------------------------------------------------------
 
+    /// The grant catalogue and capacity admission, before the engine sees a request: a
+    /// request naming a level gets the level's grant and must keep its duration and quota;
+    /// a grant with a committed rate must fit the links' free capacity. Retries of a
+    /// request already accepted (its idempotency key is known) pass: the engine answers them.
+    fn admit(&mut self, req: &mut EventRequest, now_ms: u64) -> Result<(), ControllerError> {
+        if req
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| self.engine.has_key(k))
+        {
+            return Ok(());
+        }
+        // Times out of every sink's range are named first, before any catalogue rule.
+        crate::provision::validate_timing(req.start_ms, req.stop_ms, now_ms)
+            .map_err(ProvisionError::from)?;
+        if let Some(name) = &req.level {
+            let level = self.catalogue.lookup(name)?;
+            if !req.qos.is_empty() && req.qos != level.qos {
+                return Err(ControllerError::LevelQos(format!(
+                    "give a level or a qos, not both (level {name} is its own grant)"
+                )));
+            }
+            req.qos = level.qos;
+            self.catalogue
+                .check(req, level, now_ms, self.level_grants(&req.modem))?;
+        }
+        let (up, down) = (
+            req.qos.committed_up_bps.unwrap_or(0),
+            req.qos.committed_down_bps.unwrap_or(0),
+        );
+        if let Some(a) = self.admission.as_ref().filter(|_| up > 0 || down > 0) {
+            if self.engine.base(&req.modem).is_some() {
+                a.admit(&req.modem, up, down)
+                    .map_err(ControllerError::Admission)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Fails if the controller is poisoned, after trying to resync it first.
     fn check_poison(&mut self, now_ms: u64) -> Result<(), ControllerError> {
         self.recover(now_ms, &[]);
@@ -1047,6 +1169,7 @@ impl Controller {
             .collect();
         self.engine = engine;
         self.modems = modems;
+        self.level_grants = self.engine.level_grants();
         if !changes.is_empty() {
             self.store.begin_batch(Durability::Deferred)?;
             let was = self.poisoned.take();

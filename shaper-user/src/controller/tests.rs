@@ -244,6 +244,7 @@ fn req(modem: &str, qos: QosLevel, start: Option<u64>, stop: Option<u64>) -> Eve
         start_ms: start,
         stop_ms: stop,
         idempotency_key: None,
+        level: None,
     }
 }
 

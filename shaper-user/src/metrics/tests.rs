@@ -83,6 +83,7 @@ fn rig() -> Rig {
             start_ms: None,
             stop_ms: None,
             idempotency_key: None,
+            level: None,
         },
         T0,
     )

@@ -156,6 +156,7 @@ impl CoaSink for ControllerSink {
                 start_ms: None,
                 stop_ms: None,
                 idempotency_key: None,
+                level: None,
             };
             let submitted = c.submit(req, now).map_err(|e| refusal(&e))?;
             self.grants
@@ -357,6 +358,7 @@ mod tests {
                 start_ms: None,
                 stop_ms: None,
                 idempotency_key: None,
+                level: None,
             };
             let mut c = ctl.lock().unwrap();
             c.submit(req, T0 + 40).unwrap();

@@ -318,6 +318,14 @@ impl NsmCore {
             .unwrap_or(0)
     }
 
+    /// The committed rates (up, down) provisioning grants hold for `subscriber`, as fed.
+    #[must_use]
+    pub fn provisioned(&self, subscriber: &str) -> (u64, u64) {
+        self.provisioned
+            .get(subscriber)
+            .map_or((0, 0), |(up, down, _)| (*up, *down))
+    }
+
     /// The most a link direction may carry committed: capacity × overbooking.
     #[must_use]
     pub fn limit(&self, link: &Link, dir: Dir) -> u64 {

@@ -136,3 +136,50 @@ pub fn feed_provisioned(ctl: &Controller, svc: &mut NsmService, modems: Option<&
         );
     }
 }
+
+/// Admits provisioning grants' committed rates against the free capacity of the links the
+/// modem's sessions sit behind (their gateway and BRAS, where registered), as allocations
+/// are: a modem id is the subscriber id of its sessions. Only the increase over what the
+/// modem holds now is charged; a modem without a session on a registered link crosses no
+/// link the manager knows and is admitted. The controller asks while it holds its own lock
+/// (lock order: controller, then manager).
+pub struct NsmAdmission(pub Arc<Mutex<NsmService>>);
+
+impl crate::controller::GrantAdmission for NsmAdmission {
+    fn admit(&self, modem: &str, up_bps: u64, down_bps: u64) -> Result<(), String> {
+        use super::model::Dir;
+        let svc = self
+            .0
+            .lock()
+            .map_err(|_| "the network service manager's lock is poisoned".to_owned())?;
+        let core = svc.core();
+        let (held_up, held_down) = core.provisioned(modem);
+        let mut links: Vec<&str> = core
+            .sessions_of(modem)
+            .into_iter()
+            .flat_map(|s| [s.gateway.as_str(), s.bras.as_str()])
+            .collect();
+        links.sort_unstable();
+        links.dedup();
+        for link in core.links().filter(|l| links.contains(&l.id.as_str())) {
+            for (dir, want, held) in [(Dir::Up, up_bps, held_up), (Dir::Down, down_bps, held_down)]
+            {
+                let extra = want.saturating_sub(held);
+                if extra == 0 {
+                    continue;
+                }
+                let limit = core.limit(link, dir);
+                let committed = core.committed(&link.id, dir);
+                let left = limit.saturating_sub(committed);
+                if extra > left {
+                    return Err(format!(
+                        "link {} {dir}: {want} bit/s committed asked for modem {modem} ({extra} more than it holds); \
+                         {left} bit/s left of {limit} ({committed} committed)",
+                        link.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -140,6 +140,9 @@ impl ModemState {
     }
 }
 
+/// `None` of a packed level ([`Record::level`]).
+const NO_LEVEL: u32 = u32::MAX;
+
 /// `None` of a packed time ([`Record`]).
 const NO_TIME: u64 = u64::MAX;
 
@@ -247,6 +250,8 @@ struct Record {
     created_ms: u64,
     start_due_ms: u64,
     key: Option<Box<str>>,
+    /// Catalogue level handle ([`Engine::levels`]), [`NO_LEVEL`] for none.
+    level: u32,
     state: EventState,
     /// Scheduler sequence numbers of the scheduled start and stop, 0 when not scheduled: the
     /// schedule keys are `(start_due_ms, start_seq)` and `(stop_ms, stop_seq)`.
@@ -264,6 +269,9 @@ pub struct Engine {
     /// Sources by handle ([`Record::source`]) and handles by source.
     sources: Vec<Source>,
     source_handles: HashMap<Source, u32>,
+    /// Catalogue level names by handle ([`Record::level`]) and handles by name.
+    levels: Vec<String>,
+    level_handles: HashMap<String, u32>,
     /// Events by id: `events[id - 1]`. Ids are dense from 1; a restored snapshot may leave
     /// holes (`None`).
     events: Vec<Option<Record>>,
@@ -408,6 +416,7 @@ impl Engine {
             created_ms: now_ms,
             start_due_ms: start_due(req.start_ms, now_ms),
             key: req.idempotency_key.as_deref().map(Box::from),
+            level: self.level_handle(req.level.as_deref()),
             state: EventState::Pending,
             start_seq: 0,
             stop_seq: 0,
@@ -517,6 +526,12 @@ impl Engine {
         })
     }
 
+    /// Whether `key` is an idempotency key the engine has seen (a submission with it is a
+    /// duplicate or a conflict, never a new event).
+    pub fn has_key(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
     /// The highest event id handed out so far (0 before the first).
     pub fn last_id(&self) -> u64 {
         self.next_id
@@ -612,6 +627,34 @@ impl Engine {
         handle
     }
 
+    fn level_handle(&mut self, level: Option<&str>) -> u32 {
+        let Some(level) = level else {
+            return NO_LEVEL;
+        };
+        if let Some(&h) = self.level_handles.get(level) {
+            return h;
+        }
+        let handle = u32::try_from(self.levels.len())
+            .ok()
+            .filter(|h| *h != NO_LEVEL)
+            .expect("fewer than 2^32 - 1 levels");
+        self.levels.push(level.to_owned());
+        self.level_handles.insert(level.to_owned(), handle);
+        handle
+    }
+
+    /// Catalogue grants `(level, created_ms)` by modem, for every event that named a level
+    /// (the controller counts monthly quotas with them).
+    pub fn level_grants(&self) -> HashMap<String, Vec<(String, u64)>> {
+        let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        for (_, r) in self.records().filter(|(_, r)| r.level != NO_LEVEL) {
+            out.entry(self.modem_names[r.modem as usize].clone())
+                .or_default()
+                .push((self.levels[r.level as usize].clone(), r.created_ms));
+        }
+        out
+    }
+
     /// Packs a stored event (its modem is registered: [`Snapshot::check`]).
     fn pack(&mut self, e: &Event) -> Record {
         Record {
@@ -623,6 +666,7 @@ impl Engine {
             created_ms: e.created_ms,
             start_due_ms: e.start_due_ms,
             key: e.idempotency_key.as_deref().map(Box::from),
+            level: self.level_handle(e.level.as_deref()),
             state: e.state,
             start_seq: 0,
             stop_seq: 0,
@@ -638,6 +682,7 @@ impl Engine {
             start_ms: unpack_time(r.start_ms),
             stop_ms: unpack_time(r.stop_ms),
             idempotency_key: r.key.as_deref().map(String::from),
+            level: (r.level != NO_LEVEL).then(|| self.levels[r.level as usize].clone()),
             created_ms: r.created_ms,
             start_due_ms: r.start_due_ms,
             state: r.state,

@@ -36,6 +36,25 @@ pub struct EventRequest {
     /// Client-chosen key; resubmitting the same request with the same key is a no-op that
     /// returns the original event id.
     pub idempotency_key: Option<String>,
+    /// The grant catalogue level the request names (`provision::catalogue`): its grant is
+    /// the level's, and the level's duration and monthly quota apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+impl From<&Event> for EventRequest {
+    /// The request an event stands for now (its current timing and grant).
+    fn from(e: &Event) -> EventRequest {
+        EventRequest {
+            modem: e.modem.clone(),
+            source: e.source.clone(),
+            qos: e.qos,
+            start_ms: e.start_ms,
+            stop_ms: e.stop_ms,
+            idempotency_key: e.idempotency_key.clone(),
+            level: e.level.clone(),
+        }
+    }
 }
 
 /// Lifecycle of an event. Only forward moves: Pending → Active → Completed, and
@@ -63,6 +82,9 @@ pub struct Event {
     pub start_ms: Option<u64>,
     pub stop_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// The grant catalogue level it was requested as, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
     /// When the engine accepted it.
     pub created_ms: u64,
     /// When the grant takes (or took) effect: the requested start, but never before the time
@@ -192,6 +214,7 @@ mod tests {
             start_ms: start,
             stop_ms: stop,
             idempotency_key: None,
+            level: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! so the same code runs live, under a virtual clock in tests, and when replaying after a
 //! crash. Persistence (SQLite), the HTTP API and enforcement wrap it from outside.
 
+pub mod catalogue;
 mod engine;
 mod events;
 mod modem_audit;
@@ -16,6 +17,7 @@ mod restore;
 #[cfg(test)]
 mod tests;
 
+pub use catalogue::{GrantCatalogue, Level, PolicyRefusal};
 pub use engine::{
     Amendment, AuditEntry, AuditWhat, Change, ChangeKind, Engine, ProvisionError, Submitted,
 };

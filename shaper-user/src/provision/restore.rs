@@ -53,6 +53,7 @@ impl StoredEvent {
             start_ms: event.start_ms,
             stop_ms: event.stop_ms,
             idempotency_key: event.idempotency_key.clone(),
+            level: event.level.clone(),
         };
         StoredEvent { event, request }
     }
@@ -200,6 +201,7 @@ mod tests {
             start_ms: start,
             stop_ms: stop,
             idempotency_key: None,
+            level: None,
         }
     }
 
@@ -446,6 +448,7 @@ mod tests {
                 start_ms: None,
                 stop_ms: None,
                 idempotency_key: key.map(Into::into),
+                level: None,
                 created_ms: T0,
                 start_due_ms: T0,
                 state: EventState::Pending,

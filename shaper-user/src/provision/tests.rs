@@ -33,6 +33,7 @@ fn req(qos: QosLevel, start: Option<u64>, stop: Option<u64>) -> EventRequest {
         start_ms: start,
         stop_ms: stop,
         idempotency_key: None,
+        level: None,
     }
 }
 

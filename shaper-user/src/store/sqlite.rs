@@ -500,8 +500,10 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
     let time = |column: &'static str| -> Result<Option<u64>, StoreError> {
         row.get::<_, Option<u64>>(column).map_err(sqlite(op))
     };
+    let request: EventRequest = from_json("events", &id, "request", &text("request")?)?;
     let event = Event {
         id,
+        level: request.level.clone(),
         modem: text("modem")?,
         source: from_json("events", &id, "source", &text("source")?)?,
         qos: from_json("events", &id, "qos", &text("qos")?)?,
@@ -514,7 +516,6 @@ fn event_from_row(row: &Row<'_>) -> Result<StoredEvent, StoreError> {
         start_due_ms: row.get("start_due_ms").map_err(sqlite(op))?,
         state: parse_state(id, &text("state")?)?,
     };
-    let request: EventRequest = from_json("events", &id, "request", &text("request")?)?;
     Ok(StoredEvent { event, request })
 }
 
@@ -899,6 +900,7 @@ mod tests {
             start_ms: Some(T0 + 1000),
             stop_ms: Some(T0 + 5000),
             idempotency_key: key.map(Into::into),
+            level: None,
             created_ms: T0,
             start_due_ms: T0 + 1000,
             state: EventState::Pending,
