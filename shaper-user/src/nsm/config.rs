@@ -8,7 +8,8 @@
 //! class_last = 1023
 //! htb_minor_first = 0x100      # HTB classes for allocations on the interfaces' trees
 //! htb_minor_last = 0x1ff       #   (rate = committed, ceil, prio = 7 − priority)
-//! local_gateway = "gw1"        # sessions behind this gateway are enforced here
+//! local_gateway = "gw1"        # sessions behind this gateway are enforced here; a session
+//!                              #   behind neither it nor a [[nsm.gateway]] is refused
 //! webhooks = true              # POST signed notices to providers' webhook URLs
 //! bras = false                 # RADIUS CoA to the BRAS (needs [[radius.bras]])
 //!
@@ -134,6 +135,18 @@ pub struct NsmPlan {
     pub retry: RetryPolicy,
     pub links: Vec<Link>,
     pub gateways: Vec<(String, HttpUrl)>,
+}
+
+impl NsmPlan {
+    /// The gateways a session may be behind: the local one and the remote ones.
+    #[must_use]
+    pub fn known_gateways(&self) -> std::collections::BTreeSet<String> {
+        self.local_gateway
+            .iter()
+            .cloned()
+            .chain(self.gateways.iter().map(|(id, _)| id.clone()))
+            .collect()
+    }
 }
 
 fn err(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -274,10 +287,18 @@ pub fn validate(
         }
         links.push(link);
     }
+    if let Some(local) = &s.local_gateway {
+        super::validate::id("nsm.local_gateway", local).map_err(|e| err(e.field, e.detail))?;
+    }
     let mut gateways = Vec::new();
     for (i, g) in s.gateways.iter().enumerate() {
-        if g.id.is_empty() {
-            return Err(err(format!("nsm.gateway[{i}].id"), "is empty"));
+        super::validate::id(&format!("nsm.gateway[{i}].id"), &g.id)
+            .map_err(|e| err(e.field, e.detail))?;
+        if gateways
+            .iter()
+            .any(|(id, _): &(String, HttpUrl)| *id == g.id)
+        {
+            return Err(err(format!("nsm.gateway[{i}].id"), "listed twice"));
         }
         if s.local_gateway.as_deref() == Some(g.id.as_str()) {
             return Err(err(
