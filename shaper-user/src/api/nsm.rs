@@ -27,6 +27,11 @@
 //! what they hold is). Webhook secrets are write-only.
 //!
 //! Every route answers 404 when the process runs no network service manager.
+//!
+//! Every string and collection is bounded ([`crate::nsm::validate`]): a path id or the
+//! `subscriber` query beyond 128 bytes (or with a control character) is 400 naming the
+//! parameter; a body field beyond its limit is 422 naming the field and the limit. Allocation
+//! ids are 1..=9223372036854775807 (400 otherwise).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -391,4 +391,30 @@ mod tests {
             "nsm.link[0].capacity_up"
         );
     }
+
+    #[test]
+    fn gateway_ids_are_bounded_unique_and_known() {
+        let long = "g".repeat(super::super::validate::MAX_ID_LEN + 1);
+        let e = parse(&format!("class_first = 700\nlocal_gateway = \"{long}\"")).unwrap_err();
+        assert_eq!(e.key, "nsm.local_gateway");
+        assert!(e.msg.contains("limit is 128"), "{}", e.msg);
+        let gw = |id: &str| format!("[[gateway]]\nid = \"{id}\"\nurl = \"http://192.0.2.2/\"\n");
+        let e = parse(&format!("class_first = 700\n{}", gw(&long))).unwrap_err();
+        assert_eq!(e.key, "nsm.gateway[0].id");
+        let e = parse(&format!("class_first = 700\n{}{}", gw("gw2"), gw("gw2"))).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.msg.as_str()),
+            ("nsm.gateway[1].id", "listed twice")
+        );
+        let p = parse(&format!(
+            "class_first = 700\nlocal_gateway = \"gw1\"\n{}{}",
+            gw("gw3"),
+            gw("gw2")
+        ))
+        .unwrap();
+        assert_eq!(
+            p.known_gateways().into_iter().collect::<Vec<_>>(),
+            ["gw1", "gw2", "gw3"]
+        );
+    }
 }
