@@ -776,7 +776,7 @@ async fn start_controller(
     let app = api::router(state);
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(api::edge::ProblemListener(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             })

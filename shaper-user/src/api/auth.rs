@@ -282,12 +282,24 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
             return Err(ApiError::Unauthenticated {
                 detail: "no Authorization header; send `Authorization: Bearer <token>`".into(),
                 invalid_token: false,
             });
         };
+        // Two credentials: which one is meant is not for the server to guess.
+        let more = values.count();
+        if more > 0 {
+            return Err(ApiError::BadRequest {
+                field: Some("Authorization".into()),
+                detail: format!(
+                    "{} Authorization headers; send exactly one `Authorization: Bearer <token>`",
+                    more + 1
+                ),
+            });
+        }
         let value = value.to_str().map_err(|_| ApiError::BadRequest {
             field: Some("Authorization".into()),
             detail: "the Authorization header is not visible ASCII".into(),

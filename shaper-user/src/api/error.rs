@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The body exceeds the size limit (413).
     #[error("{detail}")]
     PayloadTooLarge { detail: String },
+    /// The request target (path and query) exceeds its limit (414).
+    #[error("{detail}")]
+    UriTooLong { detail: String },
     /// The controller refuses work until it is reopened from its store (503).
     #[error("{detail}")]
     Unavailable { detail: String },
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Refused { conflict: true, .. } => StatusCode::CONFLICT,
@@ -113,6 +117,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 ("urn:shaper:problem:too-large", "Request body too large")
             }
+            ApiError::UriTooLong { .. } => ("urn:shaper:problem:uri-too-long", "URI too long"),
             ApiError::Unavailable { .. } => ("urn:shaper:problem:unavailable", "Unavailable"),
             ApiError::Internal { .. } => ("urn:shaper:problem:internal", "Internal error"),
             ApiError::Refused { .. } => ("urn:shaper:problem:refused", "Request refused"),
@@ -138,6 +143,7 @@ impl ApiError {
             | ApiError::Conflict { detail }
             | ApiError::Unprocessable { detail, .. }
             | ApiError::PayloadTooLarge { detail }
+            | ApiError::UriTooLong { detail }
             | ApiError::Unavailable { detail }
             | ApiError::Refused { detail, .. } => detail,
             ApiError::Internal { .. } => "the controller failed; see its log",
@@ -388,12 +394,28 @@ impl From<crate::nsm::CatalogError> for ApiError {
             CatalogError::InUse { .. } => ApiError::Conflict {
                 detail: e.to_string(),
             },
+            CatalogError::BelowCommitted { dir, .. } => ApiError::Refused {
+                conflict: true,
+                field: Some(format!("capacity_{dir}_bps")),
+                reason: "capacity_below_committed",
+                result_code: None,
+                detail: e.to_string(),
+            },
+            CatalogError::Limit { field, .. } => ApiError::Refused {
+                conflict: true,
+                field: Some(field.clone()),
+                reason: "limit_reached",
+                result_code: None,
+                detail: e.to_string(),
+            },
         }
     }
 }
 
 impl From<crate::nsm::NsmError> for ApiError {
     fn from(e: crate::nsm::NsmError) -> Self {
+        use crate::dataplane::DataplaneError;
+        use crate::dataplane::rules::CompileError;
         use crate::nsm::{AllocEnforceError, NsmError};
         match e {
             NsmError::Refused(r) => r.into(),
@@ -408,6 +430,23 @@ impl From<crate::nsm::NsmError> for ApiError {
                 conflict: true,
                 field: None,
                 reason: "dataplane_exhausted",
+                result_code: Some(5006),
+                detail: e.to_string(),
+            },
+            // The data plane's tables cannot hold the rule set with the allocation's rules
+            // (e.g. more than 8 rules on one (protocol, source, destination) key): refused
+            // before anything of it was written, so nothing is left behind.
+            NsmError::Enforce(AllocEnforceError::Rules {
+                source:
+                    DataplaneError::Rules(
+                        CompileError::ChainTooLong { .. } | CompileError::TooManyShapes { .. },
+                    )
+                    | DataplaneError::Full { .. },
+                ..
+            }) => ApiError::Refused {
+                conflict: true,
+                field: None,
+                reason: "dataplane_rule_limit",
                 result_code: Some(5006),
                 detail: e.to_string(),
             },

@@ -44,8 +44,11 @@
 //! tick.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod nsm;
+#[cfg(test)]
+mod nsm_edge_tests;
 #[cfg(test)]
 mod nsm_tests;
 pub mod openapi;
@@ -464,7 +467,9 @@ fn handler(route: Route) -> MethodRouter<AppState> {
 }
 
 /// The API router, built from [`ROUTES`]. Unknown paths get a problem+json 404, wrong methods
-/// a problem+json 405 (with `Allow`).
+/// a problem+json 405 (with `Allow`), request targets beyond [`edge::MAX_URI_LEN`] a
+/// problem+json 414. Serve it on an [`edge::ProblemListener`] so that the requests hyper
+/// refuses itself get problem bodies too.
 pub fn router(state: AppState) -> Router {
     ROUTES
         .iter()
@@ -472,6 +477,7 @@ pub fn router(state: AppState) -> Router {
             r.route(route.path, handler(*route))
         })
         .fallback(routes::no_route)
+        .layer(axum::middleware::map_request(edge::bounded_uri))
         .layer(axum::middleware::map_response(error::problem_bodies))
         .with_state(state)
 }

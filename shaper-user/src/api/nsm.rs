@@ -27,6 +27,11 @@
 //! what they hold is). Webhook secrets are write-only.
 //!
 //! Every route answers 404 when the process runs no network service manager.
+//!
+//! Every string and collection is bounded ([`crate::nsm::validate`]): a path id or the
+//! `subscriber` query beyond 128 bytes (or with a control character) is 400 naming the
+//! parameter; a body field beyond its limit is 422 naming the field and the limit. Allocation
+//! ids are 1..=9223372036854775807 (400 otherwise).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -187,30 +192,54 @@ where
     res
 }
 
+/// A path or query parameter naming an id: within the ids' bounds
+/// ([`crate::nsm::validate::MAX_ID_LEN`] bytes, no control characters), else 400.
+fn bounded_id(field: &str, value: String) -> Result<String, ApiError> {
+    crate::nsm::validate::id(field, &value).map_err(|e| ApiError::BadRequest {
+        field: Some(e.field),
+        detail: e.detail,
+    })?;
+    Ok(value)
+}
+
 fn one_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = path.map_err(|e| ApiError::BadRequest {
         field: Some("id".into()),
         detail: e.body_text(),
     })?;
-    Ok(id)
+    bounded_id("id", id)
 }
 
 fn two_params(
     path: Result<Path<(String, String)>, PathRejection>,
     second: &str,
 ) -> Result<(String, String), ApiError> {
-    let Path(p) = path.map_err(|e| ApiError::BadRequest {
+    let Path((first, other)) = path.map_err(|e| ApiError::BadRequest {
         field: Some(second.into()),
         detail: e.body_text(),
     })?;
-    Ok(p)
+    Ok((bounded_id("id", first)?, bounded_id(second, other)?))
 }
 
+/// Allocation ids are 1..=i64::MAX (SQLite's integer keys): anything else is 400 here, never
+/// a store error.
 fn alloc_id(raw: &str) -> Result<u64, ApiError> {
-    raw.parse().map_err(|_| ApiError::BadRequest {
+    let bad = |detail: String| ApiError::BadRequest {
         field: Some("alloc".into()),
-        detail: format!("allocation id {raw:?} is not a non-negative integer"),
-    })
+        detail,
+    };
+    let id: u64 = raw.parse().map_err(|_| {
+        bad(format!(
+            "allocation id {raw:?} is not a non-negative integer"
+        ))
+    })?;
+    if id == 0 || i64::try_from(id).is_err() {
+        return Err(bad(format!(
+            "allocation id {id} is outside 1..={}",
+            i64::MAX
+        )));
+    }
+    Ok(id)
 }
 
 fn require(p: &Principal, roles: &[Role], what: &str) -> Result<(), ApiError> {
@@ -639,7 +668,7 @@ pub async fn list_sessions(
     let mut ip: Option<IpAddr> = None;
     for (k, v) in query {
         match k.as_str() {
-            "subscriber" => subscriber = Some(v),
+            "subscriber" => subscriber = Some(bounded_id("subscriber", v)?),
             "ip" => {
                 ip = Some(v.parse().map_err(|_| ApiError::BadRequest {
                     field: Some("ip".into()),

@@ -30,13 +30,26 @@ const TOKENS: [(&str, Role, &str); 6] = [
     ("t-auto", Role::Automation, "radius"),
 ];
 
-struct Rig {
+pub(super) struct Rig {
     _dir: TempDir,
-    state: AppState,
+    pub(super) state: AppState,
 }
 
 impl Rig {
-    fn new(name: &str) -> Rig {
+    pub(super) fn new(name: &str) -> Rig {
+        Rig::with(
+            name,
+            NsmConfig::default(),
+            Box::new(crate::nsm::NoDataplane),
+        )
+    }
+
+    /// A rig whose manager has `config` and enforces into `target`.
+    pub(super) fn with(
+        name: &str,
+        config: NsmConfig,
+        target: Box<dyn crate::nsm::AllocationTarget>,
+    ) -> Rig {
         let dir = TempDir::new(&format!("api-nsm-{name}"));
         let db = dir.path().join("shaper.db");
         let (ctl, _) = Controller::open(
@@ -49,9 +62,9 @@ impl Rig {
         )
         .unwrap();
         let svc = NsmService::open(
-            NsmConfig::default(),
+            config,
             Box::new(SqliteNsmStore::open(&db).unwrap()),
-            Box::new(crate::nsm::NoDataplane),
+            target,
             T0,
         )
         .unwrap();
@@ -82,11 +95,11 @@ impl Rig {
         Rig { _dir: dir, state }
     }
 
-    fn app(&self) -> Router {
+    pub(super) fn app(&self) -> Router {
         router(self.state.clone())
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: &str,
         uri: &str,
@@ -115,14 +128,14 @@ impl Rig {
         (status, value)
     }
 
-    async fn ok(&self, method: &str, uri: &str, body: Value) -> Value {
+    pub(super) async fn ok(&self, method: &str, uri: &str, body: Value) -> Value {
         let (s, v) = self.call(method, uri, Some("t-admin"), Some(body)).await;
         assert!(s.is_success(), "{method} {uri}: {s} {v}");
         v
     }
 
     /// Two providers with one application each, one gateway of 50 Mbit/s down, two sessions.
-    async fn seed(&self) {
+    pub(super) async fn seed(&self) {
         for (p, prefix, port) in [
             ("p1", "198.19.0.0/24", "5201"),
             ("p2", "198.19.1.0/24", "5202"),
@@ -159,7 +172,12 @@ impl Rig {
         }
     }
 
-    async fn allocate(&self, token: &str, provider: &str, down: u64) -> (StatusCode, Value) {
+    pub(super) async fn allocate(
+        &self,
+        token: &str,
+        provider: &str,
+        down: u64,
+    ) -> (StatusCode, Value) {
         self.call(
             "POST",
             &format!("/v1/providers/{provider}/allocations"),

@@ -8,7 +8,8 @@
 //! class_last = 1023
 //! htb_minor_first = 0x100      # HTB classes for allocations on the interfaces' trees
 //! htb_minor_last = 0x1ff       #   (rate = committed, ceil, prio = 7 − priority)
-//! local_gateway = "gw1"        # sessions behind this gateway are enforced here
+//! local_gateway = "gw1"        # sessions behind this gateway are enforced here; a session
+//!                              #   behind neither it nor a [[nsm.gateway]] is refused
 //! webhooks = true              # POST signed notices to providers' webhook URLs
 //! bras = false                 # RADIUS CoA to the BRAS (needs [[radius.bras]])
 //!
@@ -134,6 +135,18 @@ pub struct NsmPlan {
     pub retry: RetryPolicy,
     pub links: Vec<Link>,
     pub gateways: Vec<(String, HttpUrl)>,
+}
+
+impl NsmPlan {
+    /// The gateways a session may be behind: the local one and the remote ones.
+    #[must_use]
+    pub fn known_gateways(&self) -> std::collections::BTreeSet<String> {
+        self.local_gateway
+            .iter()
+            .cloned()
+            .chain(self.gateways.iter().map(|(id, _)| id.clone()))
+            .collect()
+    }
 }
 
 fn err(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -274,10 +287,18 @@ pub fn validate(
         }
         links.push(link);
     }
+    if let Some(local) = &s.local_gateway {
+        super::validate::id("nsm.local_gateway", local).map_err(|e| err(e.field, e.detail))?;
+    }
     let mut gateways = Vec::new();
     for (i, g) in s.gateways.iter().enumerate() {
-        if g.id.is_empty() {
-            return Err(err(format!("nsm.gateway[{i}].id"), "is empty"));
+        super::validate::id(&format!("nsm.gateway[{i}].id"), &g.id)
+            .map_err(|e| err(e.field, e.detail))?;
+        if gateways
+            .iter()
+            .any(|(id, _): &(String, HttpUrl)| *id == g.id)
+        {
+            return Err(err(format!("nsm.gateway[{i}].id"), "listed twice"));
         }
         if s.local_gateway.as_deref() == Some(g.id.as_str()) {
             return Err(err(
@@ -368,6 +389,32 @@ mod tests {
         assert_eq!(
             parse("class_first = 700\n[[link]]\nid = \"g\"\nkind = \"link\"\ncapacity_up = 0\ncapacity_down = 1").unwrap_err().key,
             "nsm.link[0].capacity_up"
+        );
+    }
+
+    #[test]
+    fn gateway_ids_are_bounded_unique_and_known() {
+        let long = "g".repeat(super::super::validate::MAX_ID_LEN + 1);
+        let e = parse(&format!("class_first = 700\nlocal_gateway = \"{long}\"")).unwrap_err();
+        assert_eq!(e.key, "nsm.local_gateway");
+        assert!(e.msg.contains("limit is 128"), "{}", e.msg);
+        let gw = |id: &str| format!("[[gateway]]\nid = \"{id}\"\nurl = \"http://192.0.2.2/\"\n");
+        let e = parse(&format!("class_first = 700\n{}", gw(&long))).unwrap_err();
+        assert_eq!(e.key, "nsm.gateway[0].id");
+        let e = parse(&format!("class_first = 700\n{}{}", gw("gw2"), gw("gw2"))).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.msg.as_str()),
+            ("nsm.gateway[1].id", "listed twice")
+        );
+        let p = parse(&format!(
+            "class_first = 700\nlocal_gateway = \"gw1\"\n{}{}",
+            gw("gw3"),
+            gw("gw2")
+        ))
+        .unwrap();
+        assert_eq!(
+            p.known_gateways().into_iter().collect::<Vec<_>>(),
+            ["gw1", "gw2", "gw3"]
         );
     }
 }

@@ -24,7 +24,7 @@ use super::error::invalid;
 pub use super::error::{CatalogError, Refusal};
 use super::model::{
     Allocation, AllocationRequest, AllocationState, Application, Charge, CompiledClassifier, Dir,
-    Link, Provider, Session, dscp_for_priority, parse_prefix,
+    Link, Provider, Session, dscp_for_priority,
 };
 use super::sessions::{SessionIndex, host};
 use crate::policy::{MAX_RATE_BPS, MIN_MTU, Prefix};
@@ -82,40 +82,10 @@ impl NsmCore {
 
     // ---- catalogue -----------------------------------------------------------------------
 
-    /// Checks a provider on its own: id, name, prefixes, webhook URL with its secret.
+    /// Checks a provider on its own: id, name, prefixes, webhook URL with its secret, each
+    /// within its bounds ([`super::validate`]).
     pub fn check_provider(p: &Provider) -> Result<Vec<Prefix>, CatalogError> {
-        if p.id.is_empty() {
-            return Err(invalid("id", "is empty"));
-        }
-        if p.name.is_empty() {
-            return Err(invalid("name", "is empty"));
-        }
-        let prefixes = p
-            .prefixes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_prefix(s).map_err(|d| invalid(format!("prefixes[{i}]"), d)))
-            .collect::<Result<Vec<_>, _>>()?;
-        match (&p.webhook_url, &p.webhook_secret) {
-            (Some(url), Some(secret)) => {
-                super::http::HttpUrl::parse(url)
-                    .map_err(|e| invalid("webhook_url", e.to_string()))?;
-                if secret.len() < 16 {
-                    return Err(invalid(
-                        "webhook_secret",
-                        "must be at least 16 characters (it keys HMAC-SHA256)",
-                    ));
-                }
-            }
-            (Some(_), None) => {
-                return Err(invalid("webhook_secret", "a webhook URL needs a secret"));
-            }
-            (None, Some(_)) => {
-                return Err(invalid("webhook_url", "a webhook secret without a URL"));
-            }
-            (None, None) => {}
-        }
-        Ok(prefixes)
+        super::validate::provider(p)
     }
 
     /// Creates or replaces a provider. Its applications must stay within its new prefixes.
@@ -187,12 +157,7 @@ impl NsmCore {
         &self,
         app: &Application,
     ) -> Result<Vec<CompiledClassifier>, CatalogError> {
-        if app.id.is_empty() {
-            return Err(invalid("id", "is empty"));
-        }
-        if app.name.is_empty() {
-            return Err(invalid("name", "is empty"));
-        }
+        super::validate::application(app)?;
         let (_, declared) =
             self.providers
                 .get(&app.provider)
@@ -276,22 +241,39 @@ impl NsmCore {
 
     /// Checks a link: an id, and capacity in both directions.
     pub fn check_link(link: &Link) -> Result<(), CatalogError> {
-        if link.id.is_empty() {
-            return Err(invalid("id", "is empty"));
-        }
-        for (field, v) in [
-            ("capacity_up_bps", link.capacity_up_bps),
-            ("capacity_down_bps", link.capacity_down_bps),
-        ] {
-            if v == 0 || v > MAX_RATE_BPS {
-                return Err(invalid(field, format!("{v} is outside 1..={MAX_RATE_BPS}")));
-            }
+        super::validate::link(link)
+    }
+
+    /// Checks [`Self::put_link`] without changing anything: the link on its own, and a new
+    /// capacity of a registered link leaves room for what is committed on it (capacity ×
+    /// overbooking ≥ committed, in both directions).
+    pub fn check_put_link(&self, link: &Link) -> Result<(), CatalogError> {
+        Self::check_link(link)?;
+        if let Some((dir, committed)) = self.overcommitted(link) {
+            return Err(CatalogError::BelowCommitted {
+                link: link.id.clone(),
+                dir,
+                capacity_bps: link.capacity(dir),
+                limit_bps: self.limit(link, dir),
+                committed_bps: committed,
+            });
         }
         Ok(())
     }
 
-    /// Creates a link or changes its capacity. A lower capacity never evicts what is
-    /// committed; it only refuses new allocations until enough is released.
+    /// The first direction in which `link` (a new capacity of it) would hold less than is
+    /// committed on it now, with that committed rate.
+    #[must_use]
+    pub fn overcommitted(&self, link: &Link) -> Option<(Dir, u64)> {
+        Dir::BOTH
+            .into_iter()
+            .map(|dir| (dir, self.committed(&link.id, dir)))
+            .find(|(dir, committed)| *committed > self.limit(link, *dir))
+    }
+
+    /// Creates a link or changes its capacity, unchecked against what is committed (restore,
+    /// configuration): a lower capacity never evicts what is committed; it only refuses new
+    /// allocations until enough is released. [`Self::check_put_link`] refuses it instead.
     pub fn put_link(&mut self, link: Link) -> Result<(), CatalogError> {
         Self::check_link(&link)?;
         let new = self.links.insert(link.id.clone(), link).is_none();
@@ -575,6 +557,7 @@ impl NsmCore {
             .providers
             .get(provider)
             .ok_or_else(|| Refusal::UnknownProvider(provider.to_owned()))?;
+        super::validate::request(req)?;
         let (_, classifiers) = self
             .apps
             .get(&(provider.to_owned(), req.application.clone()))

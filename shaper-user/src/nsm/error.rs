@@ -97,6 +97,22 @@ pub enum CatalogError {
         id: String,
         users: String,
     },
+    /// A new capacity of a link below what is committed on it.
+    #[error(
+        "link {link} {dir}: a capacity of {capacity_bps} bit/s allows {limit_bps} bit/s \
+         (capacity × overbooking), below the {committed_bps} bit/s committed on it; release \
+         allocations first"
+    )]
+    BelowCommitted {
+        link: String,
+        dir: Dir,
+        capacity_bps: u64,
+        limit_bps: u64,
+        committed_bps: u64,
+    },
+    /// A count limit reached by the change (e.g. the active sessions of one subscriber).
+    #[error("{field}: {detail}")]
+    Limit { field: String, detail: String },
 }
 
 pub(crate) fn invalid(field: impl Into<String>, detail: impl Into<String>) -> CatalogError {

@@ -15,6 +15,7 @@
 //! - [`enforce`]: allocations → data-plane classes and rules ([`AllocationEnforcer`]).
 //! - [`notify`]: [`Notifier`] per target kind, provider webhooks, remote gateways.
 //! - [`http`]: the small HTTP client the notifiers use.
+//! - [`validate`]: the bounds of every string and collection the manager takes in.
 //! - [`config`]: `[nsm]` in `shaper.toml`; [`run`]: its wiring into `shaper run`.
 //!
 //! # Integration points for session sources and the BRAS
@@ -45,6 +46,9 @@ pub mod service;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_edge;
+pub mod validate;
 
 pub use self::core::{CatalogError, Decision, NsmCore, Refusal};
 pub use enforce::{

@@ -56,6 +56,7 @@ pub fn open(
     let mut svc = NsmService::open(
         NsmConfig {
             overbooking_permille: plan.overbooking_permille,
+            gateways: Some(plan.known_gateways()),
         },
         Box::new(store),
         target,
@@ -63,8 +64,12 @@ pub fn open(
     )
     .context("opening the network service manager")?;
     for l in &plan.links {
-        svc.put_link(l.clone())
+        let shortfall = svc
+            .put_configured_link(l.clone())
             .with_context(|| format!("nsm.link {}", l.id))?;
+        if let Some(e) = shortfall {
+            warn!("nsm.link {}: {e}", l.id);
+        }
     }
     for (id, error) in svc.unenforced() {
         warn!(

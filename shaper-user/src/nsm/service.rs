@@ -25,16 +25,20 @@ use super::notify::{AllocationNotice, GatewayState, Job, NoticeEvent, Secret, Ta
 use crate::store::{Delivery, NsmStore, SessionStore, SessionStoreError, StoreError};
 
 /// Configuration of the manager.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NsmConfig {
     /// Committed rates may reach capacity × this / 1000 on every link direction.
     pub overbooking_permille: u32,
+    /// The gateways a session may be behind (`nsm.local_gateway` and the `[[nsm.gateway]]`
+    /// ids): a session naming another is refused. `None`: not checked (embedding, tests).
+    pub gateways: Option<BTreeSet<String>>,
 }
 
 impl Default for NsmConfig {
     fn default() -> Self {
         Self {
             overbooking_permille: 1000,
+            gateways: None,
         }
     }
 }
@@ -73,6 +77,7 @@ pub struct NsmService {
     core: NsmCore,
     store: Box<dyn NsmStore>,
     target: Box<dyn AllocationTarget>,
+    gateways: Option<BTreeSet<String>>,
     next_id: u64,
     jobs: Vec<Job>,
     unenforced: BTreeMap<u64, String>,
@@ -136,6 +141,7 @@ impl NsmService {
             core,
             store,
             target,
+            gateways: config.gateways,
             next_id: snap.max_allocation_id + 1,
             jobs: Vec::new(),
             unenforced: BTreeMap::new(),
@@ -222,10 +228,58 @@ impl NsmService {
         Ok(())
     }
 
+    /// Registers a link or changes its capacity; a capacity that would hold less than is
+    /// committed on the link is refused ([`CatalogError::BelowCommitted`]).
     pub fn put_link(&mut self, l: Link) -> Result<(), NsmError> {
-        NsmCore::check_link(&l)?;
+        self.core.check_put_link(&l)?;
         self.store.put_link(&l)?;
         self.core.put_link(l)?;
+        Ok(())
+    }
+
+    /// Registers a link of the configuration (`[[nsm.link]]`, at start): the configuration
+    /// is applied even below what is committed (nothing is evicted; new allocations are
+    /// refused until enough is released), and that shortfall is returned for a warning.
+    pub fn put_configured_link(&mut self, l: Link) -> Result<Option<CatalogError>, NsmError> {
+        NsmCore::check_link(&l)?;
+        let shortfall = self.core.check_put_link(&l).err();
+        self.store.put_link(&l)?;
+        self.core.put_link(l)?;
+        Ok(shortfall)
+    }
+
+    /// Checks a session's bounds, its gateway against the configured ones, and that a new
+    /// session keeps its subscriber within [`super::validate::MAX_SESSIONS_PER_SUBSCRIBER`].
+    fn check_session_intake(&self, s: &Session) -> Result<(), CatalogError> {
+        super::validate::session(s)?;
+        if let Some(known) = self.gateways.as_ref().filter(|k| !k.contains(&s.gateway)) {
+            let detail = if known.is_empty() {
+                format!(
+                    "gateway {} is unknown: no gateway is configured (nsm.local_gateway, \
+                     [[nsm.gateway]])",
+                    s.gateway
+                )
+            } else {
+                format!(
+                    "gateway {} is unknown; the known gateways are {}",
+                    s.gateway,
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(super::error::invalid("gateway", detail));
+        }
+        let max = super::validate::MAX_SESSIONS_PER_SUBSCRIBER;
+        let held = self.core.sessions_of(&s.subscriber);
+        if held.len() >= max && !held.iter().any(|x| x.id == s.id) {
+            return Err(CatalogError::Limit {
+                field: "subscriber".into(),
+                detail: format!(
+                    "subscriber {} already holds {} active sessions; the limit is {max}",
+                    s.subscriber,
+                    held.len()
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -476,6 +530,7 @@ impl NsmService {
 /// [`NsmService::take_jobs`]). Lookups read the in-memory indexes.
 impl SessionStore for NsmService {
     fn upsert_session(&mut self, session: &Session) -> Result<(), SessionStoreError> {
+        self.check_session_intake(session)?;
         let (prefix, ends) = self.core.session_effects(session)?;
         if !ends.is_empty() {
             self.release_many(

@@ -69,6 +69,9 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// An integer beyond SQLite's (i64) range: `what` names the value.
+    #[error("{what} {value} is beyond the store's integer range (at most 9223372036854775807)")]
+    OutOfRange { what: &'static str, value: u64 },
     #[error("modem id is empty")]
     EmptyModem,
     #[error("unknown modem {0}")]

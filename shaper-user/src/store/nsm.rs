@@ -190,6 +190,11 @@ fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A `u64` as SQLite's integer, refused beyond `i64::MAX` (never wrapped into a negative).
+fn sql_int(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
 /// The lookup key of a session prefix: the masked address and length.
 fn prefix_key(text: &str) -> Result<String, SessionStoreError> {
     let p = crate::nsm::core::session_prefix(text)?;
@@ -446,8 +451,12 @@ impl NsmStore for SqliteNsmStore {
             .iter()
             .map(|a| to_json("allocation", a))
             .collect::<Result<Vec<_>, _>>()?;
+        let ids = allocs
+            .iter()
+            .map(|a| sql_int("allocation id", a.id))
+            .collect::<Result<Vec<_>, _>>()?;
         let tx = self.write("put_allocations")?;
-        for (a, body) in allocs.iter().zip(bodies) {
+        for ((a, id), body) in allocs.iter().zip(ids).zip(bodies) {
             let state = match a.state {
                 AllocationState::Active => "active",
                 AllocationState::Released => "released",
@@ -455,7 +464,7 @@ impl NsmStore for SqliteNsmStore {
             tx.execute(
                 "INSERT INTO nsm_allocations (id, provider, state, body) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (id) DO UPDATE SET state = ?3, body = ?4",
-                params![a.id, a.provider, state, body],
+                params![id, a.provider, state, body],
             )
             .map_err(sqlite("put_allocations"))?;
         }
@@ -463,6 +472,10 @@ impl NsmStore for SqliteNsmStore {
     }
 
     fn allocation(&self, id: u64) -> Result<Option<Allocation>, StoreError> {
+        // No stored allocation has an id beyond SQLite's integers.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
         Ok(self
             .bodies(
                 "nsm_allocations",
@@ -515,6 +528,9 @@ impl NsmStore for SqliteNsmStore {
     }
 
     fn start_delivery(&mut self, d: &Delivery) -> Result<i64, StoreError> {
+        let allocation = sql_int("allocation id", d.allocation)?;
+        let created_ms = sql_int("created_ms", d.created_ms)?;
+        let updated_ms = sql_int("updated_ms", d.updated_ms)?;
         let tx = self.write("start_delivery")?;
         tx.execute(
             "INSERT INTO nsm_webhook_deliveries (provider, allocation, event, url, attempts, \
@@ -522,15 +538,15 @@ impl NsmStore for SqliteNsmStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 d.provider,
-                d.allocation,
+                allocation,
                 d.event,
                 d.url,
                 d.attempts,
                 d.status,
                 d.last_code,
                 d.last_error,
-                d.created_ms,
-                d.updated_ms
+                created_ms,
+                updated_ms
             ],
         )
         .map_err(sqlite("start_delivery"))?;
@@ -548,6 +564,7 @@ impl NsmStore for SqliteNsmStore {
         error: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        let now_ms = sql_int("updated_ms", now_ms)?;
         let tx = self.write("record_attempt")?;
         tx.execute(
             "UPDATE nsm_webhook_deliveries SET attempts = ?2, status = ?3, last_code = ?4, \
