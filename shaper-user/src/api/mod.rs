@@ -48,6 +48,8 @@ pub mod nsm;
 #[cfg(test)]
 mod nsm_tests;
 pub mod openapi;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod routes;
 pub mod shape;
 #[cfg(test)]
@@ -242,6 +244,9 @@ impl AppState {
     /// The same state, showing the modem pipeline's state and serving its files.
     #[must_use]
     pub fn with_pipeline(self, pipeline: Arc<PipelineShared>, files: Arc<dyn Handler>) -> AppState {
+        if let Some(m) = &self.metrics {
+            m.attach_pipeline(pipeline.clone());
+        }
         AppState {
             pipeline: Some(pipeline),
             files: Some(files),
@@ -279,6 +284,9 @@ impl AppState {
     /// The same state, serving `metrics` at `GET /metrics`.
     #[must_use]
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> AppState {
+        if let Some(p) = &self.pipeline {
+            metrics.attach_pipeline(p.clone());
+        }
         AppState {
             metrics: Some(metrics),
             ..self

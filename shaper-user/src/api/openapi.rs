@@ -147,7 +147,7 @@ fn components() -> Value {
             },
             "ModemPipeline": {
                 "type": "object",
-                "required": ["version", "file", "version_file", "last_reboot"],
+                "required": ["version", "file", "version_file", "last_reboot", "failing", "file_failure", "reboot_failure"],
                 "properties": {
                     "version": { "type": "integer", "description": "Newest configuration-file version written (versions start at 1)." },
                     "file": { "type": "string", "description": "The stable file name (version 0): what DHCP hands the modem as its boot file; it always holds the newest version. Served by TFTP and at /files/{name}." },
@@ -155,7 +155,28 @@ fn components() -> Value {
                     "last_reboot": {
                         "oneOf": [ schema_ref("RebootRecord"), { "type": "null" } ],
                         "description": "The last reboot since the controller started; null if none yet."
+                    },
+                    "failing": { "type": "boolean", "description": "Whether file_failure or reboot_failure is set." },
+                    "file_failure": {
+                        "oneOf": [ schema_ref("PipelineFailure"), { "type": "null" } ],
+                        "description": "Building or writing the file of the modem's current level fails (the modem keeps its previous file); null otherwise."
+                    },
+                    "reboot_failure": {
+                        "oneOf": [ schema_ref("PipelineFailure"), { "type": "null" } ],
+                        "description": "Rebooting the modem onto its newest file fails; null otherwise."
                     }
+                }
+            },
+            "PipelineFailure": {
+                "type": "object",
+                "description": "A failing pipeline stage, retried with exponential backoff (1 s doubling to 5 min).",
+                "required": ["stage", "last_error", "failing_since_ms", "attempts", "next_retry_ms"],
+                "properties": {
+                    "stage": { "type": "string", "enum": ["build", "deliver", "reboot"] },
+                    "last_error": { "type": "string", "description": "The newest attempt's error." },
+                    "failing_since_ms": { "type": "integer", "description": "When the first failed attempt ended, ms since the Unix epoch." },
+                    "attempts": { "type": "integer", "description": "Failed attempts since then." },
+                    "next_retry_ms": opt("integer", "When the next attempt is due, ms since the Unix epoch; null: not retried until the modem's level or the configuration changes.")
                 }
             },
             "RebootRecord": {
