@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::handler::Handler;
+use super::handler::{Handler, Shown};
 use crate::proto::tftp::{self, Accept, Outcome, Packet, ReadTransfer, packet};
 
 /// Server settings.
@@ -374,7 +374,7 @@ async fn transfer(
     let data = match handler.open(req.filename) {
         Ok(d) => d,
         Err(e) => {
-            debug!(%peer, file = req.filename, error = %e, "tftp: refused");
+            debug!(%peer, file = %Shown(req.filename), error = %e, "tftp: refused");
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::new();
             packet::encode_error(e.tftp_code(), e.tftp_message(), request.len(), &mut out);
@@ -428,7 +428,7 @@ async fn transfer(
             stats.refused.fetch_add(1, Ordering::Relaxed);
         }
         other => {
-            debug!(%peer, file = req.filename, outcome = ?other, "tftp: transfer failed");
+            debug!(%peer, file = %Shown(req.filename), outcome = ?other, "tftp: transfer failed");
             stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
