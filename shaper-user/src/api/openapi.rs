@@ -194,13 +194,14 @@ fn components() -> Value {
             },
             "ModemFile": {
                 "type": "object",
-                "required": ["name", "ok", "modem", "reason", "at_ms"],
+                "required": ["name", "ok", "modem", "reason", "at_ms", "moved_to"],
                 "properties": {
                     "name": { "type": "string", "description": "The file name in the incoming directory." },
                     "ok": { "type": "boolean", "description": "True: applied as the modem's base plan (moved to applied/); false: refused (moved to rejected/), nothing changed." },
                     "modem": opt("string", "The modem it named, when known."),
-                    "reason": { "type": "string", "description": "Why it was refused (bad MIC, bad signature, malformed, unknown modem, …), or what was done." },
-                    "at_ms": { "type": "integer" }
+                    "reason": { "type": "string", "description": "Why it was refused (bad MIC, bad signature, malformed, unknown modem, not a regular file, over 1 MiB, …), or what was done." },
+                    "at_ms": { "type": "integer" },
+                    "moved_to": opt("string", "Where it went, relative to the incoming directory (rejected/x.cfg; rejected/x.cfg.<ms> when that name was taken: nothing there is replaced); null: it could not be moved (the reason says why), and it is not handled again until it changes.")
                 }
             },
             "Source": {

@@ -317,6 +317,9 @@ pub struct FileRecord {
     /// Why it was refused (or what happened).
     pub reason: String,
     pub at_ms: u64,
+    /// Where it went, relative to the incoming directory (`rejected/x.cfg`,
+    /// `rejected/x.cfg.<ms>` when that name was taken); `null`: it could not be moved.
+    pub moved_to: Option<String>,
 }
 
 /// State the pipeline and the watcher share with the API.
