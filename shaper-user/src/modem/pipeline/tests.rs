@@ -423,7 +423,7 @@ async fn a_failed_reboot_is_retried_with_backoff_until_it_works() {
     let b = binding("cm1", "127.0.0.1");
     p.apply(&b, &level(5_000_000)).unwrap(); // version 1: no reboot
     p.apply(&b, &level(10_000_000)).unwrap();
-    shared.wait_reboots(2).await;
+    until("the first reboot fails", || shared.reboots_recorded() >= 2).await;
     let st = shared.status("cm1").unwrap();
     assert!(st.failing, "{st:?}");
     let f = st.reboot_failure.unwrap();
@@ -432,7 +432,7 @@ async fn a_failed_reboot_is_retried_with_backoff_until_it_works() {
     assert!(f.next_retry_ms.is_some());
     assert!(st.file_failure.is_none());
     // It keeps retrying on its own (the controller calls nothing).
-    shared.wait_reboots(4).await;
+    until("two retries", || shared.reboots_recorded() >= 4).await;
     let f = shared.status("cm1").unwrap().reboot_failure.unwrap();
     assert!(f.attempts >= 3, "{f:?}");
     assert!(shared.failures_total()[2].1 >= 3);
@@ -461,7 +461,10 @@ async fn a_failed_reboot_is_retried_with_backoff_until_it_works() {
     drop(agent);
     p.apply(&b, &level(20_000_000)).unwrap();
     let n = shared.reboots_recorded() + 2;
-    shared.wait_reboots(n).await;
+    until("the new file's reboot fails", || {
+        shared.reboots_recorded() >= n
+    })
+    .await;
     assert_eq!(shared.failing_modems(), 1);
     p.remove(&b).unwrap();
     assert_eq!(shared.failing_modems(), 0);
