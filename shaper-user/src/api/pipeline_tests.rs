@@ -217,6 +217,7 @@ async fn a_modem_whose_file_cannot_be_delivered_shows_it_until_a_retry_works() {
 #[tokio::test]
 async fn file_names_no_file_can_have_are_404_not_500_and_not_echoed_whole() {
     let rig = Rig::new("names");
+    let (logs, _guard) = crate::tftp::testlog::capture();
     let long = format!("/files/{}.cfg", "a".repeat(5000));
     let (s, body) = rig.call("GET", &long, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
@@ -224,6 +225,9 @@ async fn file_names_no_file_can_have_are_404_not_500_and_not_echoed_whole() {
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.len() < 200, "{detail}");
     assert!(detail.contains('…'), "{detail}");
+    let text = logs.text();
+    assert!(!text.contains(&"a".repeat(65)), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
     for name in ["%00.cfg", "..%2F..%2Fetc%2Fpasswd", "a%2Fb.cfg"] {
         let (s, body) = rig.call("GET", &format!("/files/{name}"), None).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{name}: {body}");
