@@ -291,6 +291,8 @@ async fn a_failing_file_is_shown_retried_with_backoff_and_cleared_by_a_success()
     use std::sync::atomic::Ordering::SeqCst;
     const T0: u64 = 1_700_000_000_000;
     let dir = TempDir::new("pipeline-backoff");
+    let (logs, _guard) = crate::tftp::testlog::capture();
+    let count = |what: &str| logs.text().lines().filter(|l| l.contains(what)).count();
     let (now, clock) = manual_clock(T0);
     let mut p = DocsisPipeline::open(
         &opts(dir.path()),
@@ -347,12 +349,17 @@ async fn a_failing_file_is_shown_retried_with_backoff_and_cleared_by_a_success()
         at += wait;
     }
     assert_eq!(shared.failures_total()[0], (Stage::Build, 4));
+    // Logged once (WARN); the retries with the same error at DEBUG; the skipped calls not.
+    assert_eq!(count("WARN"), 1, "{}", logs.text());
+    assert_eq!(count("modem pipeline failing"), 1);
+    assert_eq!(count("modem pipeline still failing"), 3);
     // A level that works clears it at once (no waiting for the retry time).
     p.apply(&b, &level(10_000_000)).unwrap();
     let st = shared.status("cm1").unwrap();
     assert!(!st.failing && st.file_failure.is_none(), "{st:?}");
     assert_eq!(st.version, 1);
     assert_eq!(shared.failing_modems(), 0);
+    assert_eq!(count("modem pipeline recovered"), 1);
 
     // Deliver: the stable name is taken by a directory, so the file cannot be written there.
     let stable = p.store().path("cm1", 0);
@@ -364,6 +371,7 @@ async fn a_failing_file_is_shown_retried_with_backoff_and_cleared_by_a_success()
     assert_eq!((f.stage, f.attempts), (Stage::Deliver, 1));
     assert_eq!(f.failing_since_ms, T0 + 100_000);
     assert_eq!(shared.failures_total()[1], (Stage::Deliver, 1));
+    assert_eq!(count("modem pipeline failing"), 2, "a new error is logged");
     // Fixed: the next retry (not before) succeeds and clears it.
     std::fs::remove_dir(&stable).unwrap();
     p.apply(&b, &level(20_000_000)).unwrap_err();
