@@ -123,7 +123,7 @@ fn components() -> Value {
                     "bound": { "type": "boolean", "description": "Whether the modem has a data-plane binding (unbound modems are not enforced)." },
                     "pipeline": {
                         "oneOf": [ schema_ref("ModemPipeline"), { "type": "null" } ],
-                        "description": "The modem pipeline's state; null when the pipeline is off or has made no file for the modem yet."
+                        "description": "The modem pipeline's state; null when the pipeline is off or has neither made nor failed to make a file for the modem yet."
                     }
                 }
             },
