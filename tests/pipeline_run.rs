@@ -5,7 +5,10 @@
 //! operator's file dropped in the incoming directory becomes the base plan (version 3), a
 //! garbage file is refused and listed at `GET /v1/modem-files`; cancelling the boost
 //! regenerates the level beneath (version 4) and reboots again; a boost on cm2 reboots it by
-//! SNMP (a second emulator). Needs root and iproute2.
+//! SNMP (a second emulator). A file that cannot be delivered (cm2's stable name taken by a
+//! directory) shows in `GET /v1/modems/cm2` and the metrics, is retried with backoff, logged
+//! once, and clears once fixed; a 5000-character file name is 404 and never logged whole.
+//! Needs root and iproute2.
 //!
 //! Run: `cargo test -p shaper-user --test pipeline_run`.
 
@@ -27,6 +30,7 @@ use shaper::provision::QosLevel;
 
 const PORT: u16 = 18081;
 const TOKEN: &str = "csr-secret-token";
+const ADMIN: &str = "admin-secret-token";
 const BASE_DOWN: u64 = 10_000_000;
 const BOOST_DOWN: u64 = 50_000_000;
 const DROPPED_DOWN: u64 = 30_000_000;
@@ -154,7 +158,10 @@ fn run_generates_delivers_reboots_and_takes_dropped_files() {
     let dir = guard.dir.clone();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    shaper_run::write_tokens(&dir.join("tokens.toml"), &[(TOKEN, "csr", "alice")]);
+    shaper_run::write_tokens(
+        &dir.join("tokens.toml"),
+        &[(TOKEN, "csr", "alice"), (ADMIN, "admin", "root")],
+    );
     std::fs::write(dir.join("cmts.key"), format!("{CMTS}\n")).unwrap();
     std::fs::write(dir.join("name.key"), format!("{}\n", "3c".repeat(32))).unwrap();
     let config = dir.join("shaper.toml");
@@ -416,6 +423,71 @@ snmp_community = "private"
         granted(&dir, &tftp_get(&ns_name, cm2_file)).max_down_bps,
         Some(BOOST_DOWN)
     );
+
+    // cm2's stable name is taken by a directory: its next file cannot be delivered. The modem
+    // shows it, the metrics count it, it is retried with backoff and logged once.
+    let cm2_stable = dir.join("cfg").join(cm2_file);
+    std::fs::remove_file(&cm2_stable).unwrap();
+    std::fs::create_dir(&cm2_stable).unwrap();
+    let (status, body) = http(
+        &ns_name,
+        "PUT",
+        "/v1/modems/cm2/base",
+        Some(r#"{"max_down_bps":20000000}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let cm2_view = || {
+        let (s, body) = http(&ns_name, "GET", "/v1/modems/cm2", None);
+        assert_eq!(s, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let p = cm2_view()["pipeline"].clone();
+    assert_eq!(p["failing"], true, "{p}");
+    assert_eq!(p["file_failure"]["stage"], "deliver", "{p}");
+    assert_eq!(p["version"], 2, "the modem keeps its file: {p}");
+    let metric = |series: &str| -> f64 {
+        let (s, text) = shaper_run::http(&ns_name, PORT, ADMIN, "GET", "/metrics", None).unwrap();
+        assert_eq!(s, 200, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("shaper_modem_pipeline_failing_modems"), 1.0);
+    // The controller ticks every second; the pipeline retries after 1 s, then 2 s, ….
+    sleep(Duration::from_millis(3500));
+    let f = cm2_view()["pipeline"]["file_failure"].clone();
+    let attempts = f["attempts"].as_u64().unwrap();
+    assert!((2..=3).contains(&attempts), "{f}");
+    assert_eq!(
+        metric("shaper_modem_pipeline_failures_total{stage=\"deliver\"}"),
+        attempts as f64
+    );
+    let text = log_text(&log);
+    let cm2_lines = |what: &str| {
+        text.lines()
+            .filter(|l| l.contains(what) && l.contains("cm2"))
+            .count()
+    };
+    assert_eq!(cm2_lines("modem pipeline failing"), 1, "{text}");
+    assert_eq!(cm2_lines("enforcement failed"), 1, "{text}");
+    // Fixed: the next retry delivers the file and clears the failure.
+    std::fs::remove_dir(&cm2_stable).unwrap();
+    let p = wait_for(10, "cm2's file is delivered", &log, || {
+        let p = cm2_view()["pipeline"].clone();
+        (p["failing"] == false).then_some(p)
+    });
+    assert_eq!(p["file_failure"], Value::Null, "{p}");
+    assert_eq!(p["version"], 3, "{p}");
+    assert!(cm2_stable.is_file());
+    assert_eq!(metric("shaper_modem_pipeline_failing_modems"), 0.0);
+    assert!(log_text(&log).contains("modem pipeline recovered"));
+
+    // A 5000-character file name: 404, and never in the log whole.
+    let long = "a".repeat(5000);
+    assert_eq!(http_bytes(&ns_name, &format!("/files/{long}.cfg")).0, 404);
+    assert!(!log_text(&log).contains(&"a".repeat(65)));
 
     // `shaper status` shows the file and the last reboot.
     let out = Command::new("ip")

@@ -22,6 +22,8 @@
 //! | `shaper_enforcements_total`             | counter   | result (ok/failed)                   |
 //! | `shaper_enforcement_latency_seconds`    | histogram |                                      |
 //! | `shaper_metrics_read_errors`            | gauge     |                                      |
+//! | `shaper_modem_pipeline_failing_modems`  | gauge     |                                      |
+//! | `shaper_modem_pipeline_failures_total`  | counter   | stage (build/deliver/reboot)         |
 //!
 //! Label cardinality is bounded: `owner` is `modem:<id>` for a class the controller bound to a
 //! modem and `class:<id>` otherwise, so it adds nothing to the class count; the top flows are
@@ -34,10 +36,13 @@
 //! `shaper_modem_service_target{modem="M",target="loss_ppm"}`.
 //! The flow table is sampled (one packet in `2^flow_sample_shift`), so flow bytes are sampled
 //! bytes, useful for ranking, not billing.
+//! The two `shaper_modem_pipeline_*` families are there once the modem pipeline's state is
+//! attached ([`Metrics::attach_pipeline`]): modems whose file or reboot is failing now, and
+//! every failed attempt by stage (see [`crate::modem::pipeline::retry`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
@@ -47,6 +52,7 @@ use crate::abi;
 use crate::api::Clock;
 use crate::controller::{APPLY_BUCKETS_US, Controller, EnforceStats};
 use crate::dataplane::Dataplane;
+use crate::modem::pipeline::PipelineShared;
 use crate::provision::{EventState, Source};
 
 /// How many flows `shaper_top_flow_bytes` shows.
@@ -56,7 +62,7 @@ pub const TOP_FLOWS: usize = 10;
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Name, help, type and label names of every family the collector produces.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 16] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 18] = [
     (
         "shaper_class_packets_total",
         "Packets the data plane classified into the class (kernel counter, all CPUs).",
@@ -153,11 +159,24 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 16] = [
         MetricType::GAUGE,
         &[],
     ),
+    (
+        "shaper_modem_pipeline_failing_modems",
+        "Modems whose configuration file cannot be built or written, or whose reboot onto it fails, now (retried with backoff; see GET /v1/modems/{id} pipeline).",
+        MetricType::GAUGE,
+        &[],
+    ),
+    (
+        "shaper_modem_pipeline_failures_total",
+        "Failed modem-pipeline attempts by stage: build (generating the file), deliver (writing it where TFTP and HTTP serve it), reboot.",
+        MetricType::COUNTER,
+        &["stage"],
+    ),
 ];
 
 /// The metrics registry of a running shaper.
 pub struct Metrics {
     registry: Registry,
+    pipeline: Arc<OnceLock<Arc<PipelineShared>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,13 +206,20 @@ impl Metrics {
             })
             .collect::<prometheus::Result<Vec<_>>>()?;
         let registry = Registry::new();
+        let pipeline = Arc::new(OnceLock::new());
         registry.register(Box::new(ShaperCollector {
             dataplane,
             controller,
+            pipeline: pipeline.clone(),
             clock,
             descs,
         }))?;
-        Ok(Metrics { registry })
+        Ok(Metrics { registry, pipeline })
+    }
+
+    /// Reports the modem pipeline's failures from `shared` (the first one attached stays).
+    pub fn attach_pipeline(&self, shared: Arc<PipelineShared>) {
+        let _ = self.pipeline.set(shared);
     }
 
     /// The registry (to add more collectors).
@@ -213,6 +239,7 @@ impl Metrics {
 struct ShaperCollector {
     dataplane: Option<Arc<Mutex<Dataplane>>>,
     controller: Option<Arc<Mutex<Controller>>>,
+    pipeline: Arc<OnceLock<Arc<PipelineShared>>>,
     clock: Clock,
     descs: Vec<Desc>,
 }
@@ -523,6 +550,20 @@ impl Collector for ShaperCollector {
         }
         if let Some(h) = histogram {
             out.0.insert("shaper_enforcement_latency_seconds", vec![h]);
+        }
+        if let Some(p) = self.pipeline.get() {
+            out.push(
+                "shaper_modem_pipeline_failing_modems",
+                &[],
+                p.failing_modems() as f64,
+            );
+            for (stage, n) in p.failures_total() {
+                out.push(
+                    "shaper_modem_pipeline_failures_total",
+                    &[("stage", stage.name())],
+                    n as f64,
+                );
+            }
         }
         FAMILIES
             .iter()

@@ -52,6 +52,8 @@ mod nsm_edge_tests;
 #[cfg(test)]
 mod nsm_tests;
 pub mod openapi;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod routes;
 pub mod shape;
 #[cfg(test)]
@@ -238,6 +240,9 @@ impl AppState {
     /// The same state, showing the modem pipeline's state and serving its files.
     #[must_use]
     pub fn with_pipeline(self, pipeline: Arc<PipelineShared>, files: Arc<dyn Handler>) -> AppState {
+        if let Some(m) = &self.metrics {
+            m.attach_pipeline(pipeline.clone());
+        }
         AppState {
             pipeline: Some(pipeline),
             files: Some(files),
@@ -275,6 +280,9 @@ impl AppState {
     /// The same state, serving `metrics` at `GET /metrics`.
     #[must_use]
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> AppState {
+        if let Some(p) = &self.pipeline {
+            metrics.attach_pipeline(p.clone());
+        }
         AppState {
             metrics: Some(metrics),
             ..self

@@ -123,7 +123,7 @@ fn components() -> Value {
                     "bound": { "type": "boolean", "description": "Whether the modem has a data-plane binding (unbound modems are not enforced)." },
                     "pipeline": {
                         "oneOf": [ schema_ref("ModemPipeline"), { "type": "null" } ],
-                        "description": "The modem pipeline's state; null when the pipeline is off or has made no file for the modem yet."
+                        "description": "The modem pipeline's state; null when the pipeline is off or has neither made nor failed to make a file for the modem yet."
                     }
                 }
             },
@@ -147,7 +147,7 @@ fn components() -> Value {
             },
             "ModemPipeline": {
                 "type": "object",
-                "required": ["version", "file", "version_file", "last_reboot"],
+                "required": ["version", "file", "version_file", "last_reboot", "failing", "file_failure", "reboot_failure"],
                 "properties": {
                     "version": { "type": "integer", "description": "Newest configuration-file version written (versions start at 1)." },
                     "file": { "type": "string", "description": "The stable file name (version 0): what DHCP hands the modem as its boot file; it always holds the newest version. Served by TFTP and at /files/{name}." },
@@ -155,7 +155,28 @@ fn components() -> Value {
                     "last_reboot": {
                         "oneOf": [ schema_ref("RebootRecord"), { "type": "null" } ],
                         "description": "The last reboot since the controller started; null if none yet."
+                    },
+                    "failing": { "type": "boolean", "description": "Whether file_failure or reboot_failure is set." },
+                    "file_failure": {
+                        "oneOf": [ schema_ref("PipelineFailure"), { "type": "null" } ],
+                        "description": "Building or writing the file of the modem's current level fails (the modem keeps its previous file); null otherwise."
+                    },
+                    "reboot_failure": {
+                        "oneOf": [ schema_ref("PipelineFailure"), { "type": "null" } ],
+                        "description": "Rebooting the modem onto its newest file fails; null otherwise."
                     }
+                }
+            },
+            "PipelineFailure": {
+                "type": "object",
+                "description": "A failing pipeline stage, retried with exponential backoff (1 s doubling to 5 min).",
+                "required": ["stage", "last_error", "failing_since_ms", "attempts", "next_retry_ms"],
+                "properties": {
+                    "stage": { "type": "string", "enum": ["build", "deliver", "reboot"] },
+                    "last_error": { "type": "string", "description": "The newest attempt's error." },
+                    "failing_since_ms": { "type": "integer", "description": "When the first failed attempt ended, ms since the Unix epoch." },
+                    "attempts": { "type": "integer", "description": "Failed attempts since then." },
+                    "next_retry_ms": opt("integer", "When the next attempt is due, ms since the Unix epoch; null: not retried until the modem's level or the configuration changes.")
                 }
             },
             "RebootRecord": {
@@ -173,13 +194,14 @@ fn components() -> Value {
             },
             "ModemFile": {
                 "type": "object",
-                "required": ["name", "ok", "modem", "reason", "at_ms"],
+                "required": ["name", "ok", "modem", "reason", "at_ms", "moved_to"],
                 "properties": {
                     "name": { "type": "string", "description": "The file name in the incoming directory." },
                     "ok": { "type": "boolean", "description": "True: applied as the modem's base plan (moved to applied/); false: refused (moved to rejected/), nothing changed." },
                     "modem": opt("string", "The modem it named, when known."),
-                    "reason": { "type": "string", "description": "Why it was refused (bad MIC, bad signature, malformed, unknown modem, …), or what was done." },
-                    "at_ms": { "type": "integer" }
+                    "reason": { "type": "string", "description": "Why it was refused (bad MIC, bad signature, malformed, unknown modem, not a regular file, over 1 MiB, …), or what was done." },
+                    "at_ms": { "type": "integer" },
+                    "moved_to": opt("string", "Where it went, relative to the incoming directory (rejected/x.cfg; rejected/x.cfg.<ms> when that name was taken: nothing there is replaced); null: it could not be moved (the reason says why), and it is not handled again until it changes.")
                 }
             },
             "Source": {

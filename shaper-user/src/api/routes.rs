@@ -798,7 +798,8 @@ pub async fn modem_files(
 }
 
 /// `GET /files/{name}`: a modem configuration file, without authentication (see the module
-/// documentation).
+/// documentation). A name no file can have (too long, malformed) is 404 like a missing file;
+/// messages show at most the first 64 characters of the name ([`crate::tftp::handler::Shown`]).
 pub async fn file(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -808,7 +809,7 @@ pub async fn file(
         detail: e.body_text(),
     })?;
     let not_found = || ApiError::NotFound {
-        detail: format!("no file {name:?}"),
+        detail: format!("no file {}", crate::tftp::handler::Shown(&name)),
     };
     let handler = state.files.clone().ok_or_else(not_found)?;
     let n = name.clone();
@@ -820,7 +821,7 @@ pub async fn file(
         .map_err(|e| match crate::tftp::http::status(&e) {
             StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN => not_found(),
             _ => ApiError::Internal {
-                detail: format!("reading {name:?}: {e}"),
+                detail: format!("serving a modem file: {e}"),
             },
         })?;
     Ok((

@@ -933,6 +933,7 @@ async fn pipeline_files_and_records() {
         modem: None,
         reason: "MIC check failed: CM MIC mismatch".into(),
         at_ms: T0,
+        moved_to: Some("rejected/cm1.cfg".into()),
     });
     let (s, _, list) = rig
         .call("GET", "/v1/modem-files", Some("t-csr"), None)

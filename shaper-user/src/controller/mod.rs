@@ -1406,8 +1406,19 @@ impl Controller {
                 }
                 Err(e) => {
                     ok = false;
-                    tracing::warn!(modem, ?target, error = %e, "enforcement failed; retried on the next tick");
-                    self.unenforced.insert(key, e.to_string());
+                    let error = e.to_string();
+                    // Logged once per change of the error, not on every retry.
+                    if self.unenforced.get(&key) == Some(&error) {
+                        tracing::debug!(modem, ?target, error, "enforcement still failing");
+                    } else {
+                        tracing::warn!(
+                            modem,
+                            ?target,
+                            error,
+                            "enforcement failed; retried on the next tick"
+                        );
+                    }
+                    self.unenforced.insert(key, error);
                 }
             }
         }

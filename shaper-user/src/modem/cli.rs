@@ -85,8 +85,30 @@ pub enum ModemConfigCmd {
 /// Runs one `modem-config` command.
 ///
 /// # Errors
-/// Any failure, with the file concerned and the reason (MIC, offset, signature).
+/// Any failure, with the file concerned and the reason (MIC, offset, signature), each reason
+/// once ([`each_once`]).
 pub fn run(cmd: ModemConfigCmd) -> anyhow::Result<()> {
+    run_cmd(cmd).map_err(|e| anyhow::Error::msg(each_once(&e)))
+}
+
+/// The error and its causes on one line, each text once: most errors here already carry their
+/// source's text, so printing the chain (`{:#}`) would repeat a reason two or three times.
+fn each_once(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+fn run_cmd(cmd: ModemConfigCmd) -> anyhow::Result<()> {
     match cmd {
         ModemConfigCmd::Decode { file } => {
             let bytes = read(&file)?;
@@ -297,6 +319,43 @@ mod tests {
     use rand::SeedableRng as _;
 
     use super::*;
+
+    #[test]
+    fn verify_prints_each_reason_once() {
+        let dir = std::env::temp_dir().join(format!("shaper-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cmts.key"), b"secret").unwrap();
+        let verify = |file: &str, trusted_key: Vec<PathBuf>| {
+            let e = run(ModemConfigCmd::Verify {
+                file: dir.join(file),
+                cmts_key_file: dir.join("cmts.key"),
+                trusted_key,
+            })
+            .unwrap_err();
+            format!("{e:#}")
+        };
+        std::fs::write(dir.join("g.cfg"), b"garbage\n").unwrap();
+        let text = verify("g.cfg", Vec::new());
+        assert_eq!(text.matches("declares").count(), 1, "{text}");
+        assert!(text.contains("g.cfg: refused: MIC check failed"), "{text}");
+        // An unsigned file with a trusted key: the signature reason, once.
+        let key = CmtsKey::new(b"secret");
+        let bytes = encode_text("NetworkAccess 1\n", &key, None).unwrap();
+        std::fs::write(dir.join("u.cfg"), bytes).unwrap();
+        keygen(&dir.join("k"), &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+        let text = verify("u.cfg", vec![with_ext(&dir.join("k"), ".pub")]);
+        assert_eq!(text.matches("no signature").count(), 1, "{text}");
+        // A file over 1 MiB: its real size.
+        std::fs::File::create(dir.join("big.cfg"))
+            .unwrap()
+            .set_len(3_000_000)
+            .unwrap();
+        let text = verify("big.cfg", Vec::new());
+        assert!(text.contains("3000000 bytes"), "{text}");
+        assert_eq!(text.matches("big.cfg").count(), 2, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keygen_writes_a_usable_pair_and_never_overwrites() {

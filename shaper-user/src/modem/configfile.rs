@@ -65,8 +65,41 @@ pub enum ConfigFileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {len} bytes is larger than any configuration file ({MAX_FILE_LEN} bytes)")]
+    /// `len` is the file's real size.
+    #[error(
+        "{path}: {len} bytes, larger than any configuration file (the limit is {MAX_FILE_LEN} bytes, 1 MiB)"
+    )]
     TooLarge { path: PathBuf, len: u64 },
+    #[error(
+        "{path}: more than the {MAX_FILE_LEN}-byte (1 MiB) limit of a configuration file (it grew while being read)"
+    )]
+    GrewTooLarge { path: PathBuf },
+    /// A directory, FIFO, socket, device or symbolic link.
+    #[error("{path}: {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+}
+
+/// What kind of file `t` is, in words ("a FIFO", …).
+#[must_use]
+pub fn file_kind(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "an unknown kind of file"
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigFileError + '_ {
@@ -386,17 +419,38 @@ pub fn load_and_verify(
     trusted_keys: &TrustedKeys,
 ) -> Result<ModemConfig, ConfigFileError> {
     let f = File::open(path).map_err(io_err(path))?;
+    verify(&read_opened(f, path)?, cmts_secret, trusted_keys)
+}
+
+/// Reads an opened configuration file (`path` names it in errors): it must be a regular file
+/// of at most [`MAX_FILE_LEN`] bytes; a larger one is refused with its real size, unread.
+///
+/// # Errors
+/// Not a regular file, too large, or an I/O error.
+pub fn read_opened(f: File, path: &Path) -> Result<Vec<u8>, ConfigFileError> {
+    let meta = f.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(ConfigFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
+    if meta.len() > MAX_FILE_LEN {
+        return Err(ConfigFileError::TooLarge {
+            path: path.to_path_buf(),
+            len: meta.len(),
+        });
+    }
     let mut bytes = Vec::new();
     f.take(MAX_FILE_LEN + 1)
         .read_to_end(&mut bytes)
         .map_err(io_err(path))?;
     if bytes.len() as u64 > MAX_FILE_LEN {
-        return Err(ConfigFileError::TooLarge {
+        return Err(ConfigFileError::GrewTooLarge {
             path: path.to_path_buf(),
-            len: bytes.len() as u64,
         });
     }
-    verify(&bytes, cmts_secret, trusted_keys)
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync,

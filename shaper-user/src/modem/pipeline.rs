@@ -14,17 +14,24 @@
 //!    versions survive restarts.
 //! 3. The modem is rebooted by its method ([`ModemReboot`]) on the runtime captured at
 //!    construction: `apply` is called under the controller's lock and never waits for it.
-//!    Every outcome is logged and kept ([`PipelineShared`]) for the API. A modem's first file
+//!    Every outcome is logged and kept ([`PipelineShared`]) for the API. A failed reboot is
+//!    retried by its task with backoff ([`retry`]). A modem's first file
 //!    (version 1, written when the pipeline first sees the modem, typically as the controller
 //!    opens) reboots nothing: switching the pipeline on must not restart every modem at once;
 //!    the modem takes that file at its next restart.
 //!
-//! `remove` keeps the files: they are the modem's history.
+//! A failing stage (build, deliver, reboot) is shown in the modem's [`PipelineStatus`] and the
+//! metrics, retried with exponential backoff (1 s doubling to 5 min) and logged once per
+//! change of its error: see [`retry`].
+//!
+//! `remove` keeps the files: they are the modem's history; it drops the modem's failures and
+//! stops its reboot retries.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,13 +39,19 @@ use serde::{Deserialize, Serialize};
 use super::configfile::{BuildOptions, ConfigFileError, ConfigStore, build, verify, write_atomic};
 use super::keys::{self, KeyFileError};
 use super::reboot::{
-    CommandHook, ForceRenewSender, RebootMethod, RebootOutcome, RebootTarget, Rebooter,
-    RetryPolicy, SnmpReset,
+    CommandHook, ForceRenewSender, RebootMethod, RebootOutcome, Rebooter, RetryPolicy, SnmpReset,
 };
+use crate::api::Clock;
 use crate::controller::{EnforceError, ModemBinding, ModemPipeline};
 use crate::proto::docsis::{CmtsKey, Signer, TrustedKeys};
 use crate::provision::QosLevel;
 use crate::tftp::{FsHandler, Handler, HandlerError};
+
+mod rebooting;
+pub mod retry;
+
+use retry::{Attempt, FileRetry, Slot};
+pub use retry::{Backoff, PipelineFailure, RETRY_FIRST, RETRY_MAX, Stage};
 
 /// The index of versions, in `config_dir`.
 pub const INDEX_FILE: &str = "index.json";
@@ -213,6 +226,9 @@ pub enum PipelineError {
     },
     #[error("writing the configuration file: {0}")]
     Write(#[source] ConfigFileError),
+    /// A failure being retried with backoff ([`retry`]): the same error again, same text.
+    #[error(transparent)]
+    Failing(Arc<PipelineError>),
 }
 
 /// One reboot as recorded for the API.
@@ -264,6 +280,31 @@ pub struct PipelineStatus {
     pub version_file: Option<String>,
     /// The last reboot, if any finished (or was skipped) since the process started.
     pub last_reboot: Option<RebootRecord>,
+    /// Whether a stage is failing now (`file_failure` or `reboot_failure` is set).
+    pub failing: bool,
+    /// Building or writing the file of the modem's current level fails (stage build or
+    /// deliver): the modem keeps its previous file.
+    pub file_failure: Option<PipelineFailure>,
+    /// Rebooting the modem onto its newest file fails (stage reboot).
+    pub reboot_failure: Option<PipelineFailure>,
+}
+
+impl PipelineStatus {
+    fn new(file: String) -> PipelineStatus {
+        PipelineStatus {
+            version: 0,
+            file,
+            version_file: None,
+            last_reboot: None,
+            failing: false,
+            file_failure: None,
+            reboot_failure: None,
+        }
+    }
+
+    fn is_failing(&self) -> bool {
+        self.file_failure.is_some() || self.reboot_failure.is_some()
+    }
 }
 
 /// One operator-dropped file the watcher handled ([`super::watch`]).
@@ -276,6 +317,9 @@ pub struct FileRecord {
     /// Why it was refused (or what happened).
     pub reason: String,
     pub at_ms: u64,
+    /// Where it went, relative to the incoming directory (`rejected/x.cfg`,
+    /// `rejected/x.cfg.<ms>` when that name was taken); `null`: it could not be moved.
+    pub moved_to: Option<String>,
 }
 
 /// State the pipeline and the watcher share with the API.
@@ -285,6 +329,8 @@ pub struct PipelineShared {
     files: Mutex<VecDeque<FileRecord>>,
     /// Reboot records made since start (skipped ones included).
     reboots: tokio::sync::watch::Sender<u64>,
+    /// Failed attempts since start, by [`Stage`].
+    failures: [AtomicU64; 3],
 }
 
 impl Default for PipelineShared {
@@ -293,18 +339,22 @@ impl Default for PipelineShared {
             status: Mutex::default(),
             files: Mutex::default(),
             reboots: tokio::sync::watch::Sender::new(0),
+            failures: Default::default(),
         }
     }
 }
 
 impl PipelineShared {
-    /// A modem's state, if the pipeline made a file for it.
+    fn lock_status(&self) -> MutexGuard<'_, BTreeMap<String, PipelineStatus>> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A modem's state, if the pipeline made a file for it or failed to.
     pub fn status(&self, modem: &str) -> Option<PipelineStatus> {
-        self.status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(modem)
-            .cloned()
+        self.lock_status().get(modem).map(|s| PipelineStatus {
+            failing: s.is_failing(),
+            ..s.clone()
+        })
     }
 
     /// Operator-dropped files handled, oldest first (at most [`MAX_FILE_RECORDS`]).
@@ -338,13 +388,10 @@ impl PipelineShared {
     }
 
     fn set_file(&self, modem: &str, version: u64, file: String, version_file: String) {
-        let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        let e = s.entry(modem.to_owned()).or_insert_with(|| PipelineStatus {
-            version: 0,
-            file: file.clone(),
-            version_file: None,
-            last_reboot: None,
-        });
+        let mut s = self.lock_status();
+        let e = s
+            .entry(modem.to_owned())
+            .or_insert_with(|| PipelineStatus::new(file.clone()));
         e.version = version;
         e.file = file;
         e.version_file = Some(version_file);
@@ -353,11 +400,7 @@ impl PipelineShared {
     /// Keeps `r` as the modem's last reboot unless one for a newer file is already there (two
     /// reboots in flight for consecutive files may finish out of order).
     fn record_reboot(&self, modem: &str, r: RebootRecord) {
-        if let Some(e) = self
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(modem)
+        if let Some(e) = self.lock_status().get_mut(modem)
             && e.last_reboot
                 .as_ref()
                 .is_none_or(|l| l.version <= r.version)
@@ -427,6 +470,15 @@ pub struct DocsisPipeline {
     rebooter: Rebooter,
     runtime: tokio::runtime::Handle,
     shared: Arc<PipelineShared>,
+    /// Milliseconds since the Unix epoch (failure times, retry times).
+    clock: Clock,
+    backoff: Backoff,
+    /// Levels whose file failed, by modem: retried once their time comes.
+    file_retry: BTreeMap<String, FileRetry>,
+    /// By modem, the generation of its newest reboot: a reboot task retries only while its
+    /// generation is current and stops when the sender is dropped (modem removed, pipeline
+    /// dropped).
+    reboot_gen: BTreeMap<String, tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for DocsisPipeline {
@@ -482,7 +534,24 @@ impl DocsisPipeline {
             rebooter: opts.rebooter(),
             runtime,
             shared,
+            clock: Arc::new(system_now_ms),
+            backoff: Backoff::default(),
+            file_retry: BTreeMap::new(),
+            reboot_gen: BTreeMap::new(),
         })
+    }
+
+    /// The same pipeline on another clock (ms since the Unix epoch) for failure and retry
+    /// times.
+    #[must_use]
+    pub fn with_clock(self, clock: Clock) -> DocsisPipeline {
+        DocsisPipeline { clock, ..self }
+    }
+
+    /// The same pipeline with another retry backoff (default: 1 s doubling to 5 min).
+    #[must_use]
+    pub fn with_backoff(self, backoff: Backoff) -> DocsisPipeline {
+        DocsisPipeline { backoff, ..self }
     }
 
     /// What the API and the watcher share with the pipeline.
@@ -544,117 +613,68 @@ impl DocsisPipeline {
         self.index = index;
         Ok((version, replay_base))
     }
-
-    fn reboot(&self, binding: &ModemBinding, version: u64, replay_base: u64) {
-        let modem = binding.modem.clone();
-        if version == 1 {
-            // The modem's first file is written when the pipeline first sees the modem (the
-            // controller opening, a modem added): rebooting then would restart every modem at
-            // once when the pipeline is switched on. The file waits for the modem's next
-            // restart; every later change reboots.
-            tracing::info!(modem, "first modem file written; no reboot for it");
-            self.shared.record_reboot(
-                &modem,
-                RebootRecord {
-                    method: self
-                        .reboots
-                        .get(&modem)
-                        .map_or("none", |r| method_name(&r.method)),
-                    ok: true,
-                    skipped: true,
-                    attempts: 0,
-                    last_error: None,
-                    at_ms: system_now_ms(),
-                    version,
-                },
-            );
-            return;
-        }
-        let Some(spec) = self.reboots.get(&modem) else {
-            tracing::info!(
-                modem,
-                version,
-                "modem file written; reboot method none: skipped"
-            );
-            self.shared.record_reboot(
-                &modem,
-                RebootRecord {
-                    method: "none",
-                    ok: true,
-                    skipped: true,
-                    attempts: 0,
-                    last_error: None,
-                    at_ms: system_now_ms(),
-                    version,
-                },
-            );
-            return;
-        };
-        let method = method_name(&spec.method);
-        let target = match RebootTarget::from_binding(binding, spec.mac, spec.method.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(modem, version, error = %e, "modem reboot impossible");
-                self.shared.record_reboot(
-                    &modem,
-                    RebootRecord {
-                        method,
-                        ok: false,
-                        skipped: false,
-                        attempts: 0,
-                        last_error: Some(e.to_string()),
-                        at_ms: system_now_ms(),
-                        version,
-                    },
-                );
-                return;
-            }
-        };
-        let mut rebooter = self.rebooter.clone();
-        let shared = self.shared.clone();
-        self.runtime.spawn(async move {
-            if let Some(fr) = &mut rebooter.forcerenew {
-                fr.server_id = server_id_for(target.ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
-            }
-            let out = rebooter.reboot(&target, replay_base).await;
-            if out.ok {
-                tracing::info!(
-                    modem,
-                    version,
-                    method,
-                    attempts = out.attempts,
-                    "modem rebooted to fetch its new file"
-                );
-            } else {
-                tracing::warn!(
-                    modem,
-                    version,
-                    method,
-                    attempts = out.attempts,
-                    error = out.last_error.as_deref().unwrap_or(""),
-                    "modem reboot failed; the new file waits for the modem's next restart"
-                );
-            }
-            let rec = RebootRecord::from_outcome(&out, method, version, system_now_ms());
-            shared.record_reboot(&modem, rec);
-        });
-    }
 }
 
 impl ModemPipeline for DocsisPipeline {
+    /// See the module documentation; a failure is kept, retried with backoff and returned
+    /// unchanged (without a new attempt) until its retry time ([`retry`]).
     fn apply(&mut self, binding: &ModemBinding, qos: &QosLevel) -> Result<(), EnforceError> {
         let modem = binding.modem.as_str();
+        let now_ms = (self.clock)();
         if self.index.modems.get(modem).is_some_and(|e| e.qos == *qos)
             && self.store.path(modem, 0).is_file()
         {
+            if self.file_retry.remove(modem).is_some() {
+                self.shared.recover(modem, Slot::File, now_ms);
+            }
             return Ok(());
         }
-        let (version, replay_base) =
-            self.generate(modem, qos)
-                .map_err(|source| EnforceError::Pipeline {
-                    modem: modem.to_owned(),
-                    source,
-                })?;
+        let failing = |error: Arc<PipelineError>| EnforceError::Pipeline {
+            modem: modem.to_owned(),
+            source: PipelineError::Failing(error),
+        };
+        let prev = self.file_retry.get(modem).filter(|r| r.qos == *qos);
+        if let Some(r) = prev
+            && now_ms < r.next_retry_ms
+        {
+            return Err(failing(r.error.clone()));
+        }
+        let failures = prev.map_or(0, |r| r.failures);
+        let (version, replay_base) = match self.generate(modem, qos) {
+            Ok(v) => v,
+            Err(e) => {
+                let error = Arc::new(e);
+                let failures = failures.saturating_add(1);
+                let delay =
+                    u64::try_from(self.backoff.after(failures).as_millis()).unwrap_or(u64::MAX);
+                let next_retry_ms = now_ms.saturating_add(delay);
+                let text = error.to_string();
+                let store = &self.store;
+                self.shared.fail(
+                    modem,
+                    || store.file_name(modem, 0),
+                    &Attempt {
+                        stage: error.stage(),
+                        error: &text,
+                        now_ms,
+                        next_retry_ms: Some(next_retry_ms),
+                    },
+                );
+                self.file_retry.insert(
+                    modem.to_owned(),
+                    FileRetry {
+                        qos: *qos,
+                        error: error.clone(),
+                        failures,
+                        next_retry_ms,
+                    },
+                );
+                return Err(failing(error));
+            }
+        };
+        if self.file_retry.remove(modem).is_some() {
+            self.shared.recover(modem, Slot::File, now_ms);
+        }
         self.shared.set_file(
             modem,
             version,
@@ -671,8 +691,14 @@ impl ModemPipeline for DocsisPipeline {
         Ok(())
     }
 
-    /// Keeps the files (the modem's history); nothing to undo.
-    fn remove(&mut self, _binding: &ModemBinding) -> Result<(), EnforceError> {
+    /// Keeps the files (the modem's history); drops the modem's failures and stops its reboot
+    /// retries.
+    fn remove(&mut self, binding: &ModemBinding) -> Result<(), EnforceError> {
+        let modem = binding.modem.as_str();
+        self.file_retry.remove(modem);
+        self.reboot_gen.remove(modem);
+        self.shared.forget(modem, Slot::File);
+        self.shared.forget(modem, Slot::Reboot);
         Ok(())
     }
 }

@@ -529,7 +529,7 @@ impl RetryPolicy {
             match f(attempt).await {
                 Ok(v) => return (Ok(v), attempt, errors),
                 Err(e) => {
-                    tracing::warn!(attempt, error = %e, "reboot attempt failed");
+                    tracing::debug!(attempt, error = %e, "reboot attempt failed");
                     errors.push(e.to_string());
                     if attempt >= attempts || e.is_permanent() {
                         return (Err(e), attempt, errors);

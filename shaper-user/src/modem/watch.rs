@@ -1,10 +1,10 @@
 //! The incoming directory (issue 4 item 4; DESIGN.md §1.5): operators drop DOCSIS
 //! configuration files there, the controller checks them and enforces what they grant.
 //!
-//! Every second ([`POLL`]) the directory is listed; a `*.cfg` file (not hidden, regular) is
-//! handled once its name, size and modification time are the same on two consecutive scans (a
-//! file still being written is left alone; write elsewhere and `mv` in to avoid the wait), and
-//! again whenever they change.
+//! Every second ([`POLL`]) the directory is listed; a `*.cfg` entry (not hidden; other names
+//! are left alone) is handled once its name, size and modification time are the same on two
+//! consecutive scans (a file still being written is left alone; write elsewhere and `mv` in to
+//! avoid the wait), and again whenever they change.
 //!
 //! - **Valid** (both MICs with the CMTS key; a signature by a trusted key when trusted keys are
 //!   configured; settings that make a valid QoS level) **and naming a known modem** (its
@@ -16,8 +16,20 @@
 //!   it): `tracing::error!` with the file and the reason, a record for `GET /v1/modem-files`,
 //!   and the file moves to `rejected/`. Nothing else changes: the previous configuration stays
 //!   in force.
+//! - **Not a regular file** (symbolic link, FIFO, socket, directory, device): refused the same
+//!   way without being opened or followed (files are opened with `O_NOFOLLOW | O_NONBLOCK`
+//!   and checked with `fstat`, so one swapped in after the listing is refused too), and moved
+//!   to `rejected/`.
+//! - A file over 1 MiB is refused with its real size, unread.
+//!
+//! A handled entry never replaces one already in `applied/` or `rejected/`: the second
+//! `x.cfg` goes to `x.cfg.<ms since the epoch>` (`-2`, `-3`, … if that is taken too), and the
+//! record (`moved_to`) says where. An entry that cannot be moved is recorded once (the reason
+//! says why it stayed) and not handled again until its size or modification time changes.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,7 +38,7 @@ use crate::controller::Controller;
 use crate::proto::docsis::{CmtsKey, TrustedKeys};
 use crate::provision::BaseSource;
 
-use super::configfile::load_and_verify;
+use super::configfile::{ConfigFileError, ModemConfig, file_kind, read_opened, verify};
 use super::pipeline::{FileRecord, PipelineShared};
 
 /// How often the directory is listed.
@@ -36,8 +48,14 @@ pub const APPLIED: &str = "applied";
 /// Where refused files go, under the incoming directory.
 pub const REJECTED: &str = "rejected";
 
-/// What one file looked like on a scan.
+/// What one entry looked like on a scan.
 type Stamp = (u64, Option<SystemTime>);
+
+/// One `*.cfg` entry of a scan: its name, stamp, and what it is when not a regular file.
+type Listed = (String, Stamp, Option<&'static str>);
+
+/// How many names [`move_unique`] tries for one entry.
+const MAX_NAME_TRIES: u32 = 1000;
 
 /// Watches one incoming directory. [`Watcher::scan`] is one pass (synchronous, for tests and
 /// for the blocking pool); [`Watcher::run`] loops.
@@ -106,8 +124,9 @@ impl Watcher {
         }
     }
 
-    /// The `*.cfg` files in the directory now, with their stamps.
-    fn list(&self) -> Vec<(String, Stamp)> {
+    /// The `*.cfg` entries in the directory now, with their stamps (not following symbolic
+    /// links).
+    fn list(&self) -> Vec<Listed> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) => {
@@ -123,11 +142,10 @@ impl Watcher {
             if name.starts_with('.') || !name.ends_with(".cfg") {
                 continue;
             }
+            // `DirEntry::metadata` does not follow symbolic links.
             let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            out.push((name, (meta.len(), meta.modified().ok())));
+            let kind = (!meta.is_file()).then(|| file_kind(meta.file_type()));
+            out.push((name, (meta.len(), meta.modified().ok()), kind));
         }
         out.sort();
         out
@@ -140,8 +158,8 @@ impl Watcher {
         let mut records = Vec::new();
         let mut pending = HashMap::new();
         self.done
-            .retain(|name, stamp| listed.iter().any(|(n, s)| n == name && s == stamp));
-        for (name, stamp) in listed {
+            .retain(|name, stamp| listed.iter().any(|(n, s, _)| n == name && s == stamp));
+        for (name, stamp, kind) in listed {
             if self.done.get(&name) == Some(&stamp) {
                 continue;
             }
@@ -149,12 +167,28 @@ impl Watcher {
                 pending.insert(name, stamp);
                 continue;
             }
-            let record = self.handle(&name, ctl, now_ms);
+            let mut record = match kind {
+                None => self.handle(&name, ctl, now_ms),
+                Some(kind) => refusal(
+                    &name,
+                    None,
+                    format!(
+                        "{kind}, not a regular file: refused without opening or following it (drop regular files)"
+                    ),
+                    now_ms,
+                ),
+            };
             let to = if record.ok { APPLIED } else { REJECTED };
-            let dest = self.dir.join(to).join(&name);
-            if let Err(e) = std::fs::rename(self.dir.join(&name), &dest) {
-                tracing::error!(file = name, to = %dest.display(), error = %e, "moving a handled file failed");
-                self.done.insert(name.clone(), stamp);
+            match move_unique(&self.dir, &name, to, now_ms) {
+                Ok(dest) => record.moved_to = Some(dest),
+                Err(e) => {
+                    tracing::error!(file = name, to, error = %e, "moving a handled file failed; it stays, and is not handled again until it changes");
+                    record.reason = format!(
+                        "{}; left in place: moving it to {to}/ failed: {e}",
+                        record.reason
+                    );
+                    self.done.insert(name.clone(), stamp);
+                }
             }
             self.shared.record_file(record.clone());
             records.push(record);
@@ -163,24 +197,36 @@ impl Watcher {
         records
     }
 
+    /// Reads one dropped file (never blocking on a FIFO nor following a symbolic link) and
+    /// verifies it.
+    fn load(&self, path: &Path) -> Result<ModemConfig, ConfigFileError> {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ConfigFileError::NotRegular {
+                    path: path.to_path_buf(),
+                    kind: "a symbolic link",
+                });
+            }
+            Err(source) => {
+                return Err(ConfigFileError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        verify(&read_opened(f, path)?, &self.cmts, &self.trusted)
+    }
+
     /// Checks one file and applies it.
     fn handle(&self, name: &str, ctl: &Mutex<Controller>, now_ms: u64) -> FileRecord {
         let path = self.dir.join(name);
-        let refuse = |modem: Option<String>, reason: String| {
-            tracing::error!(
-                file = name,
-                reason,
-                "modem configuration file refused; the previous configuration stays in force"
-            );
-            FileRecord {
-                name: name.to_owned(),
-                ok: false,
-                modem,
-                reason,
-                at_ms: now_ms,
-            }
-        };
-        let cfg = match load_and_verify(&path, &self.cmts, &self.trusted) {
+        let refuse = |modem: Option<String>, reason: String| refusal(name, modem, reason, now_ms);
+        let cfg = match self.load(&path) {
             Ok(c) => c,
             Err(e) => return refuse(None, e.to_string()),
         };
@@ -230,6 +276,7 @@ impl Watcher {
             modem: Some(modem),
             reason: "applied as the modem's base plan".into(),
             at_ms: now_ms,
+            moved_to: None,
         }
     }
 
@@ -261,6 +308,78 @@ impl Watcher {
             }
         }
     }
+}
+
+/// A refused entry's record, logged.
+fn refusal(name: &str, modem: Option<String>, reason: String, now_ms: u64) -> FileRecord {
+    tracing::error!(
+        file = name,
+        reason,
+        "modem configuration file refused; the previous configuration stays in force"
+    );
+    FileRecord {
+        name: name.to_owned(),
+        ok: false,
+        modem,
+        reason,
+        at_ms: now_ms,
+        moved_to: None,
+    }
+}
+
+/// Moves `dir/name` into `dir/to/` without replacing anything there: as `name`, else
+/// `name.<now_ms>`, else `name.<now_ms>-2`, …. Returns where it went, relative to `dir`.
+fn move_unique(dir: &Path, name: &str, to: &str, now_ms: u64) -> std::io::Result<String> {
+    let from = dir.join(name);
+    for k in 0..MAX_NAME_TRIES {
+        let candidate = match k {
+            0 => name.to_owned(),
+            1 => format!("{name}.{now_ms}"),
+            k => format!("{name}.{now_ms}-{k}"),
+        };
+        match rename_noreplace(&from, &dir.join(to).join(&candidate)) {
+            Ok(()) => return Ok(format!("{to}/{candidate}")),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{MAX_NAME_TRIES} names for {name} are taken in {to}/"),
+    ))
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` instead of replacing `to`
+/// (`renameat2(RENAME_NOREPLACE)`; on a filesystem without it, a check then a rename: only
+/// the watcher writes into `applied/` and `rejected/`).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call; renameat2 reads them
+    // and touches no memory of ours.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+    }
+    std::fs::rename(from, to)
 }
 
 #[cfg(test)]

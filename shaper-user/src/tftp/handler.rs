@@ -1,11 +1,36 @@
 //! Where files come from: the [`Handler`] seam (async-tftp's, STYLE.md §4) and a filesystem
 //! implementation confined to one directory.
+//!
+//! Names come from clients: errors and log lines show them through [`Shown`] (at most
+//! [`SHOWN_NAME_CHARS`] characters), and a name longer than a file name can be
+//! ([`MAX_NAME_LEN`], [`MAX_COMPONENT_LEN`]) is refused before the filesystem sees it.
 
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::proto::tftp::ErrorCode;
+
+/// Longest name served, in bytes (Linux `PATH_MAX` is 4096; DOCSIS file names are short).
+pub const MAX_NAME_LEN: usize = 1024;
+/// Longest component of a name, in bytes (Linux `NAME_MAX`).
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// How many characters of a client-supplied name messages and logs show.
+pub const SHOWN_NAME_CHARS: usize = 64;
+
+/// A client-supplied name as messages and logs show it: quoted and escaped like `{:?}`, cut
+/// after [`SHOWN_NAME_CHARS`] characters (then `…` and its length in bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a>(pub &'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(SHOWN_NAME_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
 
 /// Maps a requested name to the file's bytes. Shared by the TFTP server and the HTTP router,
 /// so both serve exactly the same files; a DOCSIS generator can build a file per modem here.
@@ -24,7 +49,7 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// The name breaks a rule before touching the filesystem.
-    #[error("requested path {path:?} rejected: {reason}")]
+    #[error("requested path {} rejected: {reason}", Shown(.path))]
     InvalidPath {
         /// The name as requested.
         path: String,
@@ -32,7 +57,7 @@ pub enum HandlerError {
         reason: PathRejection,
     },
     /// After resolving symlinks the name leaves the root.
-    #[error("requested path {path:?} resolves to {resolved:?}, outside the root {root:?}")]
+    #[error("requested path {} resolves to {resolved:?}, outside the root {root:?}", Shown(.path))]
     OutsideRoot {
         /// The name as requested.
         path: String,
@@ -42,19 +67,19 @@ pub enum HandlerError {
         root: PathBuf,
     },
     /// Nothing by that name.
-    #[error("requested path {path:?} not found")]
+    #[error("requested path {} not found", Shown(.path))]
     NotFound {
         /// The name as requested.
         path: String,
     },
     /// A directory, device, FIFO or socket.
-    #[error("requested path {path:?} is not a regular file")]
+    #[error("requested path {} is not a regular file", Shown(.path))]
     NotAFile {
         /// The name as requested.
         path: String,
     },
     /// Larger than the handler serves.
-    #[error("requested path {path:?} is {len} bytes, over the {max}-byte limit")]
+    #[error("requested path {} is {len} bytes, over the {max}-byte limit", Shown(.path))]
     TooLarge {
         /// The name as requested.
         path: String,
@@ -64,7 +89,7 @@ pub enum HandlerError {
         max: u64,
     },
     /// Reading failed.
-    #[error("reading {path:?}")]
+    #[error("reading {}", Shown(.path))]
     Io {
         /// The name as requested.
         path: String,
@@ -98,6 +123,14 @@ pub enum PathRejection {
     /// A `..` component.
     #[error("`..` component")]
     ParentDir,
+    /// Longer than any file name can be.
+    #[error("{len} bytes long, over the {max}-byte limit")]
+    TooLong {
+        /// The name's (or its longest component's) length.
+        len: usize,
+        /// [`MAX_NAME_LEN`] or [`MAX_COMPONENT_LEN`].
+        max: usize,
+    },
 }
 
 impl HandlerError {
@@ -128,14 +161,31 @@ impl HandlerError {
     }
 }
 
-/// Checks a requested name without touching the filesystem: not empty, no NUL, relative, no
-/// `..` component.
+/// Checks a requested name without touching the filesystem: not empty, at most
+/// [`MAX_NAME_LEN`] bytes, no NUL, relative, no `..` component, no component over
+/// [`MAX_COMPONENT_LEN`] bytes.
 ///
 /// # Errors
 /// The first rule broken.
 pub fn check_name(path: &str) -> Result<(), PathRejection> {
     if path.is_empty() {
         return Err(PathRejection::Empty);
+    }
+    if path.len() > MAX_NAME_LEN {
+        return Err(PathRejection::TooLong {
+            len: path.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    if let Some(len) = path
+        .split('/')
+        .map(str::len)
+        .find(|l| *l > MAX_COMPONENT_LEN)
+    {
+        return Err(PathRejection::TooLong {
+            len,
+            max: MAX_COMPONENT_LEN,
+        });
     }
     if path.contains('\0') {
         return Err(PathRejection::Nul);
@@ -211,7 +261,11 @@ impl Handler for FsHandler {
             reason,
         })?;
         let io_err = |source: io::Error| {
-            if source.kind() == io::ErrorKind::NotFound {
+            // No file can have a name the filesystem finds invalid (ENAMETOOLONG, …).
+            if matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidFilename
+            ) {
                 HandlerError::NotFound { path: path.into() }
             } else {
                 HandlerError::Io {
@@ -320,6 +374,20 @@ mod tests {
             ("../secret", PathRejection::ParentDir),
             ("sub/../../secret", PathRejection::ParentDir),
             ("sub/..", PathRejection::ParentDir),
+            (
+                "d/".repeat(600).as_str(),
+                PathRejection::TooLong {
+                    len: 1200,
+                    max: MAX_NAME_LEN,
+                },
+            ),
+            (
+                format!("sub/{}.cfg", "a".repeat(300)).as_str(),
+                PathRejection::TooLong {
+                    len: 304,
+                    max: MAX_COMPONENT_LEN,
+                },
+            ),
         ] {
             match h.open(name) {
                 Err(HandlerError::InvalidPath { reason, .. }) => assert_eq!(reason, want, "{name}"),
@@ -329,6 +397,24 @@ mod tests {
         let e = h.open("escape").unwrap_err();
         assert!(matches!(e, HandlerError::OutsideRoot { .. }), "{e:?}");
         assert_eq!(e.tftp_code(), ErrorCode::AccessViolation);
+    }
+
+    #[test]
+    fn names_in_messages_are_cut_after_64_characters() {
+        let long = format!("{}.cfg", "é".repeat(5000));
+        let e = HandlerError::NotFound { path: long.clone() };
+        let text = e.to_string();
+        assert!(text.len() < 200, "{text}");
+        assert!(
+            text.contains(&format!("\"{}\"… (10004 bytes)", "é".repeat(64))),
+            "{text}"
+        );
+        assert_eq!(Shown("cm.cfg").to_string(), "\"cm.cfg\"");
+        assert_eq!(Shown("a\nb").to_string(), "\"a\\nb\"");
+        // Within the limits but no file: not found, not an I/O failure.
+        let (_d, h) = tmp();
+        let name = format!("{}.cfg", "a".repeat(250));
+        assert!(matches!(h.open(&name), Err(HandlerError::NotFound { .. })));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! TR-069 `Download` over HTTP (PROTOCOLS.md §2) and for operators.
 //!
 //! Status codes (RFC 9110 §15): 200 with `Content-Length`; 400 for a name that breaks a rule
-//! of [`super::check_name`] (`..`, absolute, NUL); 403 for a symlink leaving the root or a
+//! of [`super::check_name`] (`..`, absolute, NUL, too long); 403 for a symlink leaving the root or a
 //! non-file; 404 for a missing file; 500 otherwise. The mapping stays here rather than in
 //! `api/error.rs` because this router shares no state or error type with the API.
 
@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::handler::{Handler, HandlerError};
+use super::handler::{Handler, HandlerError, Shown};
 
 /// A router serving `GET /<name>` (and HEAD) from `handler`, for the controller to mount or
 /// nest (e.g. under `/files`).
@@ -51,7 +51,7 @@ async fn serve(State(handler): State<Arc<dyn Handler>>, Path(name): Path<String>
         )
             .into_response(),
         Err(e) => {
-            tracing::debug!(file = name, error = %e, "http file: refused");
+            tracing::debug!(file = %Shown(&name), error = %e, "http file: refused");
             let code = status(&e);
             (code, code.canonical_reason().unwrap_or("error")).into_response()
         }
@@ -93,6 +93,10 @@ mod tests {
             ("/sub/%2e%2e/%2e%2e/secret", StatusCode::BAD_REQUEST),
             ("//etc/passwd", StatusCode::BAD_REQUEST),
             ("/a%00b", StatusCode::BAD_REQUEST),
+            (
+                format!("/{}.cfg", "a".repeat(5000)).as_str(),
+                StatusCode::BAD_REQUEST,
+            ),
             ("/escape", StatusCode::FORBIDDEN),
             ("/sub", StatusCode::FORBIDDEN),
         ] {

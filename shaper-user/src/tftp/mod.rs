@@ -15,6 +15,8 @@ pub mod client;
 pub mod handler;
 pub mod http;
 pub mod server;
+#[cfg(test)]
+pub(crate) mod testlog;
 
 pub use handler::{FsHandler, Handler, HandlerError, PathRejection, check_name};
 pub use server::{ServerConfig, ServerError, ServerHandle, Stats, TftpServer};

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::handler::Handler;
+use super::handler::{Handler, Shown};
 use crate::proto::tftp::{self, Accept, Outcome, Packet, ReadTransfer, packet};
 
 /// Server settings.
@@ -374,7 +374,7 @@ async fn transfer(
     let data = match handler.open(req.filename) {
         Ok(d) => d,
         Err(e) => {
-            debug!(%peer, file = req.filename, error = %e, "tftp: refused");
+            debug!(%peer, file = %Shown(req.filename), error = %e, "tftp: refused");
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::new();
             packet::encode_error(e.tftp_code(), e.tftp_message(), request.len(), &mut out);
@@ -428,7 +428,7 @@ async fn transfer(
             stats.refused.fetch_add(1, Ordering::Relaxed);
         }
         other => {
-            debug!(%peer, file = req.filename, outcome = ?other, "tftp: transfer failed");
+            debug!(%peer, file = %Shown(req.filename), outcome = ?other, "tftp: transfer failed");
             stats.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -455,5 +455,40 @@ impl ServerHandle {
             warn!(error = %e, "tftp: server task failed");
         }
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::FsHandler;
+    use crate::tftp::client::{ClientConfig, fetch};
+
+    #[tokio::test]
+    async fn an_overlong_name_is_refused_and_logged_cut_below_error() {
+        let (logs, _guard) = crate::tftp::testlog::capture();
+        let dir = std::env::temp_dir().join(format!("shaper-tftp-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = TftpServer::bind(
+            ServerConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                ..ServerConfig::default()
+            },
+            Arc::new(FsHandler::new(&dir).unwrap()),
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let handle = server.spawn();
+        let name = format!("{}.cfg", "a".repeat(400));
+        assert!(fetch(addr, &name, ClientConfig::default()).await.is_err());
+        let stats = handle.shutdown().await;
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        let text = logs.text();
+        assert!(text.contains("tftp: refused"), "{text}");
+        assert!(text.contains("… (404 bytes)"), "{text}");
+        assert!(!text.contains(&"a".repeat(65)), "{text}");
+        assert!(!text.contains("ERROR"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

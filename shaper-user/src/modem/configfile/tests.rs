@@ -362,12 +362,30 @@ fn load_errors_name_the_path() {
     let e = load_and_verify(&missing, &key(), &TrustedKeys::new()).unwrap_err();
     assert!(matches!(e, ConfigFileError::Io { .. }));
     assert!(e.to_string().contains("nope.cfg"), "{e}");
+    // A file over the limit is refused with its real size (not the limit + 1), unread.
     let big = dir.0.join("big.cfg");
-    fs::write(&big, vec![0u8; usize::try_from(MAX_FILE_LEN).unwrap() + 1]).unwrap();
-    assert!(matches!(
-        load_and_verify(&big, &key(), &TrustedKeys::new()),
-        Err(ConfigFileError::TooLarge { .. })
-    ));
+    fs::File::create(&big)
+        .unwrap()
+        .set_len(50 * 1024 * 1024)
+        .unwrap();
+    let e = load_and_verify(&big, &key(), &TrustedKeys::new()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigFileError::TooLarge {
+                len: 52_428_800,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("52428800 bytes"), "{e}");
+    // Not a regular file: refused, naming what it is.
+    let e = load_and_verify(&dir.0, &key(), &TrustedKeys::new()).unwrap_err();
+    assert!(
+        e.to_string().contains("a directory, not a regular file"),
+        "{e}"
+    );
     // Atomic write replaces an existing file.
     let p = dir.0.join("x.cfg");
     write_atomic(&p, b"one").unwrap();

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::controller::{ControllerConfig, Disabled, ModemPipeline};
-use crate::modem::configfile::{BuildOptions, build};
+use crate::modem::configfile::{BuildOptions, build, load_and_verify};
 use crate::modem::pipeline::{DocsisPipeline, PipelineKeys, PipelineOptions};
 use crate::policy::SubscriberKey;
 use crate::proto::docsis::Signer;
@@ -211,4 +211,129 @@ fn invalid_files_are_refused_and_change_nothing() {
     assert_eq!(ctl.lock().unwrap().modem_audit("cm1").unwrap(), []);
     assert!(incoming.join("notes.txt").is_file());
     assert_eq!(shared.files().len(), cases.len());
+}
+
+#[test]
+fn entries_that_are_not_regular_files_are_refused_unopened_moved_and_recorded() {
+    let dir = TempDir::new("watch-special");
+    let ctl = controller(dir.path(), Box::new(Disabled));
+    let incoming = dir.path().join("incoming");
+    let shared = Arc::new(PipelineShared::default());
+    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared.clone()).unwrap();
+    // A valid file for cm1 outside, and a symbolic link to it: the link is not followed.
+    let outside = dir.path().join("outside.cfg");
+    std::fs::write(&outside, file("cm1", &dropped(), None)).unwrap();
+    std::os::unix::fs::symlink(&outside, incoming.join("link.cfg")).unwrap();
+    // A FIFO no one writes to: opening it for reading without O_NONBLOCK would hang the scan.
+    let fifo =
+        std::ffi::CString::new(incoming.join("pipe.cfg").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let _sock = std::os::unix::net::UnixListener::bind(incoming.join("sock.cfg")).unwrap();
+    std::fs::create_dir(incoming.join("dir.cfg")).unwrap();
+    assert!(w.scan(&ctl, T0 + 1).is_empty());
+    let records = w.scan(&ctl, T0 + 2);
+    let mut seen: Vec<_> = records
+        .iter()
+        .map(|r| (r.name.as_str(), r.ok, r.moved_to.clone()))
+        .collect();
+    seen.sort();
+    let rejected = |n: &str| (false, Some(format!("{REJECTED}/{n}")));
+    assert_eq!(
+        seen,
+        ["dir.cfg", "link.cfg", "pipe.cfg", "sock.cfg"].map(|n| (n, rejected(n).0, rejected(n).1))
+    );
+    for (name, kind) in [
+        ("link.cfg", "a symbolic link"),
+        ("pipe.cfg", "a FIFO"),
+        ("sock.cfg", "a socket"),
+        ("dir.cfg", "a directory"),
+    ] {
+        let r = records.iter().find(|r| r.name == name).unwrap();
+        assert!(
+            r.reason.starts_with(&format!("{kind}, not a regular file")),
+            "{name}: {}",
+            r.reason
+        );
+        assert!(
+            std::fs::symlink_metadata(incoming.join(REJECTED).join(name)).is_ok(),
+            "{name}"
+        );
+        assert!(
+            std::fs::symlink_metadata(incoming.join(name)).is_err(),
+            "{name}"
+        );
+    }
+    // The link was moved, not its target; nothing changed.
+    assert!(outside.is_file());
+    assert_eq!(ctl.lock().unwrap().engine().base("cm1"), Some(&base()));
+    assert_eq!(shared.files().len(), 4);
+
+    // An entry that cannot be moved (rejected/ is no directory now) is recorded once, with
+    // why it stayed, and not again on later scans.
+    std::fs::rename(incoming.join(REJECTED), dir.path().join("old-rejected")).unwrap();
+    std::fs::write(incoming.join(REJECTED), b"not a directory").unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    w.scan(&ctl, T0 + 3);
+    let records = w.scan(&ctl, T0 + 4);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].moved_to, None);
+    assert!(records[0].reason.contains("left in place"), "{records:?}");
+    for t in 5..8 {
+        assert!(w.scan(&ctl, T0 + t).is_empty());
+    }
+    assert_eq!(shared.files().len(), 5);
+}
+
+#[test]
+fn a_second_rejection_of_a_name_keeps_the_first_and_says_where_it_went() {
+    let dir = TempDir::new("watch-unique");
+    let ctl = controller(dir.path(), Box::new(Disabled));
+    let incoming = dir.path().join("incoming");
+    let shared = Arc::new(PipelineShared::default());
+    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared).unwrap();
+    let rejected = incoming.join(REJECTED);
+    let mut drop_and_scan = |bytes: &[u8], now: u64| {
+        std::fs::write(incoming.join("x.cfg"), bytes).unwrap();
+        assert!(w.scan(&ctl, now).is_empty());
+        let r = w.scan(&ctl, now);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(!r[0].ok);
+        r[0].moved_to.clone().unwrap()
+    };
+    assert_eq!(drop_and_scan(b"first", T0), "rejected/x.cfg");
+    assert_eq!(
+        drop_and_scan(b"second", T0 + 7),
+        format!("rejected/x.cfg.{}", T0 + 7)
+    );
+    assert_eq!(
+        drop_and_scan(b"third", T0 + 7),
+        format!("rejected/x.cfg.{}-2", T0 + 7)
+    );
+    assert_eq!(std::fs::read(rejected.join("x.cfg")).unwrap(), b"first");
+    assert_eq!(
+        std::fs::read(rejected.join(format!("x.cfg.{}", T0 + 7))).unwrap(),
+        b"second"
+    );
+    assert_eq!(
+        std::fs::read(rejected.join(format!("x.cfg.{}-2", T0 + 7))).unwrap(),
+        b"third"
+    );
+}
+
+#[test]
+fn a_file_over_the_limit_is_refused_with_its_real_size() {
+    let dir = TempDir::new("watch-big");
+    let ctl = controller(dir.path(), Box::new(Disabled));
+    let incoming = dir.path().join("incoming");
+    let shared = Arc::new(PipelineShared::default());
+    let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared).unwrap();
+    std::fs::File::create(incoming.join("big.cfg"))
+        .unwrap()
+        .set_len(50 * 1024 * 1024)
+        .unwrap();
+    w.scan(&ctl, T0);
+    let r = w.scan(&ctl, T0 + 1);
+    assert!(r[0].reason.contains("52428800 bytes"), "{}", r[0].reason);
+    assert!(!r[0].reason.contains("1048577"), "{}", r[0].reason);
 }
