@@ -8,7 +8,10 @@
 //! - **Accounting in**: sessions go into the network service manager's durable session store
 //!   through [`NsmSessions`] (Start/Interim → upsert, Stop and Accounting-On/Off → end, which
 //!   releases the allocations on them) when `[nsm]` is configured, else into the in-memory
-//!   [`SessionTable`]. The server answers only once the store has recorded the packet.
+//!   [`SessionTable`]. The server answers only once the store has recorded the packet. A
+//!   session reported on an address another session holds supersedes it: the older one is
+//!   ended first (its allocations released, as a Stop would), so the new one is recorded and
+//!   answered. Sessions silent past `radius.session_timeout_s` are ended the same way.
 //! - **CoA out** ([`attach_bras`]): [`BrasCoaNotifier`] is the network service manager's
 //!   [`Notifier`] for BRAS targets. For each session of the allocation behind that BRAS it sends
 //!   a CoA-Request with the subscriber's rate (below) through a [`BrasNotifier`] for the
@@ -45,12 +48,14 @@ use super::controller_sink::ControllerSink;
 use crate::api::Clock;
 use crate::api::nsm::NsmState;
 use crate::controller::Controller;
-use crate::nsm::NsmService;
+use crate::nsm::{CatalogError, NsmService};
 use crate::nsm::model::{Dir, Session as NsmSession};
 use crate::nsm::notify::{BoxFuture, DeliveryLog, Job, NoticeEvent, Notifier, NotifyError, Target};
 use crate::provision::QosLevel;
 use crate::sessions::{Session, SessionSelector, SessionStore, SessionStoreError, SessionTable};
-use crate::store::{Delivery, NsmStore, SqliteNsmStore, StoreError};
+use crate::store::{
+    Delivery, NsmStore, SessionStoreError as NsmStoreError, SqliteNsmStore, StoreError,
+};
 
 /// Why an accounting session could not enter the network service manager.
 #[derive(Debug, thiserror::Error)]
@@ -188,28 +193,50 @@ impl NsmSessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn upsert(&self, s: &Session, keep_since: bool) -> Result<(), SessionStoreError> {
+    /// Starts or refreshes a session. A session holding its address is ended first, as its
+    /// Stop would end it (its allocations released), and returned: the newer session
+    /// supersedes it (see [`crate::sessions`]).
+    fn upsert(&self, s: &Session, keep_since: bool) -> Result<Vec<Session>, SessionStoreError> {
         let mut n = to_nsm(s, self.default_gateway.as_deref())?;
-        self.nsm
+        let now = (self.clock)();
+        let superseded = self
+            .nsm
             .session_intake(|st| {
                 if keep_since {
                     if let Some(old) = st.session(&n.id)? {
                         n.since_ms = old.since_ms;
                     }
                 }
-                st.upsert_session(&n)
+                let mut superseded = Vec::new();
+                loop {
+                    match st.upsert_session(&n) {
+                        Err(NsmStoreError::Refused(CatalogError::AddressTaken { other, prefix }))
+                            if other != n.id && superseded.len() < 2 =>
+                        {
+                            match st.end_session(&other, now)? {
+                                Some(old) => superseded.push(old),
+                                None => {
+                                    return Err(NsmStoreError::Refused(
+                                        CatalogError::AddressTaken { other, prefix },
+                                    ));
+                                }
+                            }
+                        }
+                        r => return r.map(|()| superseded),
+                    }
+                }
             })
             .map_err(IntakeError::from)?;
-        Ok(())
+        Ok(superseded.iter().map(from_nsm).collect())
     }
 }
 
 impl SessionStore for NsmSessions {
-    fn start(&self, s: Session) -> Result<(), SessionStoreError> {
+    fn start(&self, s: Session) -> Result<Vec<Session>, SessionStoreError> {
         self.upsert(&s, false)
     }
 
-    fn update(&self, s: Session) -> Result<(), SessionStoreError> {
+    fn update(&self, s: Session) -> Result<Vec<Session>, SessionStoreError> {
         self.upsert(&s, true)
     }
 
@@ -775,25 +802,37 @@ mod tests {
             ..SessionSelector::default()
         };
         assert!(st.find(&by_user_on_other_nas).unwrap().is_empty());
-        // Refused by the manager (the address is s1's): an error, so nothing is acknowledged.
+        // A new session on s1's address (s1's Stop was lost) supersedes s1: s1 is ended and
+        // returned, s4 recorded.
+        let gone = st
+            .start(acct("s4", "cm4", "198.18.0.10", "bras1", T0 + 60))
+            .unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].acct_session_id, "s1");
+        let found = st.find(&by_ip).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].acct_session_id, "s4");
         assert!(
-            st.start(acct("s4", "cm4", "198.18.0.10", "bras1", T0))
-                .is_err()
+            st.start(acct("s5", "cm5", "198.18.0.99", "bras1", T0))
+                .unwrap()
+                .is_empty()
         );
+        assert!(st.stop("s5").unwrap().is_some());
         drop(st);
 
-        // Durable: a new manager on the same file has them.
+        // Durable: a new manager on the same file has them (s1 stays ended).
         let st = open();
-        assert_eq!(st.all().unwrap().len(), 3);
+        let ids = |st: &NsmSessions| -> Vec<String> {
+            st.all()
+                .unwrap()
+                .into_iter()
+                .map(|s| s.acct_session_id)
+                .collect()
+        };
+        assert_eq!(ids(&st), ["s2", "s3", "s4"]);
         // Accounting-On from bras1: its sessions end.
         assert_eq!(st.clear_nas(None, Some("bras1")).unwrap(), 2);
-        let left: Vec<String> = st
-            .all()
-            .unwrap()
-            .into_iter()
-            .map(|s| s.acct_session_id)
-            .collect();
-        assert_eq!(left, ["s3"]);
+        assert_eq!(ids(&st), ["s3"]);
         // Stop.
         let stopped = st.stop("s3").unwrap().unwrap();
         assert_eq!(stopped.subscriber.as_deref(), Some("cm3"));

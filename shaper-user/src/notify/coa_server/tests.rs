@@ -69,7 +69,7 @@ fn coa(id: u8, user: &str, extra: &[(u8, &[u8])], ma: bool) -> Vec<u8> {
     if ma {
         p.add_message_authenticator();
     }
-    encode_request(&p, SECRET.as_bytes()).unwrap()
+    signed(&p)
 }
 
 fn with_rate(mut bytes_packet: Packet, rate: &str) -> Packet {
@@ -77,8 +77,20 @@ fn with_rate(mut bytes_packet: Packet, rate: &str) -> Packet {
     bytes_packet
 }
 
+/// Signs `p`; a CoA or Disconnect without an Event-Timestamp gets one (now), as the server
+/// requires by default.
 fn signed(p: &Packet) -> Vec<u8> {
-    encode_request(p, SECRET.as_bytes()).unwrap()
+    let mut p = p.clone();
+    if matches!(p.code, Code::CoaRequest | Code::DisconnectRequest)
+        && p.get(dict::EVENT_TIMESTAMP).is_none()
+    {
+        p.push_integer(dict::EVENT_TIMESTAMP, now_s());
+    }
+    encode_request(&p, SECRET.as_bytes()).unwrap()
+}
+
+fn now_s() -> u32 {
+    u32::try_from(NOW_MS / 1000).unwrap()
 }
 
 /// Handles `req` on the CoA port and returns the verified response.
@@ -320,15 +332,16 @@ fn retransmissions_get_the_cached_response_and_the_sink_runs_once() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sink.calls.lock().unwrap().len(), 1);
-    // After the window, or from another port, it is a new request.
+    // After the duplicate window, or from another port, the same request is a replay
+    // (replay cache, keyed by client address and Request Authenticator): dropped.
     assert!(matches!(
         s.handle(Listener::Coa, NOW_MS + 31_000, client_addr(), &req),
-        Handled::Reply(_)
+        Handled::Drop(DropReason::Replay { .. })
     ));
     let other_port = SocketAddr::from(([127, 0, 0, 1], 40001));
     assert!(matches!(
-        s.handle(Listener::Coa, NOW_MS + 31_000, other_port, &req),
-        Handled::Reply(_)
+        s.handle(Listener::Coa, NOW_MS + 2_000, other_port, &req),
+        Handled::Drop(DropReason::Replay { .. })
     ));
     // Same identifier, different content: a new request.
     let req2 = coa(7, "alice", &[(dict::FILTER_ID, b"2000/1000")], false);
@@ -336,8 +349,9 @@ fn retransmissions_get_the_cached_response_and_the_sink_runs_once() {
         s.handle(Listener::Coa, NOW_MS + 31_001, client_addr(), &req2),
         Handled::Reply(_)
     ));
-    assert_eq!(sink.calls.lock().unwrap().len(), 4);
+    assert_eq!(sink.calls.lock().unwrap().len(), 2);
     assert_eq!(s.stats().resent.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats().replays.load(Ordering::Relaxed), 2);
 }
 
 fn acct(id: u8, status: u32, session: &str, ip: [u8; 4]) -> Vec<u8> {
