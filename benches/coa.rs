@@ -293,6 +293,8 @@ fn main() -> Result<()> {
                 require_message_authenticator: true,
                 name: None,
             }],
+            // Every round trip is a new request the replay cache remembers for 300 s.
+            replay_cache_per_client: 10_000_000,
             ..RadiusServerConfig::default()
         };
         let server = Arc::new(RadiusServer::new(

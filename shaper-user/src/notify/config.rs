@@ -505,14 +505,26 @@ timeout_ms = 500
             (Some(60), 5, None)
         );
         for (bad, key) in [
-            ("event_timestamp_window_s = 0", "radius.event_timestamp_window_s"),
-            ("event_timestamp_window_s = 3601", "radius.event_timestamp_window_s"),
-            ("replay_cache_per_client = 0", "radius.replay_cache_per_client"),
+            (
+                "event_timestamp_window_s = 0",
+                "radius.event_timestamp_window_s",
+            ),
+            (
+                "event_timestamp_window_s = 3601",
+                "radius.event_timestamp_window_s",
+            ),
+            (
+                "replay_cache_per_client = 0",
+                "radius.replay_cache_per_client",
+            ),
             ("session_timeout_s = 2592001", "radius.session_timeout_s"),
         ] {
             let e = parse(dir.path(), &format!("{bad}\n{ok}")).unwrap_err();
             assert_eq!(e.key, key, "{bad}");
-            assert!(e.msg.contains("outside") || e.msg.contains("above"), "{e:?}");
+            assert!(
+                e.msg.contains("outside") || e.msg.contains("above"),
+                "{e:?}"
+            );
         }
 
         let key = |text: &str| parse(dir.path(), text).unwrap_err().key;

@@ -13,6 +13,7 @@ pub mod coa;
 pub mod coa_server;
 pub mod config;
 pub mod controller_sink;
+pub mod nsm_sessions;
 pub mod run;
 
 pub use bras::{BrasDirectory, BrasEntry, BrasNotifier, NotifyError, SessionNotice};
