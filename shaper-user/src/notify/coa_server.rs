@@ -20,7 +20,7 @@
 //!    `event_timestamp_window_s` from now, dropped. Then the replay cache: a Request
 //!    Authenticator this client (by address, whatever the source port) sent before within the
 //!    window is a replay and dropped; a client whose cache holds `replay_cache_per_client`
-//!    unexpired entries has its new requests dropped (see [`replay`]). Retransmissions from the
+//!    unexpired entries has its new requests dropped (see `coa_server/replay.rs`). Retransmissions from the
 //!    same port within `duplicate_window_ms` were answered at step 4 and never get here.
 //! 6. CoA/Disconnect → [`CoaSink`] → ACK, or NAK with Error-Cause (RFC 5176 §3.5); a rate
 //!    above 4,294,967,295 bit/s (what a DOCSIS configuration file carries) is NAKed with
@@ -31,7 +31,7 @@
 //!
 //! Sessions not heard of (Start, Interim-Update) for `session_timeout_s` — or three times
 //! their Acct-Interim-Interval — are ended by [`RadiusServer::expire_sessions`], which the
-//! shell calls periodically with the time (see [`liveness`]).
+//! shell calls periodically with the time (see `coa_server/liveness.rs`).
 //!
 //! Proxy-State attributes are copied into the response in order (RFC 2865 §5.33). A response
 //! carries a Message-Authenticator when the request did.
@@ -675,15 +675,16 @@ impl RadiusServer {
             subscriber = ?s.subscriber,
             ipv4 = ?s.framed_ipv4,
             ipv6 = ?s.framed_ipv6_prefix,
-            nas = ?s.nas_identifier.as_deref().map(str::to_owned).or(s.nas_ip.map(|i| i.to_string())),
+            nas_identifier = ?s.nas_identifier,
+            nas_ip = ?s.nas_ip,
             %cause,
             "RADIUS session ended"
         );
     }
 
     /// Ends the sessions nothing was heard of for their timeout at `now_ms` (see
-    /// [`liveness`]), as their Stop would, and returns them with the cause. A store failure
-    /// leaves the session to the next call.
+    /// `coa_server/liveness.rs`), as their Stop would, and returns them with the cause. A store
+    /// failure leaves the session to the next call.
     pub fn expire_sessions(&self, now_ms: u64) -> Vec<(Session, EndCause)> {
         let mut live = lock(&self.liveness);
         let mut out = Vec::new();
