@@ -20,8 +20,9 @@
 //!    `event_timestamp_window_s` from now, dropped. Then the replay cache: a Request
 //!    Authenticator this client (by address, whatever the source port) sent before within the
 //!    window is a replay and dropped; a client whose cache holds `replay_cache_per_client`
-//!    unexpired entries has its new requests dropped (see `coa_server/replay.rs`). Retransmissions from the
-//!    same port within `duplicate_window_ms` were answered at step 4 and never get here.
+//!    unexpired entries has its new requests dropped (see `coa_server/replay.rs`).
+//!    Retransmissions from the same port within `duplicate_window_ms` were answered at step 4
+//!    and never get here.
 //! 6. CoA/Disconnect → [`CoaSink`] → ACK, or NAK with Error-Cause (RFC 5176 §3.5); a rate
 //!    above 4,294,967,295 bit/s (what a DOCSIS configuration file carries) is NAKed with
 //!    Invalid-Attribute-Value (407).
