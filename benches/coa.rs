@@ -100,12 +100,15 @@ async fn coa_round_trips(
     n: usize,
     secs: f64,
 ) -> Result<(u64, Duration)> {
-    let seq = Arc::new(AtomicU64::new(0));
+    // Session ids never repeat across calls: the server's replay cache would drop a request
+    // identical to an earlier one (same id, session and Event-Timestamp second).
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = &SEQ;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let (client, nas, seq) = (client.clone(), nas.clone(), seq.clone());
+        let (client, nas) = (client.clone(), nas.clone());
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
             while Instant::now() < end {
