@@ -8,7 +8,10 @@
 //! An address (Framed-IP-Address, Framed-IPv6-Prefix) belongs to one session: a Start or
 //! Interim-Update of a session on an address another session holds *supersedes* that older
 //! session (its Stop was lost; the BRAS has handed the address on). The older session is
-//! ended as its Stop would end it, and returned so the caller can log and count it.
+//! ended as its Stop would end it, and returned so the caller can log and count it. "Older"
+//! is by `since_ms`: a report of a session that started before the holder did (a late
+//! Interim-Update of the superseded session, an old packet replayed) supersedes nothing and
+//! is not recorded ([`Recorded::outdated_by`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -162,6 +165,15 @@ impl SessionSelector {
     }
 }
 
+/// What a Start or Interim-Update did (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Sessions ended because this one took their address.
+    pub superseded: Vec<Session>,
+    /// Not recorded: this newer session holds the address.
+    pub outdated_by: Option<String>,
+}
+
 /// A session store failure (a durable backend's I/O; the in-memory table never fails).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionStoreError {
@@ -173,13 +185,14 @@ pub enum SessionStoreError {
 /// accounting server answers the BRAS only after that (RFC 2866 §4.1: "upon successfully
 /// recording the accounting packet").
 pub trait SessionStore: Send + Sync {
-    /// Accounting Start: records `s`, replacing any session with the same id. Returns the
-    /// sessions it superseded (they held its address; see the module documentation).
-    fn start(&self, s: Session) -> Result<Vec<Session>, SessionStoreError>;
+    /// Accounting Start: records `s`, replacing any session with the same id. Says which
+    /// sessions it superseded (they held its address), or that a newer session holds it (see
+    /// the module documentation).
+    fn start(&self, s: Session) -> Result<Recorded, SessionStoreError>;
     /// Interim-Update: refreshes `s`; keeps `since_ms` of a known session, creates an unknown
-    /// one (the Start may have been lost or the table restarted). Returns the sessions it
-    /// superseded.
-    fn update(&self, s: Session) -> Result<Vec<Session>, SessionStoreError>;
+    /// one (the Start may have been lost or the table restarted). As [`Self::start`] for the
+    /// address.
+    fn update(&self, s: Session) -> Result<Recorded, SessionStoreError>;
     /// Stop: removes the session; returns it if it was known.
     fn stop(&self, acct_session_id: &str) -> Result<Option<Session>, SessionStoreError>;
     /// Accounting-On/Off (RFC 2866 §5.1): the NAS rebooted or stopped; every session it
@@ -225,12 +238,10 @@ impl Inner {
         }
     }
 
-    /// Records `s`; returns the other sessions that held its addresses, removed.
-    fn insert(&mut self, s: Session) -> Vec<Session> {
-        if let Some(old) = self.by_id.remove(&s.acct_session_id) {
-            self.unindex(&old);
-        }
-        // An address belongs to the latest session that reported it: the holders go.
+    /// Records `s` unless a newer session holds one of its addresses; the other sessions that
+    /// held them are removed.
+    fn insert(&mut self, s: Session) -> Recorded {
+        // An address belongs to the latest session that reported it: older holders go.
         let holders: Vec<String> = [
             s.framed_ipv4.and_then(|ip| self.by_ipv4.get(&ip)),
             s.framed_ipv6_prefix.and_then(|p| self.by_ipv6.get(&p)),
@@ -240,6 +251,18 @@ impl Inner {
         .filter(|id| **id != s.acct_session_id)
         .cloned()
         .collect();
+        if let Some(newer) = holders
+            .iter()
+            .find(|id| self.by_id.get(*id).is_some_and(|h| h.since_ms > s.since_ms))
+        {
+            return Recorded {
+                superseded: Vec::new(),
+                outdated_by: Some(newer.clone()),
+            };
+        }
+        if let Some(old) = self.by_id.remove(&s.acct_session_id) {
+            self.unindex(&old);
+        }
         let superseded: Vec<Session> = holders.iter().filter_map(|id| self.remove(id)).collect();
         if let Some(ip) = s.framed_ipv4 {
             self.by_ipv4.insert(ip, s.acct_session_id.clone());
@@ -254,7 +277,10 @@ impl Inner {
                 .insert(s.acct_session_id.clone());
         }
         self.by_id.insert(s.acct_session_id.clone(), s);
-        superseded
+        Recorded {
+            superseded,
+            outdated_by: None,
+        }
     }
 
     fn remove(&mut self, id: &str) -> Option<Session> {
@@ -286,11 +312,11 @@ impl SessionTable {
 }
 
 impl SessionStore for SessionTable {
-    fn start(&self, s: Session) -> Result<Vec<Session>, SessionStoreError> {
+    fn start(&self, s: Session) -> Result<Recorded, SessionStoreError> {
         Ok(self.lock().insert(s))
     }
 
-    fn update(&self, mut s: Session) -> Result<Vec<Session>, SessionStoreError> {
+    fn update(&self, mut s: Session) -> Result<Recorded, SessionStoreError> {
         let mut g = self.lock();
         if let Some(old) = g.by_id.get(&s.acct_session_id) {
             s.since_ms = old.since_ms;
@@ -434,18 +460,18 @@ mod tests {
     fn a_session_on_a_held_address_supersedes_the_holder() {
         let t = SessionTable::new();
         // "a" holds 198.18.0.10 and the IPv6 prefix; "b" another IPv4 address, same prefix.
-        assert!(
+        assert_eq!(
             t.start(sess("a", "alice", [198, 18, 0, 10], "bras1"))
-                .unwrap()
-                .is_empty()
+                .unwrap(),
+            Recorded::default()
         );
         let mut b = sess("b", "bob", [198, 18, 0, 20], "bras1");
         b.framed_ipv6_prefix = Some(("2001:db8:2::".parse().unwrap(), 64));
         t.start(b).unwrap();
         // A new session on a's addresses (a's Stop was lost): a is ended and returned.
-        let gone = t
-            .start(sess("c", "carol", [198, 18, 0, 10], "bras1"))
-            .unwrap();
+        let mut c = sess("c", "carol", [198, 18, 0, 10], "bras1");
+        c.since_ms = 5;
+        let gone = t.start(c).unwrap().superseded;
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].acct_session_id, "a");
         let ids: Vec<String> = t
@@ -460,16 +486,38 @@ mod tests {
             ..SessionSelector::default()
         };
         assert!(t.find(&alice).unwrap().is_empty());
-        // An Interim-Update moving b onto c's IPv4 address supersedes c as well.
+        // b started (since 1) before c (since 5): its Interim-Update onto c's IPv4 address is
+        // outdated, not recorded.
         let mut b2 = sess("b", "bob", [198, 18, 0, 10], "bras1");
         b2.framed_ipv6_prefix = Some(("2001:db8:2::".parse().unwrap(), 64));
-        let gone = t.update(b2).unwrap();
-        assert_eq!(gone[0].acct_session_id, "c");
-        assert_eq!(t.all().unwrap().len(), 1);
+        b2.updated_ms = 9;
+        let r = t.update(b2).unwrap();
+        assert_eq!(
+            r,
+            Recorded {
+                superseded: Vec::new(),
+                outdated_by: Some("c".into())
+            }
+        );
+        assert_eq!(t.all().unwrap().len(), 2);
+        let b = &t.find(&SessionSelector::by_session_id("b")).unwrap()[0];
+        assert_eq!(b.framed_ipv4, Some(Ipv4Addr::new(198, 18, 0, 20)));
+        // A late report of a, superseded, does not take the address back either.
+        let r = t
+            .update(sess("a", "alice", [198, 18, 0, 10], "bras1"))
+            .unwrap();
+        assert_eq!(r.outdated_by.as_deref(), Some("c"));
+        // A session newer than c on it (since 7) supersedes c.
+        let mut d = sess("d", "dan", [198, 18, 0, 10], "bras1");
+        d.since_ms = 7;
+        let r = t.start(d).unwrap();
+        assert_eq!(r.superseded[0].acct_session_id, "c");
+        assert_eq!(r.outdated_by, None);
         // The same session again supersedes nothing.
-        let mut b3 = sess("b", "bob", [198, 18, 0, 10], "bras1");
-        b3.framed_ipv6_prefix = Some(("2001:db8:2::".parse().unwrap(), 64));
-        assert!(t.update(b3).unwrap().is_empty());
+        let mut d2 = sess("d", "dan", [198, 18, 0, 10], "bras1");
+        d2.since_ms = 8;
+        assert_eq!(t.update(d2).unwrap(), Recorded::default());
+        assert_eq!(t.all().unwrap().len(), 2);
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //!    Invalid-Attribute-Value (407).
 //!    Accounting → [`SessionStore`] → Accounting-Response only once recorded (RFC 2866 §4.1).
 //!    A Start or Interim-Update of a session on an address another session holds ends that
-//!    older session (superseded: logged, counted) and is recorded and answered.
+//!    older session (superseded: logged, counted) and is recorded and answered; if the holder
+//!    started later (by Event-Timestamp, less Acct-Session-Time for an Interim-Update), the
+//!    report is answered but not recorded (outdated: logged, counted).
 //!
 //! Sessions not heard of (Start, Interim-Update) for `session_timeout_s` — or three times
 //! their Acct-Interim-Interval — are ended by [`RadiusServer::expire_sessions`], which the
@@ -196,6 +198,9 @@ pub struct ServerStats {
     pub superseded: AtomicU64,
     /// Sessions ended because nothing was heard of them for their timeout.
     pub expired: AtomicU64,
+    /// Accounting answered but not recorded: the session started before the one that holds
+    /// its address (a late report of a superseded session, or an old packet replayed).
+    pub outdated: AtomicU64,
 }
 
 /// Why a session was ended other than by its Stop.
@@ -634,6 +639,12 @@ impl RadiusServer {
                 .saturating_sub(u64::from(p.integer(dict::ACCT_DELAY_TIME)?.unwrap_or(0)) * 1000),
         };
         let interim_s = p.integer(dict::ACCT_INTERIM_INTERVAL)?;
+        // When the session started: the event, less Acct-Session-Time on an Interim-Update
+        // (RFC 2866 §5.7); it decides which of two sessions on one address is the newer.
+        let since_ms = match (status, p.integer(dict::ACCT_SESSION_TIME)?) {
+            (acct_status::INTERIM_UPDATE, Some(t)) => event_ms.saturating_sub(u64::from(t) * 1000),
+            _ => event_ms,
+        };
         let s = Session {
             acct_session_id: id,
             subscriber: p.text(dict::USER_NAME)?.map(str::to_owned),
@@ -644,20 +655,32 @@ impl RadiusServer {
             nas_ip,
             nas_identifier: nas_identifier.map(str::to_owned),
             gateway: self.config.gateway.clone(),
-            since_ms: event_ms,
+            since_ms,
             updated_ms: event_ms,
         };
         let id = s.acct_session_id.clone();
         let mut live = lock(&self.liveness);
-        let superseded = if status == acct_status::START {
+        let recorded = if status == acct_status::START {
             self.sessions.start(s)?
         } else {
             self.sessions.update(s)?
         };
+        if let Some(newer) = &recorded.outdated_by {
+            // Answered all the same: there is nothing to record for it, and a retransmission
+            // would find the same.
+            self.stats.outdated.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                session = id,
+                holder = newer,
+                "RADIUS accounting of a session older than the one holding its address: not \
+                 recorded"
+            );
+            return Ok(());
+        }
         if let Some(t) = self.config.session_timeout_s {
             live.heard(&id, now_ms, liveness::timeout_ms(t, interim_s));
         }
-        for old in &superseded {
+        for old in &recorded.superseded {
             live.forget(&old.acct_session_id);
             self.ended(old, &EndCause::Superseded { by: id.clone() });
         }

@@ -13,7 +13,7 @@ use crate::api::Clock;
 use crate::api::nsm::NsmState;
 use crate::nsm::model::Session as NsmSession;
 use crate::nsm::{CatalogError, NsmService};
-use crate::sessions::{Session, SessionSelector, SessionStore, SessionStoreError};
+use crate::sessions::{Recorded, Session, SessionSelector, SessionStore, SessionStoreError};
 use crate::store::SessionStoreError as NsmStoreError;
 /// Why an accounting session could not enter the network service manager.
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +151,14 @@ impl NsmSessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts or refreshes a session. A session holding its address is ended first, as its
-    /// Stop would end it (its allocations released), and returned: the newer session
-    /// supersedes it (see [`crate::sessions`]).
-    fn upsert(&self, s: &Session, keep_since: bool) -> Result<Vec<Session>, SessionStoreError> {
+    /// Starts or refreshes a session. A session holding its address that started no later
+    /// is ended first, as its Stop would end it (its allocations released), and returned: the
+    /// newer session supersedes it. A newer holder keeps the address and `s` is not recorded
+    /// (see [`crate::sessions`]).
+    fn upsert(&self, s: &Session, keep_since: bool) -> Result<Recorded, SessionStoreError> {
         let mut n = to_nsm(s, self.default_gateway.as_deref())?;
         let now = (self.clock)();
-        let superseded = self
+        let (superseded, outdated_by) = self
             .nsm
             .session_intake(|st| {
                 if keep_since {
@@ -167,35 +168,40 @@ impl NsmSessions {
                 }
                 let mut superseded = Vec::new();
                 loop {
-                    match st.upsert_session(&n) {
+                    let (other, prefix) = match st.upsert_session(&n) {
                         Err(NsmStoreError::Refused(CatalogError::AddressTaken {
                             other,
                             prefix,
-                        })) if other != n.id && superseded.len() < 2 => {
-                            match st.end_session(&other, now)? {
-                                Some(old) => superseded.push(old),
-                                None => {
-                                    return Err(NsmStoreError::Refused(
-                                        CatalogError::AddressTaken { other, prefix },
-                                    ));
-                                }
-                            }
-                        }
-                        r => return r.map(|()| superseded),
+                        })) if other != n.id && superseded.len() < 2 => (other, prefix),
+                        r => return r.map(|()| (superseded, None)),
+                    };
+                    let taken = || {
+                        NsmStoreError::Refused(CatalogError::AddressTaken {
+                            other: other.clone(),
+                            prefix: prefix.clone(),
+                        })
+                    };
+                    let holder = st.session(&other)?.ok_or_else(taken)?;
+                    if holder.since_ms > n.since_ms {
+                        return Ok((superseded, Some(other)));
                     }
+                    superseded.push(st.end_session(&other, now)?.ok_or_else(taken)?);
                 }
             })
             .map_err(IntakeError::from)?;
-        Ok(superseded.iter().map(from_nsm).collect())
+        Ok(Recorded {
+            superseded: superseded.iter().map(from_nsm).collect(),
+            outdated_by,
+        })
     }
 }
 
 impl SessionStore for NsmSessions {
-    fn start(&self, s: Session) -> Result<Vec<Session>, SessionStoreError> {
+    fn start(&self, s: Session) -> Result<Recorded, SessionStoreError> {
         self.upsert(&s, false)
     }
 
-    fn update(&self, s: Session) -> Result<Vec<Session>, SessionStoreError> {
+    fn update(&self, s: Session) -> Result<Recorded, SessionStoreError> {
         self.upsert(&s, true)
     }
 
@@ -345,18 +351,26 @@ mod tests {
         assert!(st.find(&by_user_on_other_nas).unwrap().is_empty());
         // A new session on s1's address (s1's Stop was lost) supersedes s1: s1 is ended and
         // returned, s4 recorded.
-        let gone = st
+        let r = st
             .start(acct("s4", "cm4", "198.18.0.10", "bras1", T0 + 60))
             .unwrap();
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].acct_session_id, "s1");
+        assert_eq!(r.superseded.len(), 1);
+        assert_eq!(r.superseded[0].acct_session_id, "s1");
+        assert_eq!(r.outdated_by, None);
         let found = st.find(&by_ip).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].acct_session_id, "s4");
-        assert!(
+        // A late Interim-Update of s1 (it started before s4) takes nothing back.
+        let r = st
+            .update(acct("s1", "cm1", "198.18.0.10", "bras1", T0))
+            .unwrap();
+        assert_eq!(r.outdated_by.as_deref(), Some("s4"));
+        assert!(r.superseded.is_empty());
+        assert_eq!(st.find(&by_ip).unwrap()[0].acct_session_id, "s4");
+        assert_eq!(
             st.start(acct("s5", "cm5", "198.18.0.99", "bras1", T0))
-                .unwrap()
-                .is_empty()
+                .unwrap(),
+            Recorded::default()
         );
         assert!(st.stop("s5").unwrap().is_some());
         drop(st);

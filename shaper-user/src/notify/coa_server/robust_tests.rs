@@ -180,7 +180,21 @@ fn a_new_session_on_a_held_address_supersedes_the_old_one_and_is_answered() {
     );
     assert_eq!(table.all().unwrap()[0].acct_session_id, "newer");
     assert_eq!(stat(&s.stats().superseded), 2);
-    assert_eq!(stat(&s.stats().accounting), 3);
+    // A late Interim-Update of "old" (up for 600 s: it started before "newer") is answered
+    // but takes nothing back.
+    let mut late = Packet::new(Code::AccountingRequest, 4);
+    late.push_integer(dict::ACCT_STATUS_TYPE, acct_status::INTERIM_UPDATE);
+    late.push(dict::ACCT_SESSION_ID, "old");
+    late.push(dict::USER_NAME, "alice");
+    late.push(dict::FRAMED_IP_ADDRESS, [198, 18, 0, 10]);
+    late.push_integer(dict::ACCT_SESSION_TIME, 600);
+    let r = reply(&s, Listener::Accounting, &signed(&late));
+    assert_eq!(r.code, Code::AccountingResponse);
+    assert_eq!(table.all().unwrap()[0].acct_session_id, "newer");
+    assert_eq!(table.all().unwrap().len(), 1);
+    assert_eq!(stat(&s.stats().outdated), 1);
+    assert_eq!(stat(&s.stats().superseded), 2);
+    assert_eq!(stat(&s.stats().accounting), 4);
     // The superseded sessions are no longer tracked for expiry.
     assert_eq!(s.tracked_sessions(), 1);
 }
