@@ -40,7 +40,9 @@
 //! rate times twice the window.
 //!
 //! Sessions: a Start or Interim-Update for a session on an address another session holds ends
-//! the older one (its Stop was lost) and records the new one. A session with no Start or
+//! the older one (its Stop was lost) and records the new one; a report of a session that
+//! started before the holder (a late Interim-Update of the ended session) is answered but not
+//! recorded. A session with no Start or
 //! Interim-Update for `session_timeout_s` (default 3600; 0 = never; at most 2592000) is ended
 //! as a Stop would end it; a session whose accounting carries Acct-Interim-Interval uses three
 //! intervals instead (at least 60 s). Set 0 when the BRAS sends no Interim-Updates. Sessions

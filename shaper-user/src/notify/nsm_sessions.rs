@@ -4,7 +4,7 @@
 //! Start/Interim → upsert, Stop and Accounting-On/Off → end, which releases the allocations on
 //! them. A session reported on an address another session holds supersedes it: the older one
 //! is ended first (its allocations released, as a Stop would), so the new one is recorded and
-//! answered.
+//! answered. A session older than the holder is answered but not recorded.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
