@@ -100,12 +100,15 @@ async fn coa_round_trips(
     n: usize,
     secs: f64,
 ) -> Result<(u64, Duration)> {
-    let seq = Arc::new(AtomicU64::new(0));
+    // Session ids never repeat across calls: the server's replay cache would drop a request
+    // identical to an earlier one (same id, session and Event-Timestamp second).
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = &SEQ;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let (client, nas, seq) = (client.clone(), nas.clone(), seq.clone());
+        let (client, nas) = (client.clone(), nas.clone());
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
             while Instant::now() < end {
@@ -293,6 +296,8 @@ fn main() -> Result<()> {
                 require_message_authenticator: true,
                 name: None,
             }],
+            // Every round trip is a new request the replay cache remembers for 300 s.
+            replay_cache_per_client: 10_000_000,
             ..RadiusServerConfig::default()
         };
         let server = Arc::new(RadiusServer::new(

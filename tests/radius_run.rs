@@ -12,11 +12,16 @@
 //!   failed after its retries.
 //! - Accounting Stop → the session is gone and the allocation on it released.
 //!
+//! - Issue 11 (replay, a new session on a held address, expiry, a rate above 32 bits): see
+//!   [`radius_replay_supersede_expiry_and_rate_bound_in_shaper_run`].
+//!
 //! Needs root, iproute2, freeradius-utils and freeradius (`cargo xtask deps`).
 //! Run: `cargo test -p shaper-user --test radius_run -- --nocapture`.
 
 mod common;
 
+use std::io::ErrorKind;
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::thread::sleep;
@@ -25,7 +30,8 @@ use std::time::{Duration, Instant};
 use common::radius::{freeradius_conf, radclient, require_tools};
 use common::shaper_run::{self, Guard, start};
 use serde_json::{Value, json};
-use shaper::lab::NetNs;
+use shaper::lab::{NetNs, in_netns};
+use shaper::proto::radius::{Code, Packet, dict, encode_request};
 
 const API: u16 = 18095;
 const COA_PORT: u16 = 13799;
@@ -35,6 +41,8 @@ const ADMIN: &str = "admin-radius-run-token";
 const PROVIDER: &str = "provider-p1-radius-run-token";
 const CLIENT_SECRET: &str = "client-s3cret";
 const BRAS_SECRET: &str = "bras-s3cret";
+/// `radius.session_timeout_s` of the issue-11 test.
+const TIMEOUT_S: u64 = 8;
 
 const START: &str = "Acct-Status-Type = Start\nAcct-Session-Id = \"sess-cm1\"\nUser-Name = \"cm1\"\nFramed-IP-Address = 198.18.0.10\nNAS-IP-Address = 127.0.0.1\nNAS-Identifier = \"bras1\"\n";
 
@@ -437,4 +445,266 @@ retries = 2
     );
     assert_eq!(a["state"], "released", "{a}");
     assert_eq!(a["release_reason"], "session sess-cm1 ended", "{a}");
+}
+
+/// Sends `bytes` from `sock` to `to` and waits up to `wait` for an answer.
+fn exchange(sock: &UdpSocket, to: &str, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(wait)).unwrap();
+    sock.send_to(bytes, to).unwrap();
+    let mut buf = [0u8; 4096];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// A signed CoA-Request for User-Name cm1 with `rate` (Mikrotik-Rate-Limit), a
+/// Message-Authenticator and, if given, an Event-Timestamp.
+fn coa_bytes(id: u8, rate: &str, stamp: Option<u64>) -> Vec<u8> {
+    let mut p = Packet::new(Code::CoaRequest, id);
+    p.push(dict::USER_NAME, "cm1");
+    p.push_vendor(dict::MIKROTIK_RATE_LIMIT, rate.as_bytes());
+    if let Some(s) = stamp {
+        p.push_integer(dict::EVENT_TIMESTAMP, u32::try_from(s).unwrap());
+    }
+    p.add_message_authenticator();
+    encode_request(&p, CLIENT_SECRET.as_bytes()).unwrap()
+}
+
+fn max_down(ns: &str) -> Option<u64> {
+    ok(ns, ADMIN, "GET", "/v1/modems/cm1", None)["effective"]["max_down_bps"].as_u64()
+}
+
+/// Issue 11, in the real `shaper run` with `[nsm]`:
+///
+/// - Accounting-Start of a new session on an address an active session holds (its Stop was
+///   lost) → Accounting-Response; the older session is ended (the allocation on it released)
+///   and the new one recorded; a CoA naming the new session → ACK.
+/// - A CoA-Request (bytes built here) ACKed from one UDP socket and sent again from another
+///   (another source port) → no answer, not applied again; sent again from the first socket
+///   (an RFC 5080 retransmission) → the same ACK. Without Event-Timestamp → no answer.
+/// - A CoA for 5G/5G (above 4,294,967,295 bit/s) → CoA-NAK, Invalid-Attribute-Value.
+/// - With no Interim-Update for `session_timeout_s`, the session is ended.
+#[test]
+fn radius_replay_supersede_expiry_and_rate_bound_in_shaper_run() {
+    require_tools();
+    let ns = NetNs::unique("radrep").expect("netns (needs root and iproute2)");
+    ns.run([
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ])
+    .unwrap();
+    for dev in ["d0", "d1"] {
+        ns.run(["ip", "link", "set", dev, "up"]).unwrap();
+    }
+    let name = ns.name().to_string();
+    let id = std::process::id();
+    let mut guard = Guard {
+        child: None,
+        pins: PathBuf::from(format!("/sys/fs/bpf/shaper-radrep-{id}")),
+        dir: std::env::temp_dir().join(format!("shaper-radrep-{id}")),
+    };
+    let _ = std::fs::remove_dir_all(&guard.pins);
+    let _ = std::fs::remove_dir_all(&guard.dir);
+    let dir = guard.dir.clone();
+    std::fs::create_dir_all(dir.join("radius")).unwrap();
+    std::fs::write(
+        dir.join("radius/clients.secret"),
+        format!("{CLIENT_SECRET}\n"),
+    )
+    .unwrap();
+    let tokens = dir.join("tokens.toml");
+    shaper_run::write_tokens(
+        &tokens,
+        &[(ADMIN, "admin", "root"), (PROVIDER, "provider", "p1")],
+    );
+    let config = dir.join("shaper.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+{dataplane}[controller]
+store = "{store}"
+listen = "127.0.0.1:{API}"
+tokens_file = "{tokens}"
+class_first = 128
+class_last = 255
+[[modem]]
+id = "cm1"
+addrs = ["198.18.0.10"]
+max_down = "10M"
+max_up = "2M"
+[nsm]
+class_first = 16
+class_last = 127
+local_gateway = "gw1"
+[[nsm.link]]
+id = "gw1"
+kind = "gateway"
+capacity_up = "1G"
+capacity_down = "1G"
+[radius]
+coa_listen = "127.0.0.1:{COA_PORT}"
+accounting_listen = "127.0.0.1:{ACCT_PORT}"
+session_timeout_s = {TIMEOUT_S}
+[[radius.client]]
+address = "127.0.0.1"
+secret_file = "radius/clients.secret"
+name = "radclient"
+"#,
+            dataplane = shaper_run::dataplane_toml(&guard.pins, "d0", "d1", None),
+            store = dir.join("db/shaper.db").display(),
+            tokens = tokens.display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("shaper.log");
+    let child = guard.child.insert(start(&name, &config, &log));
+    wait_ready(child, &name, &log);
+    let acct = format!("127.0.0.1:{ACCT_PORT}");
+    let coa = format!("127.0.0.1:{COA_PORT}");
+
+    // (1) Session A on 198.18.0.10 with an allocation on it.
+    let out = radclient(&ns, &dir, &acct, "acct", CLIENT_SECRET, START);
+    assert!(out.contains("Received Accounting-Response"), "{out}");
+    ok(
+        &name,
+        ADMIN,
+        "PUT",
+        "/v1/providers/p1",
+        Some(json!({ "kind": "asp", "name": "Video One", "prefixes": ["198.19.0.0/24"] })),
+    );
+    ok(
+        &name,
+        ADMIN,
+        "PUT",
+        "/v1/providers/p1/applications/video",
+        Some(json!({ "name": "video", "classifiers": [
+            { "direction": "down", "proto": 17, "provider_prefix": "198.19.0.0/24",
+              "provider_ports": "5000" }
+        ] })),
+    );
+    let (s, alloc) = call(
+        &name,
+        PROVIDER,
+        "POST",
+        "/v1/providers/p1/allocations",
+        Some(
+            json!({ "application": "video", "scope": { "subscriber": "cm1" },
+                     "down_bps": 5_000_000 }),
+        ),
+    );
+    assert_eq!(s, 201, "{alloc}");
+    let a1 = alloc["id"].as_u64().unwrap();
+
+    // Its Stop is lost; the BRAS gives the address to session B: answered, A ended (the
+    // allocation released), B recorded.
+    let start_b = START.replace("sess-cm1", "sess-cm1-b");
+    let out = radclient(&ns, &dir, &acct, "acct", CLIENT_SECRET, &start_b);
+    assert!(
+        out.contains("Received Accounting-Response"),
+        "a new session on a held address must be answered: {out}\n{}",
+        log_text(&log)
+    );
+    let s = sessions_of_cm1(&name);
+    assert_eq!(s.as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(s[0]["id"], "sess-cm1-b", "{s}");
+    let a = ok(
+        &name,
+        PROVIDER,
+        "GET",
+        &format!("/v1/providers/p1/allocations/{a1}"),
+        None,
+    );
+    assert_eq!(
+        (a["state"].as_str(), a["release_reason"].as_str()),
+        (Some("released"), Some("session sess-cm1 ended")),
+        "{a}"
+    );
+    assert!(
+        log_text(&log).contains("superseded by session sess-cm1-b"),
+        "{}",
+        log_text(&log)
+    );
+    // A CoA naming the new session is applied (it was NAK 503 while B was not recorded).
+    let out = radclient(
+        &ns,
+        &dir,
+        &coa,
+        "coa",
+        CLIENT_SECRET,
+        "Acct-Session-Id = \"sess-cm1-b\"\nMikrotik-Rate-Limit = \"4M/20M\"\nMessage-Authenticator = 0x00\n",
+    );
+    assert!(out.contains("Received CoA-ACK"), "{out}");
+    assert_eq!(max_down(&name), Some(20_000_000));
+
+    // (2) Replay. Keep B alive first (its timeout runs from its last accounting).
+    let interim_b = start_b.replace("Start", "Interim-Update");
+    let out = radclient(&ns, &dir, &acct, "acct", CLIENT_SECRET, &interim_b);
+    assert!(out.contains("Received Accounting-Response"), "{out}");
+    let now_s = common::radius::unix_now_s();
+    let target = coa.clone();
+    let (first, replayed, retransmitted, unstamped) = in_netns(&name, move || {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let req = coa_bytes(77, "6M/30M", Some(now_s));
+        let first = exchange(&a, &target, &req, Duration::from_secs(3));
+        let replayed = exchange(&b, &target, &req, Duration::from_millis(1500));
+        let retransmitted = exchange(&a, &target, &req, Duration::from_secs(3));
+        let unstamped = exchange(
+            &b,
+            &target,
+            &coa_bytes(78, "7M/35M", None),
+            Duration::from_millis(1500),
+        );
+        (first, replayed, retransmitted, unstamped)
+    })
+    .unwrap();
+    let first = first.expect("the CoA is answered");
+    assert_eq!(Packet::decode(&first).unwrap().code, Code::CoaAck);
+    assert!(
+        replayed.is_none(),
+        "a replay from another port must get no answer: {replayed:?}"
+    );
+    assert_eq!(
+        retransmitted.as_deref(),
+        Some(first.as_slice()),
+        "a retransmission gets the cached ACK"
+    );
+    assert!(unstamped.is_none(), "no Event-Timestamp: dropped");
+    assert_eq!(max_down(&name), Some(30_000_000));
+
+    // (3) 5G/5G does not fit the DOCSIS file: NAK 407, the level unchanged.
+    let out = radclient(
+        &ns,
+        &dir,
+        &coa,
+        "coa",
+        CLIENT_SECRET,
+        "User-Name = \"cm1\"\nMikrotik-Rate-Limit = \"5G/5G\"\nMessage-Authenticator = 0x00\n",
+    );
+    assert!(out.contains("Received CoA-NAK"), "{out}");
+    assert!(
+        out.contains("Error-Cause = Invalid-Attribute-Value"),
+        "{out}"
+    );
+    assert_eq!(max_down(&name), Some(30_000_000));
+
+    // (4) No Interim-Update for session_timeout_s: B is ended.
+    assert_eq!(sessions_of_cm1(&name).as_array().unwrap().len(), 1);
+    let t0 = Instant::now();
+    while !sessions_of_cm1(&name).as_array().unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(TIMEOUT_S + 10),
+            "session not expired: {}",
+            log_text(&log)
+        );
+        sleep(Duration::from_millis(200));
+    }
+    assert!(
+        log_text(&log).contains("expired: no accounting for"),
+        "{}",
+        log_text(&log)
+    );
+    terminate(guard.child.as_mut().unwrap(), &log);
 }

@@ -4,6 +4,14 @@
 //! The table is behind [`SessionStore`] so a durable store can back it; [`SessionTable`] is the
 //! in-memory implementation: keyed by Acct-Session-Id, indexed by Framed-IP-Address,
 //! Framed-IPv6-Prefix and User-Name.
+//!
+//! An address (Framed-IP-Address, Framed-IPv6-Prefix) belongs to one session: a Start or
+//! Interim-Update of a session on an address another session holds *supersedes* that older
+//! session (its Stop was lost; the BRAS has handed the address on). The older session is
+//! ended as its Stop would end it, and returned so the caller can log and count it. "Older"
+//! is by `since_ms`: a report of a session that started before the holder did (a late
+//! Interim-Update of the superseded session, an old packet replayed) supersedes nothing and
+//! is not recorded ([`Recorded::outdated_by`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -157,6 +165,15 @@ impl SessionSelector {
     }
 }
 
+/// What a Start or Interim-Update did (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Sessions ended because this one took their address.
+    pub superseded: Vec<Session>,
+    /// Not recorded: this newer session holds the address.
+    pub outdated_by: Option<String>,
+}
+
 /// A session store failure (a durable backend's I/O; the in-memory table never fails).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionStoreError {
@@ -168,11 +185,14 @@ pub enum SessionStoreError {
 /// accounting server answers the BRAS only after that (RFC 2866 §4.1: "upon successfully
 /// recording the accounting packet").
 pub trait SessionStore: Send + Sync {
-    /// Accounting Start: records `s`, replacing any session with the same id.
-    fn start(&self, s: Session) -> Result<(), SessionStoreError>;
+    /// Accounting Start: records `s`, replacing any session with the same id. Says which
+    /// sessions it superseded (they held its address), or that a newer session holds it (see
+    /// the module documentation).
+    fn start(&self, s: Session) -> Result<Recorded, SessionStoreError>;
     /// Interim-Update: refreshes `s`; keeps `since_ms` of a known session, creates an unknown
-    /// one (the Start may have been lost or the table restarted).
-    fn update(&self, s: Session) -> Result<(), SessionStoreError>;
+    /// one (the Start may have been lost or the table restarted). As [`Self::start`] for the
+    /// address.
+    fn update(&self, s: Session) -> Result<Recorded, SessionStoreError>;
     /// Stop: removes the session; returns it if it was known.
     fn stop(&self, acct_session_id: &str) -> Result<Option<Session>, SessionStoreError>;
     /// Accounting-On/Off (RFC 2866 §5.1): the NAS rebooted or stopped; every session it
@@ -218,11 +238,32 @@ impl Inner {
         }
     }
 
-    fn insert(&mut self, s: Session) {
+    /// Records `s` unless a newer session holds one of its addresses; the other sessions that
+    /// held them are removed.
+    fn insert(&mut self, s: Session) -> Recorded {
+        // An address belongs to the latest session that reported it: older holders go.
+        let holders: Vec<String> = [
+            s.framed_ipv4.and_then(|ip| self.by_ipv4.get(&ip)),
+            s.framed_ipv6_prefix.and_then(|p| self.by_ipv6.get(&p)),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|id| **id != s.acct_session_id)
+        .cloned()
+        .collect();
+        if let Some(newer) = holders
+            .iter()
+            .find(|id| self.by_id.get(*id).is_some_and(|h| h.since_ms > s.since_ms))
+        {
+            return Recorded {
+                superseded: Vec::new(),
+                outdated_by: Some(newer.clone()),
+            };
+        }
         if let Some(old) = self.by_id.remove(&s.acct_session_id) {
             self.unindex(&old);
         }
-        // An address belongs to the latest session that reported it.
+        let superseded: Vec<Session> = holders.iter().filter_map(|id| self.remove(id)).collect();
         if let Some(ip) = s.framed_ipv4 {
             self.by_ipv4.insert(ip, s.acct_session_id.clone());
         }
@@ -236,6 +277,10 @@ impl Inner {
                 .insert(s.acct_session_id.clone());
         }
         self.by_id.insert(s.acct_session_id.clone(), s);
+        Recorded {
+            superseded,
+            outdated_by: None,
+        }
     }
 
     fn remove(&mut self, id: &str) -> Option<Session> {
@@ -267,18 +312,16 @@ impl SessionTable {
 }
 
 impl SessionStore for SessionTable {
-    fn start(&self, s: Session) -> Result<(), SessionStoreError> {
-        self.lock().insert(s);
-        Ok(())
+    fn start(&self, s: Session) -> Result<Recorded, SessionStoreError> {
+        Ok(self.lock().insert(s))
     }
 
-    fn update(&self, mut s: Session) -> Result<(), SessionStoreError> {
+    fn update(&self, mut s: Session) -> Result<Recorded, SessionStoreError> {
         let mut g = self.lock();
         if let Some(old) = g.by_id.get(&s.acct_session_id) {
             s.since_ms = old.since_ms;
         }
-        g.insert(s);
-        Ok(())
+        Ok(g.insert(s))
     }
 
     fn stop(&self, acct_session_id: &str) -> Result<Option<Session>, SessionStoreError> {
@@ -360,7 +403,11 @@ mod tests {
             acct_session_id: id.into(),
             subscriber: Some(user.into()),
             framed_ipv4: Some(Ipv4Addr::from(ip)),
-            framed_ipv6_prefix: Some(("2001:db8:1::".parse().unwrap(), 64)),
+            // An IPv6 prefix per IPv4 address.
+            framed_ipv6_prefix: Some((
+                Ipv6Addr::new(0x2001, 0xdb8, 1, u16::from(ip[3]), 0, 0, 0, 0),
+                64,
+            )),
             delegated_ipv6_prefix: None,
             calling_station_id: Some("02:00:00:00:00:01".into()),
             nas_ip: None,
@@ -407,6 +454,70 @@ mod tests {
         assert!(t.find(&SessionSelector::default()).unwrap().is_empty());
         assert_eq!(t.clear_nas(None, Some("bras2")).unwrap(), 1);
         assert!(t.all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_session_on_a_held_address_supersedes_the_holder() {
+        let t = SessionTable::new();
+        // "a" holds 198.18.0.10 and the IPv6 prefix; "b" another IPv4 address, same prefix.
+        assert_eq!(
+            t.start(sess("a", "alice", [198, 18, 0, 10], "bras1"))
+                .unwrap(),
+            Recorded::default()
+        );
+        let mut b = sess("b", "bob", [198, 18, 0, 20], "bras1");
+        b.framed_ipv6_prefix = Some(("2001:db8:2::".parse().unwrap(), 64));
+        t.start(b).unwrap();
+        // A new session on a's addresses (a's Stop was lost): a is ended and returned.
+        let mut c = sess("c", "carol", [198, 18, 0, 10], "bras1");
+        c.since_ms = 5;
+        let gone = t.start(c).unwrap().superseded;
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].acct_session_id, "a");
+        let ids: Vec<String> = t
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.acct_session_id)
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+        let alice = SessionSelector {
+            user_name: Some("alice".into()),
+            ..SessionSelector::default()
+        };
+        assert!(t.find(&alice).unwrap().is_empty());
+        // b started (since 1) before c (since 5): its Interim-Update onto c's IPv4 address is
+        // outdated, not recorded.
+        let mut b2 = sess("b", "bob", [198, 18, 0, 10], "bras1");
+        b2.framed_ipv6_prefix = Some(("2001:db8:2::".parse().unwrap(), 64));
+        b2.updated_ms = 9;
+        let r = t.update(b2).unwrap();
+        assert_eq!(
+            r,
+            Recorded {
+                superseded: Vec::new(),
+                outdated_by: Some("c".into())
+            }
+        );
+        assert_eq!(t.all().unwrap().len(), 2);
+        let b = &t.find(&SessionSelector::by_session_id("b")).unwrap()[0];
+        assert_eq!(b.framed_ipv4, Some(Ipv4Addr::new(198, 18, 0, 20)));
+        // A late report of a, superseded, does not take the address back either.
+        let r = t
+            .update(sess("a", "alice", [198, 18, 0, 10], "bras1"))
+            .unwrap();
+        assert_eq!(r.outdated_by.as_deref(), Some("c"));
+        // A session newer than c on it (since 7) supersedes c.
+        let mut d = sess("d", "dan", [198, 18, 0, 10], "bras1");
+        d.since_ms = 7;
+        let r = t.start(d).unwrap();
+        assert_eq!(r.superseded[0].acct_session_id, "c");
+        assert_eq!(r.outdated_by, None);
+        // The same session again supersedes nothing.
+        let mut d2 = sess("d", "dan", [198, 18, 0, 10], "bras1");
+        d2.since_ms = 8;
+        assert_eq!(t.update(d2).unwrap(), Recorded::default());
+        assert_eq!(t.all().unwrap().len(), 2);
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub fn require_tools() {
 }
 
 /// Runs `radclient -x` in the namespace against `server` ("ip:port") with the attribute list
-/// `attrs`; returns stdout + stderr.
+/// `attrs`; returns stdout + stderr. A CoA or Disconnect whose `attrs` name no Event-Timestamp
+/// gets one (now), as a policy server sends it: shaper requires it by default (replay
+/// protection, RFC 5176 §3.6).
 pub fn radclient(
     ns: &NetNs,
     dir: &Path,
@@ -29,6 +31,11 @@ pub fn radclient(
     attrs: &str,
 ) -> String {
     let file = dir.join(format!("attrs-{kind}.txt"));
+    let attrs = if matches!(kind, "coa" | "disconnect") && !attrs.contains("Event-Timestamp") {
+        format!("{}\nEvent-Timestamp = {}\n", attrs.trim_end(), unix_now_s())
+    } else {
+        attrs.to_owned()
+    };
     std::fs::write(&file, attrs).unwrap();
     let mut cmd = ns.command("radclient");
     cmd.args(["-x", "-r", "2", "-t", "1", "-f"])
@@ -43,6 +50,14 @@ pub fn radclient(
     );
     println!("--- radclient {kind} {server} ---\n{text}");
     text
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Minimal FreeRADIUS 3.2 configuration in `dir`: a CoA listener on `127.0.0.1:port`

@@ -230,9 +230,15 @@ mod tests {
         let handle = server.spawn(clock).await.unwrap();
 
         let table = Arc::new(SessionTable::new());
-        table.start(session("s1", "bras1")).unwrap();
-        table.start(session("s-gone", "bras1")).unwrap();
-        table.start(session("s3", "bras-unknown")).unwrap();
+        // Each on an address of its own (a session on a held address supersedes the holder).
+        for (i, (id, nas)) in [("s1", "bras1"), ("s-gone", "bras1"), ("s3", "bras-unknown")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut s = session(id, nas);
+            s.framed_ipv4 = Some(std::net::Ipv4Addr::new(198, 18, 0, 10 + i as u8));
+            table.start(s).unwrap();
+        }
         let directory = BrasDirectory(vec![BrasEntry {
             nas_ip: None,
             nas_identifier: Some("bras1".into()),

@@ -15,25 +15,37 @@
 //! 4. Duplicate detection (RFC 5080 §2.2.2): the same source, identifier and authenticator
 //!    within `duplicate_window_ms` get the cached response again; a duplicate of a request
 //!    still being processed is dropped.
-//! 5. Event-Timestamp outside `event_timestamp_window_s` of now: dropped (RFC 5176 §3.6).
-//! 6. CoA/Disconnect → [`CoaSink`] → ACK, or NAK with Error-Cause (RFC 5176 §3.5).
+//! 5. CoA/Disconnect only — replay protection (RFC 5176 §3.6): without an Event-Timestamp,
+//!    dropped when `require_event_timestamp` (the default); with one further than
+//!    `event_timestamp_window_s` from now, dropped. Then the replay cache: a Request
+//!    Authenticator this client (by address, whatever the source port) sent before within the
+//!    window is a replay and dropped; a client whose cache holds `replay_cache_per_client`
+//!    unexpired entries has its new requests dropped (see `coa_server/replay.rs`).
+//!    Retransmissions from the same port within `duplicate_window_ms` were answered at step 4
+//!    and never get here.
+//! 6. CoA/Disconnect → [`CoaSink`] → ACK, or NAK with Error-Cause (RFC 5176 §3.5); a rate
+//!    above 4,294,967,295 bit/s (what a DOCSIS configuration file carries) is NAKed with
+//!    Invalid-Attribute-Value (407).
 //!    Accounting → [`SessionStore`] → Accounting-Response only once recorded (RFC 2866 §4.1).
+//!    A Start or Interim-Update of a session on an address another session holds ends that
+//!    older session (superseded: logged, counted) and is recorded and answered; if the holder
+//!    started later (by Event-Timestamp, less Acct-Session-Time for an Interim-Update), the
+//!    report is answered but not recorded (outdated: logged, counted).
+//!
+//! Sessions not heard of (Start, Interim-Update) for `session_timeout_s` — or three times
+//! their Acct-Interim-Interval — are ended by [`RadiusServer::expire_sessions`], which the
+//! shell calls periodically with the time (see `coa_server/liveness.rs`).
 //!
 //! Proxy-State attributes are copied into the response in order (RFC 2865 §5.33). A response
 //! carries a Message-Authenticator when the request did.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use crate::api::Clock;
 use crate::proto::radius::dict::{self, acct_status};
 use crate::proto::radius::rate::{self, RateKind};
 use crate::proto::radius::{
@@ -42,6 +54,19 @@ use crate::proto::radius::{
 };
 use crate::provision::QosLevel;
 use crate::sessions::{Session, SessionSelector, SessionStore, SessionStoreError};
+
+mod liveness;
+mod replay;
+mod server_config;
+mod shell;
+
+use liveness::Liveness;
+use replay::{Duplicate, DuplicateCache, ReplayCache, ReplayRefusal};
+pub use server_config::{
+    ClientConfig, ConfigError, DEFAULT_REPLAY_CACHE_PER_CLIENT, DEFAULT_REPLAY_WINDOW_S,
+    DEFAULT_SESSION_TIMEOUT_S, NasIdentity, RadiusServerConfig,
+};
+pub use shell::RadiusServerHandle;
 
 /// Why a CoA or Disconnect was refused; becomes the NAK's Error-Cause (RFC 5176 §3.5).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -93,109 +118,6 @@ pub trait CoaSink: Send + Sync {
     fn disconnect(&self, target: SessionSelector) -> Result<(), CoaRefusal>;
 }
 
-/// A RADIUS client (a BRAS or policy server) allowed to talk to us.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Source address of its packets.
-    pub addr: IpAddr,
-    /// Shared secret (RFC 2865 §3).
-    pub secret: String,
-    /// Drop CoA/Disconnect requests without a Message-Authenticator (RFC 5176 §3.1 allows it to
-    /// be optional; BlastRADIUS hardening says require it).
-    #[serde(default)]
-    pub require_message_authenticator: bool,
-    /// For logs.
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("addr", &self.addr)
-            .field("secret", &"<redacted>")
-            .field(
-                "require_message_authenticator",
-                &self.require_message_authenticator,
-            )
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-/// Who this NAS is, for the NAS-Identification-Mismatch check (RFC 5176 §3.5, 403).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NasIdentity {
-    pub ip: Option<Ipv4Addr>,
-    pub identifier: Option<String>,
-}
-
-/// Server configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RadiusServerConfig {
-    /// CoA/Disconnect listener (RFC 5176 §3: UDP 3799).
-    pub coa_listen: SocketAddr,
-    /// Accounting listener (RFC 2866: UDP 1813); `None` = no accounting intake.
-    pub acct_listen: Option<SocketAddr>,
-    pub clients: Vec<ClientConfig>,
-    /// How long a response is kept for retransmissions (RFC 5080 §2.2.2).
-    pub duplicate_window_ms: u64,
-    /// Drop requests whose Event-Timestamp is further than this from now (RFC 5176 §3.6
-    /// suggests 300 s); `None` = do not check.
-    pub event_timestamp_window_s: Option<u64>,
-    /// If set, NAS-IP-Address / NAS-Identifier in a CoA must name us (else 403). If unset, they
-    /// narrow the session match to the BRAS that reported the session.
-    pub nas_identity: Option<NasIdentity>,
-    /// Recorded in each session as the gateway that received its accounting.
-    pub gateway: Option<String>,
-}
-
-impl Default for RadiusServerConfig {
-    fn default() -> Self {
-        Self {
-            coa_listen: SocketAddr::from(([0, 0, 0, 0], 3799)),
-            acct_listen: Some(SocketAddr::from(([0, 0, 0, 0], 1813))),
-            clients: Vec::new(),
-            duplicate_window_ms: 30_000,
-            event_timestamp_window_s: Some(300),
-            nas_identity: None,
-            gateway: None,
-        }
-    }
-}
-
-/// A configuration that cannot run.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("radius client {0}: empty shared secret")]
-    EmptySecret(IpAddr),
-    #[error("radius client {0} is configured twice")]
-    DuplicateClient(IpAddr),
-    #[error("coa_listen and acct_listen are the same address {0}")]
-    SamePort(SocketAddr),
-}
-
-impl RadiusServerConfig {
-    /// Checks what can be checked before binding.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (i, c) in self.clients.iter().enumerate() {
-            if c.secret.is_empty() {
-                return Err(ConfigError::EmptySecret(c.addr));
-            }
-            if self.clients[..i].iter().any(|o| o.addr == c.addr) {
-                return Err(ConfigError::DuplicateClient(c.addr));
-            }
-        }
-        if self.acct_listen == Some(self.coa_listen) && self.coa_listen.port() != 0 {
-            return Err(ConfigError::SamePort(self.coa_listen));
-        }
-        Ok(())
-    }
-}
-
 /// Which port a packet arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listener {
@@ -223,6 +145,15 @@ pub enum DropReason {
         now_s: u64,
         window_s: u64,
     },
+    #[error("no Event-Timestamp (required for replay protection, RFC 5176 §3.6)")]
+    MissingEventTimestamp,
+    #[error("replay: client {client} sent this Request Authenticator before, within the window")]
+    Replay { client: IpAddr },
+    #[error(
+        "replay cache of client {client} is full ({cap} unexpired Request Authenticators): \
+         request dropped"
+    )]
+    ReplayCacheFull { client: IpAddr, cap: usize },
     #[error("accounting: Acct-Status-Type missing")]
     MissingStatusType,
     #[error("accounting: Acct-Session-Id missing")]
@@ -254,13 +185,42 @@ pub struct ServerStats {
     pub naks: AtomicU64,
     pub accounting: AtomicU64,
     pub resent: AtomicU64,
+    /// Every drop, whatever the reason (the ones below included).
     pub dropped: AtomicU64,
+    /// CoA/Disconnect requests dropped as replays ([`DropReason::Replay`]).
+    pub replays: AtomicU64,
+    /// CoA/Disconnect requests dropped because the client's replay cache was full
+    /// ([`DropReason::ReplayCacheFull`]).
+    pub replay_cache_full: AtomicU64,
+    /// CoA/Disconnect requests dropped for a missing or stale Event-Timestamp.
+    pub bad_event_timestamp: AtomicU64,
+    /// Sessions ended because a newer session took their address.
+    pub superseded: AtomicU64,
+    /// Sessions ended because nothing was heard of them for their timeout.
+    pub expired: AtomicU64,
+    /// Accounting answered but not recorded: the session started before the one that holds
+    /// its address (a late report of a superseded session, or an old packet replayed).
+    pub outdated: AtomicU64,
 }
 
-struct CacheEntry {
-    authenticator: [u8; 16],
-    at_ms: u64,
-    response: Option<Vec<u8>>,
+/// Why a session was ended other than by its Stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// Session `by` reported an address this session held.
+    Superseded { by: String },
+    /// No Start or Interim-Update for `silent_ms`.
+    Expired { silent_ms: u64 },
+}
+
+impl std::fmt::Display for EndCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndCause::Superseded { by } => write!(f, "superseded by session {by} on its address"),
+            EndCause::Expired { silent_ms } => {
+                write!(f, "expired: no accounting for {} s", silent_ms / 1000)
+            }
+        }
+    }
 }
 
 /// See the module documentation.
@@ -269,8 +229,16 @@ pub struct RadiusServer {
     clients: HashMap<IpAddr, ClientConfig>,
     sink: Arc<dyn CoaSink>,
     sessions: Arc<dyn SessionStore>,
-    cache: Mutex<HashMap<(SocketAddr, u8), CacheEntry>>,
+    duplicates: Mutex<DuplicateCache>,
+    replays: Mutex<ReplayCache>,
+    /// Held across a session write and its liveness update, so expiry never ends a session
+    /// an Interim-Update is refreshing.
+    liveness: Mutex<Liveness>,
     stats: ServerStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for RadiusServer {
@@ -339,12 +307,15 @@ impl RadiusServer {
     ) -> Result<RadiusServer, ConfigError> {
         config.validate()?;
         let clients = config.clients.iter().map(|c| (c.addr, c.clone())).collect();
+        let replays = Mutex::new(ReplayCache::new(config.replay_cache_per_client));
         Ok(RadiusServer {
             config,
             clients,
             sink,
             sessions,
-            cache: Mutex::new(HashMap::new()),
+            duplicates: Mutex::new(DuplicateCache::default()),
+            replays,
+            liveness: Mutex::new(Liveness::default()),
             stats: ServerStats::default(),
         })
     }
@@ -371,6 +342,19 @@ impl RadiusServer {
             Handled::Drop(_) => Some(&self.stats.dropped),
         };
         if let Some(c) = counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let detail = match &h {
+            Handled::Drop(DropReason::Replay { .. }) => Some(&self.stats.replays),
+            Handled::Drop(DropReason::ReplayCacheFull { .. }) => {
+                Some(&self.stats.replay_cache_full)
+            }
+            Handled::Drop(
+                DropReason::MissingEventTimestamp | DropReason::StaleEventTimestamp { .. },
+            ) => Some(&self.stats.bad_event_timestamp),
+            _ => None,
+        };
+        if let Some(c) = detail {
             c.fetch_add(1, Ordering::Relaxed);
         }
         h
@@ -404,73 +388,82 @@ impl RadiusServer {
         if let Err(e) = verify_request(buf, client.secret.as_bytes(), require_ma) {
             return Handled::Drop(e.into());
         }
-        if let Some(h) = self.check_duplicate(now_ms, src, &packet) {
-            return h;
+        match lock(&self.duplicates).check(
+            now_ms,
+            self.config.duplicate_window_ms,
+            src,
+            packet.identifier,
+            packet.authenticator,
+        ) {
+            Duplicate::New => {}
+            Duplicate::Answered(r) => return Handled::Resend(r),
+            Duplicate::InProgress => return Handled::Drop(DropReason::DuplicateInProgress),
         }
-        let result = self.process(listener, now_ms, client, &packet);
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut admitted = false;
+        let result = match listener {
+            Listener::Coa => self.admit(now_ms, src.ip(), &packet).and_then(|()| {
+                admitted = true;
+                self.process(listener, now_ms, client, &packet)
+            }),
+            Listener::Accounting => self.process(listener, now_ms, client, &packet),
+        };
         match result {
             Ok(bytes) => {
-                if let Some(e) = cache.get_mut(&(src, packet.identifier)) {
-                    e.response = Some(bytes.clone());
-                }
+                lock(&self.duplicates).answered(src, packet.identifier, &bytes);
                 Handled::Reply(bytes)
             }
             Err(reason) => {
                 // Nothing was sent: a retransmission must be processed afresh.
-                cache.remove(&(src, packet.identifier));
+                lock(&self.duplicates).forget(src, packet.identifier);
+                if admitted {
+                    lock(&self.replays).forget(src.ip(), &packet.authenticator);
+                }
                 Handled::Drop(reason)
             }
         }
     }
 
-    fn check_duplicate(&self, now_ms: u64, src: SocketAddr, p: &Packet) -> Option<Handled> {
-        let window = self.config.duplicate_window_ms;
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= 4096 {
-            cache.retain(|_, e| now_ms.saturating_sub(e.at_ms) < window);
-        }
-        let key = (src, p.identifier);
-        if let Some(e) = cache.get(&key) {
-            if e.authenticator == p.authenticator && now_ms.saturating_sub(e.at_ms) < window {
-                return Some(match &e.response {
-                    Some(r) => Handled::Resend(r.clone()),
-                    None => Handled::Drop(DropReason::DuplicateInProgress),
-                });
+    /// Replay protection of a CoA/Disconnect (module documentation, step 5).
+    fn admit(&self, now_ms: u64, client: IpAddr, p: &Packet) -> Result<(), DropReason> {
+        let stamp = p.integer(dict::EVENT_TIMESTAMP)?;
+        let window_s = self.config.replay_window_s();
+        let expires_ms = match stamp {
+            None if self.config.require_event_timestamp => {
+                return Err(DropReason::MissingEventTimestamp);
             }
-        }
-        cache.insert(
-            key,
-            CacheEntry {
-                authenticator: p.authenticator,
-                at_ms: now_ms,
-                response: None,
-            },
-        );
-        None
-    }
-
-    fn check_timestamp(&self, now_ms: u64, p: &Packet) -> Result<(), DropReason> {
-        let Some(window_s) = self.config.event_timestamp_window_s else {
-            return Ok(());
+            // Remembered for the window from its arrival: a replay after that is taken.
+            None => now_ms.saturating_add(window_s.saturating_mul(1000)),
+            Some(stamp) => {
+                let now_s = now_ms / 1000;
+                if let Some(w) = self.config.event_timestamp_window_s {
+                    if now_s.abs_diff(u64::from(stamp)) > w {
+                        return Err(DropReason::StaleEventTimestamp {
+                            stamp,
+                            now_s,
+                            window_s: w,
+                        });
+                    }
+                }
+                // Until the timestamp leaves the window (then the check above refuses it),
+                // and at least the window from now when the window is not checked.
+                let until_s = u64::from(stamp).saturating_add(window_s).saturating_add(1);
+                let until_ms = until_s.saturating_mul(1000);
+                if self.config.event_timestamp_window_s.is_some() {
+                    until_ms
+                } else {
+                    until_ms.max(now_ms.saturating_add(window_s.saturating_mul(1000)))
+                }
+            }
         };
-        if let Some(stamp) = p.integer(dict::EVENT_TIMESTAMP)? {
-            let now_s = now_ms / 1000;
-            if now_s.abs_diff(u64::from(stamp)) > window_s {
-                return Err(DropReason::StaleEventTimestamp {
-                    stamp,
-                    now_s,
-                    window_s,
-                });
-            }
-        }
-        Ok(())
+        lock(&self.replays)
+            .admit(now_ms, client, p.authenticator, expires_ms)
+            .map_err(|r| match r {
+                ReplayRefusal::Replay => DropReason::Replay { client },
+                ReplayRefusal::Full => DropReason::ReplayCacheFull {
+                    client,
+                    cap: self.config.replay_cache_per_client,
+                },
+            })
     }
 
     fn process(
@@ -482,7 +475,6 @@ impl RadiusServer {
     ) -> Result<Vec<u8>, DropReason> {
         let (code, cause) = match listener {
             Listener::Coa => {
-                self.check_timestamp(now_ms, p)?;
                 let result = if p.code == Code::CoaRequest {
                     self.coa(p)
                 } else {
@@ -634,7 +626,9 @@ impl RadiusServer {
             .ok_or(DropReason::MissingSessionId)?
             .to_owned();
         if status == acct_status::STOP {
+            let mut live = lock(&self.liveness);
             self.sessions.stop(&id)?;
+            live.forget(&id);
             return Ok(());
         }
         // When the event happened: Event-Timestamp, else now minus Acct-Delay-Time (RFC 2866
@@ -643,6 +637,13 @@ impl RadiusServer {
             Some(s) => u64::from(s) * 1000,
             None => now_ms
                 .saturating_sub(u64::from(p.integer(dict::ACCT_DELAY_TIME)?.unwrap_or(0)) * 1000),
+        };
+        let interim_s = p.integer(dict::ACCT_INTERIM_INTERVAL)?;
+        // When the session started: the event, less Acct-Session-Time on an Interim-Update
+        // (RFC 2866 §5.7); it decides which of two sessions on one address is the newer.
+        let since_ms = match (status, p.integer(dict::ACCT_SESSION_TIME)?) {
+            (acct_status::INTERIM_UPDATE, Some(t)) => event_ms.saturating_sub(u64::from(t) * 1000),
+            _ => event_ms,
         };
         let s = Session {
             acct_session_id: id,
@@ -654,128 +655,93 @@ impl RadiusServer {
             nas_ip,
             nas_identifier: nas_identifier.map(str::to_owned),
             gateway: self.config.gateway.clone(),
-            since_ms: event_ms,
+            since_ms,
             updated_ms: event_ms,
         };
-        if status == acct_status::START {
-            self.sessions.start(s)?;
+        let id = s.acct_session_id.clone();
+        let mut live = lock(&self.liveness);
+        let recorded = if status == acct_status::START {
+            self.sessions.start(s)?
         } else {
-            self.sessions.update(s)?;
+            self.sessions.update(s)?
+        };
+        if let Some(newer) = &recorded.outdated_by {
+            // Answered all the same: there is nothing to record for it, and a retransmission
+            // would find the same.
+            self.stats.outdated.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                session = id,
+                holder = newer,
+                "RADIUS accounting of a session older than the one holding its address: not \
+                 recorded"
+            );
+            return Ok(());
+        }
+        if let Some(t) = self.config.session_timeout_s {
+            live.heard(&id, now_ms, liveness::timeout_ms(t, interim_s));
+        }
+        for old in &recorded.superseded {
+            live.forget(&old.acct_session_id);
+            self.ended(old, &EndCause::Superseded { by: id.clone() });
         }
         Ok(())
     }
-}
 
-// ---- tokio shell ----------------------------------------------------------------------------
+    /// Logs and counts a session ended other than by its Stop.
+    fn ended(&self, s: &Session, cause: &EndCause) {
+        let counter = match cause {
+            EndCause::Superseded { .. } => &self.stats.superseded,
+            EndCause::Expired { .. } => &self.stats.expired,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            session = s.acct_session_id,
+            subscriber = ?s.subscriber,
+            ipv4 = ?s.framed_ipv4,
+            ipv6 = ?s.framed_ipv6_prefix,
+            nas_identifier = ?s.nas_identifier,
+            nas_ip = ?s.nas_ip,
+            %cause,
+            "RADIUS session ended"
+        );
+    }
 
-/// The running server: its bound addresses and tasks. Dropping it stops the listeners too.
-#[derive(Debug)]
-pub struct RadiusServerHandle {
-    pub coa_addr: SocketAddr,
-    pub acct_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl RadiusServerHandle {
-    /// Stops the listeners and waits for them.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+    /// Ends the sessions nothing was heard of for their timeout at `now_ms` (see
+    /// `coa_server/liveness.rs`), as their Stop would, and returns them with the cause. A store
+    /// failure leaves the session to the next call.
+    pub fn expire_sessions(&self, now_ms: u64) -> Vec<(Session, EndCause)> {
+        let mut live = lock(&self.liveness);
+        let mut out = Vec::new();
+        for (id, silent_ms) in live.silent(now_ms) {
+            match self.sessions.stop(&id) {
+                Ok(Some(s)) => {
+                    live.forget(&id);
+                    let cause = EndCause::Expired { silent_ms };
+                    self.ended(&s, &cause);
+                    out.push((s, cause));
+                }
+                // Ended some other way (Disconnect, Accounting-On/Off, the API).
+                Ok(None) => live.forget(&id),
+                Err(e) => warn!(session = id, error = %e, "expiring a silent session"),
+            }
         }
+        out
+    }
+
+    /// Sessions whose liveness is tracked (tests, metrics).
+    #[must_use]
+    pub fn tracked_sessions(&self) -> usize {
+        lock(&self.liveness).len()
+    }
+
+    /// Request Authenticators remembered for `client` (tests, metrics).
+    #[must_use]
+    pub fn replay_cache_len(&self, client: IpAddr) -> usize {
+        lock(&self.replays).len(client)
     }
 }
 
-impl RadiusServer {
-    /// Binds the configured ports and serves until [`RadiusServerHandle::shutdown`]. Each
-    /// request is handled on a blocking thread (the sink may write to a store).
-    pub async fn spawn(self: Arc<Self>, clock: Clock) -> std::io::Result<RadiusServerHandle> {
-        let coa = Arc::new(UdpSocket::bind(self.config.coa_listen).await?);
-        let acct = match self.config.acct_listen {
-            Some(a) => Some(Arc::new(UdpSocket::bind(a).await?)),
-            None => None,
-        };
-        let (stop, rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(serve(
-            self.clone(),
-            Listener::Coa,
-            coa.clone(),
-            clock.clone(),
-            rx.clone(),
-        ))];
-        let acct_addr = match &acct {
-            Some(s) => {
-                tasks.push(tokio::spawn(serve(
-                    self.clone(),
-                    Listener::Accounting,
-                    s.clone(),
-                    clock,
-                    rx,
-                )));
-                Some(s.local_addr()?)
-            }
-            None => None,
-        };
-        Ok(RadiusServerHandle {
-            coa_addr: coa.local_addr()?,
-            acct_addr,
-            stop,
-            tasks,
-        })
-    }
-}
-
-async fn serve(
-    core: Arc<RadiusServer>,
-    listener: Listener,
-    sock: Arc<UdpSocket>,
-    clock: Clock,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let received = tokio::select! {
-            r = sock.recv_from(&mut buf) => r,
-            r = stop.changed() => {
-                // Shutdown, or the handle was dropped.
-                if r.is_err() || *stop.borrow() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let (n, src) = match received {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(?listener, error = %e, "radius recv");
-                // Do not spin on a persistent socket error.
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let datagram = buf[..n].to_vec();
-        let (core, sock, clock) = (core.clone(), sock.clone(), clock.clone());
-        tokio::spawn(async move {
-            let handled =
-                tokio::task::spawn_blocking(move || core.handle(listener, clock(), src, &datagram))
-                    .await;
-            match handled {
-                Ok(Handled::Reply(r) | Handled::Resend(r)) => {
-                    if let Err(e) = sock.send_to(&r, src).await {
-                        warn!(%src, error = %e, "radius send");
-                    }
-                }
-                // Not recorded: the NAS retransmits, and the operator should see why.
-                Ok(Handled::Drop(reason @ DropReason::Store(_))) => {
-                    warn!(%src, ?listener, %reason, "radius drop");
-                }
-                Ok(Handled::Drop(reason)) => debug!(%src, ?listener, %reason, "radius drop"),
-                Err(e) => warn!(%src, error = %e, "radius handler panicked"),
-            }
-        });
-    }
-}
-
+#[cfg(test)]
+mod robust_tests;
 #[cfg(test)]
 mod tests;

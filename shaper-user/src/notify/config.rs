@@ -6,6 +6,10 @@
 //! coa_listen = "198.18.0.1:3799"      # CoA/Disconnect server (RFC 5176); absent = none
 //! accounting_listen = ":1813"         # accounting server (RFC 2866); ":port" = every address
 //! gateway = "gw1"                     # sessions' gateway (default: nsm.local_gateway)
+//! require_event_timestamp = true      # CoA/Disconnect without Event-Timestamp are dropped
+//! event_timestamp_window_s = 300      # CoA/Disconnect further than this from now are dropped
+//! replay_cache_per_client = 100000    # Request Authenticators remembered per client
+//! session_timeout_s = 3600            # end sessions silent this long; 0 = never
 //!
 //! [[radius.client]]                   # who may send to us (BRASes, billing, policy servers)
 //! address = "198.18.0.2"
@@ -24,6 +28,27 @@
 //! retries = 3                         # retransmissions after the first attempt
 //! ```
 //!
+//! Replay protection (CoA/Disconnect, RFC 5176 §3.6): a request must carry an Event-Timestamp
+//! (unless `require_event_timestamp = false`) within `event_timestamp_window_s` (1..=3600,
+//! default 300) of shaper's clock — keep the clients' clocks in sync (NTP). Each client's
+//! Request Authenticators are remembered, by client address whatever the source port, until
+//! their timestamp leaves the window; the same request again is dropped as a replay. A
+//! retransmission from the same port within 30 s gets the first answer again (RFC 5080). The
+//! cache holds at most `replay_cache_per_client` (1..=10000000, default 100000, about 64 bytes
+//! each) unexpired entries per client: when a client's cache is full its new requests are
+//! dropped (and counted), never old entries forgotten — size it for the client's peak CoA
+//! rate times twice the window.
+//!
+//! Sessions: a Start or Interim-Update for a session on an address another session holds ends
+//! the older one (its Stop was lost) and records the new one; a report of a session that
+//! started before the holder (a late Interim-Update of the ended session) is answered but not
+//! recorded. A session with no Start or
+//! Interim-Update for `session_timeout_s` (default 3600; 0 = never; at most 2592000) is ended
+//! as a Stop would end it; a session whose accounting carries Acct-Interim-Interval uses three
+//! intervals instead (at least 60 s). Set 0 when the BRAS sends no Interim-Updates. Sessions
+//! restored from the network service manager's store after a restart are tracked from their
+//! next Interim-Update.
+//!
 //! Secret files hold the shared secret on their first line (surrounding whitespace is not
 //! part of it). They are read by `shaper check` too, so a missing or empty file is caught
 //! before anything binds.
@@ -35,7 +60,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::coa::{NasTarget, RetryPolicy};
-use super::coa_server::{ClientConfig, RadiusServerConfig};
+use super::coa_server::{
+    ClientConfig, DEFAULT_REPLAY_CACHE_PER_CLIENT, DEFAULT_SESSION_TIMEOUT_S, RadiusServerConfig,
+};
 use crate::config::ConfigError;
 use crate::proto::radius::RateProfile;
 
@@ -53,6 +80,23 @@ fn default_timeout_ms() -> u64 {
 fn default_retries() -> u32 {
     3
 }
+
+fn default_event_timestamp_window_s() -> u64 {
+    300
+}
+
+fn default_replay_cache_per_client() -> usize {
+    DEFAULT_REPLAY_CACHE_PER_CLIENT
+}
+
+fn default_session_timeout_s() -> u64 {
+    DEFAULT_SESSION_TIMEOUT_S
+}
+
+/// Bounds of the `[radius]` numbers (see the module documentation).
+const MAX_EVENT_TIMESTAMP_WINDOW_S: u64 = 3600;
+const MAX_REPLAY_CACHE_PER_CLIENT: usize = 10_000_000;
+const MAX_SESSION_TIMEOUT_S: u64 = 30 * 86_400;
 
 /// `[[radius.client]]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -95,7 +139,7 @@ pub struct BrasSection {
 }
 
 /// `[radius]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RadiusSection {
     #[serde(default)]
@@ -104,10 +148,34 @@ pub struct RadiusSection {
     pub accounting_listen: Option<String>,
     #[serde(default)]
     pub gateway: Option<String>,
+    #[serde(default = "yes")]
+    pub require_event_timestamp: bool,
+    #[serde(default = "default_event_timestamp_window_s")]
+    pub event_timestamp_window_s: u64,
+    #[serde(default = "default_replay_cache_per_client")]
+    pub replay_cache_per_client: usize,
+    #[serde(default = "default_session_timeout_s")]
+    pub session_timeout_s: u64,
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientSection>,
     #[serde(default, rename = "bras")]
     pub bras: Vec<BrasSection>,
+}
+
+impl Default for RadiusSection {
+    fn default() -> Self {
+        RadiusSection {
+            coa_listen: None,
+            accounting_listen: None,
+            gateway: None,
+            require_event_timestamp: true,
+            event_timestamp_window_s: default_event_timestamp_window_s(),
+            replay_cache_per_client: default_replay_cache_per_client(),
+            session_timeout_s: default_session_timeout_s(),
+            clients: Vec::new(),
+            bras: Vec::new(),
+        }
+    }
 }
 
 /// One BRAS shaper sends CoA to, checked, with its secret read.
@@ -125,6 +193,11 @@ pub struct RadiusPlan {
     pub coa_listen: Option<SocketAddr>,
     pub accounting_listen: Option<SocketAddr>,
     pub gateway: Option<String>,
+    pub require_event_timestamp: bool,
+    pub event_timestamp_window_s: u64,
+    pub replay_cache_per_client: usize,
+    /// `None` = sessions never expire.
+    pub session_timeout_s: Option<u64>,
     pub clients: Vec<ClientConfig>,
     pub bras: Vec<BrasPlan>,
 }
@@ -145,6 +218,10 @@ impl RadiusPlan {
             acct_listen: self.accounting_listen,
             clients: self.clients.clone(),
             gateway: self.gateway.clone(),
+            require_event_timestamp: self.require_event_timestamp,
+            event_timestamp_window_s: Some(self.event_timestamp_window_s),
+            replay_cache_per_client: self.replay_cache_per_client,
+            session_timeout_s: self.session_timeout_s,
             ..RadiusServerConfig::default()
         })
     }
@@ -225,6 +302,33 @@ pub fn validate(s: &RadiusSection, base: &Path) -> Result<RadiusPlan, ConfigErro
         if g.is_empty() {
             return Err(err("radius.gateway", "is empty"));
         }
+    }
+    if !(1..=MAX_EVENT_TIMESTAMP_WINDOW_S).contains(&s.event_timestamp_window_s) {
+        return Err(err(
+            "radius.event_timestamp_window_s",
+            format!(
+                "{} is outside 1..={MAX_EVENT_TIMESTAMP_WINDOW_S} (seconds)",
+                s.event_timestamp_window_s
+            ),
+        ));
+    }
+    if !(1..=MAX_REPLAY_CACHE_PER_CLIENT).contains(&s.replay_cache_per_client) {
+        return Err(err(
+            "radius.replay_cache_per_client",
+            format!(
+                "{} is outside 1..={MAX_REPLAY_CACHE_PER_CLIENT} (entries)",
+                s.replay_cache_per_client
+            ),
+        ));
+    }
+    if s.session_timeout_s > MAX_SESSION_TIMEOUT_S {
+        return Err(err(
+            "radius.session_timeout_s",
+            format!(
+                "{} is above {MAX_SESSION_TIMEOUT_S} (seconds; 0 = never expire)",
+                s.session_timeout_s
+            ),
+        ));
     }
     let listening = coa_listen.is_some() || accounting_listen.is_some();
     if listening && s.clients.is_empty() {
@@ -329,6 +433,10 @@ pub fn validate(s: &RadiusSection, base: &Path) -> Result<RadiusPlan, ConfigErro
         coa_listen,
         accounting_listen,
         gateway: s.gateway.clone(),
+        require_event_timestamp: s.require_event_timestamp,
+        event_timestamp_window_s: s.event_timestamp_window_s,
+        replay_cache_per_client: s.replay_cache_per_client,
+        session_timeout_s: (s.session_timeout_s != 0).then_some(s.session_timeout_s),
         clients,
         bras,
     })
@@ -375,6 +483,51 @@ timeout_ms = 500
         assert_eq!(p.bras[0].retry.initial_timeout, Duration::from_millis(500));
         let cfg = p.server_config().unwrap();
         assert_eq!(cfg.acct_listen, p.accounting_listen);
+        assert!(cfg.require_event_timestamp);
+        assert_eq!(cfg.event_timestamp_window_s, Some(300));
+        assert_eq!(cfg.replay_cache_per_client, 100_000);
+        assert_eq!(cfg.session_timeout_s, Some(3600));
+        let tuned = parse(
+            dir.path(),
+            &format!(
+                "require_event_timestamp = false\nevent_timestamp_window_s = 60\n\
+                 replay_cache_per_client = 5\nsession_timeout_s = 0\n{ok}"
+            ),
+        )
+        .unwrap()
+        .server_config()
+        .unwrap();
+        assert!(!tuned.require_event_timestamp);
+        assert_eq!(
+            (
+                tuned.event_timestamp_window_s,
+                tuned.replay_cache_per_client,
+                tuned.session_timeout_s
+            ),
+            (Some(60), 5, None)
+        );
+        for (bad, key) in [
+            (
+                "event_timestamp_window_s = 0",
+                "radius.event_timestamp_window_s",
+            ),
+            (
+                "event_timestamp_window_s = 3601",
+                "radius.event_timestamp_window_s",
+            ),
+            (
+                "replay_cache_per_client = 0",
+                "radius.replay_cache_per_client",
+            ),
+            ("session_timeout_s = 2592001", "radius.session_timeout_s"),
+        ] {
+            let e = parse(dir.path(), &format!("{bad}\n{ok}")).unwrap_err();
+            assert_eq!(e.key, key, "{bad}");
+            assert!(
+                e.msg.contains("outside") || e.msg.contains("above"),
+                "{e:?}"
+            );
+        }
 
         let key = |text: &str| parse(dir.path(), text).unwrap_err().key;
         assert_eq!(key("coa_listen = \"nowhere\""), "radius.coa_listen");

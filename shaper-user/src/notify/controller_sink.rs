@@ -242,14 +242,15 @@ mod tests {
         let ctl = Arc::new(Mutex::new(c));
         let table = Arc::new(SessionTable::new());
         table.start(session("s1", "cm1")).unwrap();
-        table.start(session("s9", "ghost")).unwrap();
+        let mut ghost = session("s9", "ghost");
+        ghost.framed_ipv4 = Some("198.18.0.99".parse().unwrap());
+        table.start(ghost).unwrap();
         let sink = ControllerSink::new(ctl.clone(), table.clone(), Arc::new(|| T0 + 10));
 
         let by_ip = SessionSelector {
-            framed_ipv4: Some("198.18.0.10".parse().unwrap()),
+            framed_ipv4: Some("198.18.0.99".parse().unwrap()),
             ..SessionSelector::default()
         };
-        // The address index points at the latest session that reported it (s9); by id instead.
         sink.coa(
             SessionSelector::by_session_id("s1"),
             rate(50_000_000, 5_000_000),

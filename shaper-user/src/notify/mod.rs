@@ -13,12 +13,13 @@ pub mod coa;
 pub mod coa_server;
 pub mod config;
 pub mod controller_sink;
+pub mod nsm_sessions;
 pub mod run;
 
 pub use bras::{BrasDirectory, BrasEntry, BrasNotifier, NotifyError, SessionNotice};
 pub use coa::{CoaClient, CoaError, CoaOutcome, NasTarget, RetryPolicy};
 pub use coa_server::{
-    ClientConfig, CoaRefusal, CoaSink, DropReason, Handled, Listener, RadiusServer,
-    RadiusServerConfig, RadiusServerHandle,
+    ClientConfig, CoaRefusal, CoaSink, DropReason, EndCause, Handled, Listener, RadiusServer,
+    RadiusServerConfig, RadiusServerHandle, ServerStats,
 };
 pub use controller_sink::ControllerSink;

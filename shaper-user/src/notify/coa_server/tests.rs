@@ -7,13 +7,13 @@ use super::*;
 use crate::proto::radius::{encode_request, verify_response};
 use crate::sessions::SessionTable;
 
-const SECRET: &str = "coa-secret";
-const NOW_MS: u64 = 1_764_000_000_000;
+pub(super) const SECRET: &str = "coa-secret";
+pub(super) const NOW_MS: u64 = 1_764_000_000_000;
 
 /// Records calls; knows the sessions of User-Name "alice" only.
 #[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<(String, SessionSelector, Option<QosLevel>)>>,
+pub(super) struct Recorder {
+    pub(super) calls: Mutex<Vec<(String, SessionSelector, Option<QosLevel>)>>,
 }
 
 impl CoaSink for Recorder {
@@ -39,14 +39,22 @@ impl CoaSink for Recorder {
     }
 }
 
-fn client_addr() -> SocketAddr {
+pub(super) fn client_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 40000))
 }
 
-fn server(require_ma: bool) -> (RadiusServer, Arc<Recorder>, Arc<SessionTable>) {
+pub(super) fn server(require_ma: bool) -> (RadiusServer, Arc<Recorder>, Arc<SessionTable>) {
+    server_with(require_ma, |_| {})
+}
+
+/// [`server`] with its configuration changed by `tune`.
+pub(super) fn server_with(
+    require_ma: bool,
+    tune: impl FnOnce(&mut RadiusServerConfig),
+) -> (RadiusServer, Arc<Recorder>, Arc<SessionTable>) {
     let sink = Arc::new(Recorder::default());
     let table = Arc::new(SessionTable::new());
-    let config = RadiusServerConfig {
+    let mut config = RadiusServerConfig {
         clients: vec![ClientConfig {
             addr: client_addr().ip(),
             secret: SECRET.into(),
@@ -56,11 +64,12 @@ fn server(require_ma: bool) -> (RadiusServer, Arc<Recorder>, Arc<SessionTable>) 
         gateway: Some("gw1".into()),
         ..RadiusServerConfig::default()
     };
+    tune(&mut config);
     let s = RadiusServer::new(config, sink.clone(), table.clone()).unwrap();
     (s, sink, table)
 }
 
-fn coa(id: u8, user: &str, extra: &[(u8, &[u8])], ma: bool) -> Vec<u8> {
+pub(super) fn coa(id: u8, user: &str, extra: &[(u8, &[u8])], ma: bool) -> Vec<u8> {
     let mut p = Packet::new(Code::CoaRequest, id);
     p.push(dict::USER_NAME, user.as_bytes());
     for (t, v) in extra {
@@ -69,20 +78,32 @@ fn coa(id: u8, user: &str, extra: &[(u8, &[u8])], ma: bool) -> Vec<u8> {
     if ma {
         p.add_message_authenticator();
     }
-    encode_request(&p, SECRET.as_bytes()).unwrap()
+    signed(&p)
 }
 
-fn with_rate(mut bytes_packet: Packet, rate: &str) -> Packet {
+pub(super) fn with_rate(mut bytes_packet: Packet, rate: &str) -> Packet {
     bytes_packet.push_vendor(dict::MIKROTIK_RATE_LIMIT, rate.as_bytes());
     bytes_packet
 }
 
-fn signed(p: &Packet) -> Vec<u8> {
-    encode_request(p, SECRET.as_bytes()).unwrap()
+/// Signs `p`; a CoA or Disconnect without an Event-Timestamp gets one (now), as the server
+/// requires by default.
+pub(super) fn signed(p: &Packet) -> Vec<u8> {
+    let mut p = p.clone();
+    if matches!(p.code, Code::CoaRequest | Code::DisconnectRequest)
+        && p.get(dict::EVENT_TIMESTAMP).is_none()
+    {
+        p.push_integer(dict::EVENT_TIMESTAMP, now_s());
+    }
+    encode_request(&p, SECRET.as_bytes()).unwrap()
+}
+
+pub(super) fn now_s() -> u32 {
+    u32::try_from(NOW_MS / 1000).unwrap()
 }
 
 /// Handles `req` on the CoA port and returns the verified response.
-fn reply(s: &RadiusServer, listener: Listener, req: &[u8]) -> Packet {
+pub(super) fn reply(s: &RadiusServer, listener: Listener, req: &[u8]) -> Packet {
     match s.handle(listener, NOW_MS, client_addr(), req) {
         Handled::Reply(r) => {
             let auth: [u8; 16] = req[4..20].try_into().unwrap();
@@ -93,7 +114,7 @@ fn reply(s: &RadiusServer, listener: Listener, req: &[u8]) -> Packet {
     }
 }
 
-fn cause(p: &Packet) -> Option<ErrorCause> {
+pub(super) fn cause(p: &Packet) -> Option<ErrorCause> {
     p.integer(dict::ERROR_CAUSE)
         .unwrap()
         .map(ErrorCause::from_code)
@@ -320,15 +341,16 @@ fn retransmissions_get_the_cached_response_and_the_sink_runs_once() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sink.calls.lock().unwrap().len(), 1);
-    // After the window, or from another port, it is a new request.
+    // After the duplicate window, or from another port, the same request is a replay
+    // (replay cache, keyed by client address and Request Authenticator): dropped.
     assert!(matches!(
         s.handle(Listener::Coa, NOW_MS + 31_000, client_addr(), &req),
-        Handled::Reply(_)
+        Handled::Drop(DropReason::Replay { .. })
     ));
     let other_port = SocketAddr::from(([127, 0, 0, 1], 40001));
     assert!(matches!(
-        s.handle(Listener::Coa, NOW_MS + 31_000, other_port, &req),
-        Handled::Reply(_)
+        s.handle(Listener::Coa, NOW_MS + 2_000, other_port, &req),
+        Handled::Drop(DropReason::Replay { .. })
     ));
     // Same identifier, different content: a new request.
     let req2 = coa(7, "alice", &[(dict::FILTER_ID, b"2000/1000")], false);
@@ -336,11 +358,12 @@ fn retransmissions_get_the_cached_response_and_the_sink_runs_once() {
         s.handle(Listener::Coa, NOW_MS + 31_001, client_addr(), &req2),
         Handled::Reply(_)
     ));
-    assert_eq!(sink.calls.lock().unwrap().len(), 4);
+    assert_eq!(sink.calls.lock().unwrap().len(), 2);
     assert_eq!(s.stats().resent.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats().replays.load(Ordering::Relaxed), 2);
 }
 
-fn acct(id: u8, status: u32, session: &str, ip: [u8; 4]) -> Vec<u8> {
+pub(super) fn acct(id: u8, status: u32, session: &str, ip: [u8; 4]) -> Vec<u8> {
     let mut p = Packet::new(Code::AccountingRequest, id);
     p.push_integer(dict::ACCT_STATUS_TYPE, status);
     p.push(dict::ACCT_SESSION_ID, session);

@@ -90,6 +90,8 @@ declare_attrs! {
     ACCT_MULTI_SESSION_ID = 50, "Acct-Multi-Session-Id", Text;
     /// RFC 2869 §5.3.
     EVENT_TIMESTAMP = 55, "Event-Timestamp", Time;
+    /// RFC 2869 §5.16: seconds between a session's Interim-Updates.
+    ACCT_INTERIM_INTERVAL = 85, "Acct-Interim-Interval", Integer;
     /// RFC 2869 §5.17.
     NAS_PORT_ID = 87, "NAS-Port-Id", Text;
     /// RFC 3579 §3.2: HMAC-MD5 over the packet.

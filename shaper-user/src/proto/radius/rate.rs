@@ -50,6 +50,35 @@ pub enum RateError {
     Priority { attr: &'static str, prio: u8 },
     #[error("Juniper profile: service name {0:?} is empty or contains '(' or ','")]
     ServiceName(String),
+    #[error(
+        "{attr}: {field} {value} bit/s is above the maximum {MAX_RATE_BPS} bit/s (the DOCSIS \
+         maximum-sustained-rate TLV is 32 bits)"
+    )]
+    TooHigh {
+        attr: &'static str,
+        field: &'static str,
+        value: u64,
+    },
+}
+
+/// The highest rate a decoded rate attribute may ask for: 4,294,967,295 bit/s, what the
+/// modem's DOCSIS configuration file can carry (the maximum-sustained-rate TLV is a `u32`).
+pub const MAX_RATE_BPS: u64 = u32::MAX as u64;
+
+/// Refuses a decoded level with a rate above [`MAX_RATE_BPS`] (`attr` names the attribute it
+/// came from).
+fn within_bounds(attr: &'static str, q: QosLevel) -> Result<QosLevel, RateError> {
+    for (field, v) in [
+        ("max_up_bps", q.max_up_bps),
+        ("max_down_bps", q.max_down_bps),
+        ("committed_up_bps", q.committed_up_bps),
+        ("committed_down_bps", q.committed_down_bps),
+    ] {
+        if let Some(value) = v.filter(|&v| v > MAX_RATE_BPS) {
+            return Err(RateError::TooHigh { attr, field, value });
+        }
+    }
+    Ok(q)
 }
 
 // ---- MikroTik -------------------------------------------------------------------------------
@@ -440,14 +469,16 @@ fn utf8<'a>(attr: &'static str, v: &'a [u8]) -> Result<&'a str, RateError> {
 }
 
 /// Finds a rate in `packet`, in any profile: Mikrotik-Rate-Limit, then Filter-Id, then Cisco
-/// rate-limit AVPairs, then ERX-Service-Activate. `Ok(None)` when it carries none.
+/// rate-limit AVPairs, then ERX-Service-Activate. `Ok(None)` when it carries none. A rate
+/// above [`MAX_RATE_BPS`] is an error ([`RateError::TooHigh`]).
 pub fn decode_rate(packet: &Packet) -> Result<Option<(RateKind, QosLevel)>, RateError> {
     if let Some(v) = packet.vendor_values(dict::MIKROTIK_RATE_LIMIT).next() {
         let q = MikrotikRateLimit::parse(utf8(MT, v)?)?.to_qos();
-        return Ok(Some((RateKind::Mikrotik, q)));
+        return Ok(Some((RateKind::Mikrotik, within_bounds(MT, q)?)));
     }
     if let Some(v) = packet.get(dict::FILTER_ID) {
-        return Ok(Some((RateKind::Plain, parse_plain(utf8(FILTER_ID, v)?)?)));
+        let q = parse_plain(utf8(FILTER_ID, v)?)?;
+        return Ok(Some((RateKind::Plain, within_bounds(FILTER_ID, q)?)));
     }
     let mut qos = QosLevel::default();
     let mut found = false;
@@ -455,11 +486,11 @@ pub fn decode_rate(packet: &Packet) -> Result<Option<(RateKind, QosLevel)>, Rate
         found |= parse_cisco(utf8(CISCO, v)?, &mut qos)?;
     }
     if found {
-        return Ok(Some((RateKind::Cisco, qos)));
+        return Ok(Some((RateKind::Cisco, within_bounds(CISCO, qos)?)));
     }
     if let Some(v) = packet.vendor_values(dict::ERX_SERVICE_ACTIVATE).next() {
         let (_, q) = parse_juniper(utf8(ERX, untag(v))?)?;
-        return Ok(Some((RateKind::Juniper, q)));
+        return Ok(Some((RateKind::Juniper, within_bounds(ERX, q)?)));
     }
     Ok(None)
 }

@@ -377,6 +377,44 @@ fn plain_cisco_and_juniper_profiles_round_trip_through_packets() {
 }
 
 #[test]
+fn decoded_rates_above_the_docsis_maximum_are_refused() {
+    let mt = |v: &str| {
+        let mut p = Packet::new(Code::CoaRequest, 1);
+        p.push_vendor(dict::MIKROTIK_RATE_LIMIT, v.as_bytes());
+        decode_rate(&p)
+    };
+    // 5G/5G: 5,000,000,000 bit/s does not fit the 32-bit DOCSIS TLV.
+    assert!(matches!(
+        mt("5G/5G"),
+        Err(RateError::TooHigh {
+            attr: "Mikrotik-Rate-Limit",
+            value: 5_000_000_000,
+            ..
+        })
+    ));
+    let (_, q) = mt("4294967295/4294967295").unwrap().unwrap();
+    assert_eq!(q.max_down_bps, Some(rate::MAX_RATE_BPS));
+    // A committed (min) rate above it too.
+    assert!(matches!(
+        mt("1M/1M 0/0 0/0 0/0 8 1M/4294967296"),
+        Err(RateError::TooHigh {
+            field: "committed_down_bps",
+            ..
+        })
+    ));
+    let mut p = Packet::new(Code::CoaRequest, 1);
+    p.push(dict::FILTER_ID, "5000000/1000"); // kbit/s: 5 Gbit/s down
+    let e = decode_rate(&p).unwrap_err();
+    assert!(e.to_string().contains("4294967295"), "{e}");
+    let mut p = Packet::new(Code::CoaRequest, 1);
+    p.push_vendor(
+        dict::ERX_SERVICE_ACTIVATE,
+        "svc(5000000000,1000000)".as_bytes(),
+    );
+    assert!(matches!(decode_rate(&p), Err(RateError::TooHigh { .. })));
+}
+
+#[test]
 fn error_cause_table() {
     for c in [401, 402, 403, 404, 503, 506] {
         assert_eq!(ErrorCause::from_code(c).code(), c);
