@@ -1237,3 +1237,6 @@ async fn base_changes_and_cancellations_reach_the_change_hook() {
         ["cm1:Some(5000000)", "cm1:Some(5000000)"]
     );
 }
+
+/// Behaviours Schemathesis found (tests/api_schema.rs).
+mod schema_found;
