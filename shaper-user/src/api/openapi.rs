@@ -289,6 +289,7 @@ fn event_schemas() -> Value {
             "anyOf": [ { "required": ["qos"] }, { "required": ["level"] } ],
             "additionalProperties": false,
             "description": "A grant on one modem: its QoS (`qos`), a catalogue level (`level`), or a level with `qos` fields layered over it. At least one of them.",
+            "examples": [ { "modem": "cm1", "qos": { "max_down_bps": 50_000_000, "priority": 5 } } ],
             "properties": {
                 "modem": modem_id(),
                 "qos": schema_ref("QosLevel"),
@@ -557,7 +558,7 @@ fn event_paths() -> Value {
             },
             "delete": {
                 "operationId": "cancelEvent",
-                "summary": "Cancel a pending or active event (an active grant is reverted at once).",
+                "summary": "Cancel a pending or active event (an active grant is reverted at once). The event stays readable, with state cancelled.",
                 "description": "Subscriber tokens may cancel only events they submitted, on their own modem.",
                 "parameters": [ event_id() ],
                 "responses": responses(

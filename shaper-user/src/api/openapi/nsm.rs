@@ -30,6 +30,13 @@ fn name(description: &str) -> Value {
     text(1, NAME_MAX, description)
 }
 
+/// An id parameter's schema with an example (what the lab tests register).
+fn named(description: &str, example: &str) -> Value {
+    let mut v = name(description);
+    v["examples"] = json!([example]);
+    v
+}
+
 /// Any IPv4 or IPv6 prefix (an IPv6 address without a length is a /128).
 fn prefix(description: &str) -> Value {
     json!({
@@ -120,6 +127,7 @@ fn schemas() -> Value {
         "AllocationRequest": {
             "type": "object", "additionalProperties": false, "required": ["application", "scope"],
             "description": "At least one direction needs a committed rate; a ceiling needs the rate of its direction and lies between it and 400 Gbit/s.",
+            "examples": [ { "application": "video", "scope": { "subscriber": "cm1" }, "down_bps": 2_000_000, "priority": 6 } ],
             "properties": {
                 "application": name("Application id of the provider."),
                 "scope": {
@@ -220,13 +228,16 @@ pub(super) fn document() -> (
     serde_json::Map<String, Value>,
 ) {
     let json_body = |name: &str| json!({ "required": true, "content": { "application/json": { "schema": schema_ref(name) } } });
-    let pid = id_param("Provider id.", name("Provider id (1 to 128 characters)."));
-    let app_param = json!({ "name": "app", "in": "path", "required": true, "description": "Application id.", "schema": name("Application id (1 to 128 characters).") });
+    let pid = id_param(
+        "Provider id.",
+        named("Provider id (1 to 128 characters).", "p1"),
+    );
+    let app_param = json!({ "name": "app", "in": "path", "required": true, "description": "Application id.", "schema": named("Application id (1 to 128 characters).", "video") });
     let alloc_param = json!({ "name": "alloc", "in": "path", "required": true, "description": "Allocation id.", "schema": { "type": "integer", "minimum": 1, "maximum": ID_MAX } });
     let sid = || {
         id_param(
             "Session id (e.g. RADIUS Acct-Session-Id).",
-            name("Session id (1 to 128 characters)."),
+            named("Session id (1 to 128 characters).", "s1"),
         )
     };
     let refused = "Refused by the network service manager: `reason` (capacity_exceeded, link_not_registered, session_not_available, dataplane_exhausted) and the 3GPP Rx `result_code` (5006, 5065) are in the problem; the detail names the link or session, what was requested and what is left.";
@@ -306,7 +317,7 @@ pub(super) fn document() -> (
                 "responses": responses(&[("200", ok("The allocation.", schema_ref("Allocation")))], auth_errors(&[("400", alloc_400), ("404", "The provider has no such allocation.")]))
             },
             "delete": {
-                "operationId": "releaseAllocation", "summary": "Release an allocation: capacity is freed, enforcement removed, targets notified (3GPP STR). Roles: admin, csr; provider: own.",
+                "operationId": "releaseAllocation", "summary": "Release an allocation: capacity is freed, enforcement removed, targets notified (3GPP STR). The allocation stays readable, with state released. Roles: admin, csr; provider: own.",
                 "parameters": [ pid.clone(), alloc_param ],
                 "responses": responses(&[("200", ok("The released allocation.", schema_ref("Allocation")))], auth_errors(&[("400", alloc_400), ("404", "The provider has no such allocation."), ("409", "Already released.")]))
             }
