@@ -15,7 +15,9 @@ pub fn root() -> PathBuf {
 pub fn ensure() -> PathBuf {
     // Tests of one binary may run in parallel: one installs, the others wait.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _once = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let venv = root().join("target/pyenv");
     let req = root().join("tests/schema/requirements.txt");
     let wanted = std::fs::read_to_string(&req).expect("tests/schema/requirements.txt");
