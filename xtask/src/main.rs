@@ -2,8 +2,10 @@
 //! machine lacks (Debian packages, as root) before it builds anything, so the README's two
 //! commands work on a new machine.
 //!
-//! - `deps`  install the packages the build, tests, demo and benchmarks need
-//! - `test`  deps, then the whole test suite (unit, kernel, differential, lab)
+//! - `deps`  install the packages the build, tests, demo and benchmarks need (Debian packages,
+//!   the Python venv `target/pyenv` of the API schema test, cargo-fuzz)
+//! - `test`  deps, then the whole test suite (unit, kernel, differential, lab, API schema),
+//!   then each fuzz target for a bounded time
 //! - `demo`  deps, then the lab demo (`shaper demo`)
 //! - `bench` deps, then the benchmarks (`bench dataplane` for one)
 
@@ -61,9 +63,113 @@ const PACKAGES: &[(&str, &str)] = &[
     ("snmpd", "/usr/sbin/snmpd"),
     ("snmp", "/usr/bin/snmpset"),
     ("dhcpcd-base", "/usr/sbin/dhcpcd"),
+    // `python3 -m venv` for the API schema test's tools (ensurepip comes with it).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
+/// Everything `test` needs: the Debian packages, the Python tools, cargo-fuzz.
 fn deps() -> anyhow::Result<()> {
+    debian_packages()?;
+    python_tools()?;
+    cargo_fuzz()
+}
+
+/// The repository root.
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv `target/pyenv` with the pinned tools of `tests/schema/requirements.txt`
+/// (Schemathesis, openapi-spec-validator). Idempotent: a stamp file holds the installed pins.
+fn python_tools() -> anyhow::Result<()> {
+    let venv = root().join("target/pyenv");
+    let req = root().join("tests/schema/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let stamp = venv.join("requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the Python tools of {}", req.display());
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(&req))?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// The cargo-fuzz version `test` runs the fuzz targets with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, from crates.io, when `cargo fuzz` is missing.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let have = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+}
+
+/// The fuzz targets (`fuzz/fuzz_targets/`), each run for [`FUZZ_SECONDS`] by `test`.
+const FUZZ_TARGETS: &[&str] = &[
+    "docsis_tlv",
+    "tftp_packet",
+    "dhcp_packet",
+    "snmp_packet",
+    "radius_packet",
+];
+/// Seconds of fuzzing per target in `test`.
+const FUZZ_SECONDS: u32 = 20;
+
+/// Runs every fuzz target for a bounded time on nightly (libFuzzer needs it), starting from
+/// its committed seeds (`fuzz/seeds/<target>`) and the corpus earlier runs grew
+/// (`fuzz/corpus/<target>`, not committed). A crash, a failed assertion or a leak fails.
+fn fuzz() -> anyhow::Result<()> {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nightly {
+        bail!(
+            "the fuzz targets need the nightly toolchain (libFuzzer's sanitizer flags), and \
+             `rustup run nightly rustc` fails: install it with `rustup toolchain install nightly`"
+        );
+    }
+    let dir = root().join("fuzz");
+    for target in FUZZ_TARGETS {
+        let corpus = dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        eprintln!("xtask: fuzzing {target} for {FUZZ_SECONDS} s");
+        run(Command::new("cargo")
+            .current_dir(&dir)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .args(["+nightly", "fuzz", "run", "-O", target])
+            .arg(&corpus)
+            .arg(dir.join("seeds").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={FUZZ_SECONDS}")))
+        .with_context(|| {
+            format!("fuzz target {target} failed (its input is in fuzz/artifacts/{target}/)")
+        })?;
+    }
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, file)| !std::path::Path::new(file).exists())
@@ -123,16 +229,17 @@ fn main() -> anyhow::Result<()> {
             run(cargo()
                 .args(["test", "--workspace", "--"])
                 .args(&args)
-                .env("RUST_TEST_THREADS", "1"))
+                .env("RUST_TEST_THREADS", "1"))?;
+            fuzz()
         }
         Task::Demo => {
-            deps()?;
+            debian_packages()?;
             run(cargo().args(["build", "--release", "-p", "shaper-user", "--bin", "shaper"]))?;
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             run(Command::new(root.join("target/release/shaper")).arg("demo"))
         }
         Task::Bench { name, args } => {
-            deps()?;
+            debian_packages()?;
             let mut c = cargo();
             c.args(["bench", "-p", "shaper-user"]);
             if let Some(n) = name {

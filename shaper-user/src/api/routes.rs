@@ -24,6 +24,9 @@ use crate::provision::{
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
+/// Longest modem id (the document's bound, `openapi::MODEM_ID_MAX`).
+pub const MAX_MODEM_ID: usize = 128;
+
 // ---- request bodies ---------------------------------------------------------------------
 
 /// Service targets in a request; every field optional, unknown fields refused.
@@ -316,36 +319,79 @@ pub(crate) fn json_body<T: super::shape::ApiBody>(
         }
     }
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut field = (path != ".").then_some(path);
-        // A missing field is reported at its parent: name the field itself.
-        let message = inner.to_string();
-        if let Some(name) = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| name)
-        {
-            field = Some(match field {
-                Some(parent) => format!("{parent}.{name}"),
-                None => name.to_owned(),
-            });
+    let value = match serde_path_to_error::deserialize(&mut de) {
+        Err(e) if e.inner().to_string().contains("floating point") => {
+            // `35.0` is the integer 35 to JSON Schema (and to the document): read the body
+            // again with integral floats as integers. Only on this error: the common body is
+            // parsed once.
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+                    field: None,
+                    detail: e.to_string(),
+                })?;
+            integral_floats_as_integers(&mut v);
+            return serde_path_to_error::deserialize(v).map_err(body_error);
         }
-        ApiError::BadRequest {
-            detail: match &field {
-                Some(f) => format!("{f}: {inner}"),
-                None => inner.to_string(),
-            },
-            field,
-        }
-    })?;
+        r => r,
+    }
+    .map_err(body_error)?;
     // Trailing characters after the value are a syntax error too.
     de.end().map_err(|e| ApiError::BadRequest {
         field: None,
         detail: e.to_string(),
     })?;
     Ok(value)
+}
+
+/// Largest integer a JSON float holds exactly (2^53): beyond it `1e19` may not be the
+/// integer the client wrote.
+const EXACT_FLOAT_MAX: f64 = 9_007_199_254_740_992.0;
+
+/// Replaces every float with no fractional part (`35.0`, `1e3`) within ±2^53 by the same
+/// integer; other floats stay (and serde refuses them where an integer belongs).
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f.abs() <= EXACT_FLOAT_MAX {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "integral and within ±2^53: exact"
+                )]
+                let i = f as i64;
+                *v = i.into();
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(m) => m.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
+/// A body's deserialization error as a 400 naming the field.
+fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let mut field = (path != ".").then_some(path);
+    // A missing field is reported at its parent: name the field itself.
+    let message = inner.to_string();
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
+    {
+        field = Some(match field {
+            Some(parent) => format!("{parent}.{name}"),
+            None => name.to_owned(),
+        });
+    }
+    ApiError::BadRequest {
+        detail: match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => inner.to_string(),
+        },
+        field,
+    }
 }
 
 /// The `Idempotency-Key` header, if any: 1..=200 visible ASCII characters.
@@ -384,7 +430,14 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
     };
     let Path(raw) = path.map_err(|e| bad(e.body_text()))?;
     raw.parse()
-        .map_err(|_| bad(format!("event id {raw:?} is not a non-negative integer")))
+        .ok()
+        .filter(|id| (1..=super::openapi::ID_MAX).contains(id))
+        .ok_or_else(|| {
+            bad(format!(
+                "event id {raw:?} is not an integer within 1..={}",
+                super::openapi::ID_MAX
+            ))
+        })
 }
 
 /// The `{id}` of a modem route.
@@ -579,7 +632,18 @@ pub async fn list_events(
     let mut wanted = None;
     for (name, value) in query {
         match name.as_str() {
-            "modem" => modem = Some(value),
+            "modem" => {
+                let len = value.chars().count();
+                if !(1..=MAX_MODEM_ID).contains(&len) {
+                    return Err(ApiError::BadRequest {
+                        field: Some("modem".into()),
+                        detail: format!(
+                            "modem: a modem id has 1 to {MAX_MODEM_ID} characters, not {len}"
+                        ),
+                    });
+                }
+                modem = Some(value);
+            }
             "state" => {
                 wanted = Some(parse_state(&value).ok_or_else(|| ApiError::BadRequest {
                     field: Some("state".into()),

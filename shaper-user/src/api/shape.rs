@@ -40,7 +40,13 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 /// (or one that only combines others) admits anything as far as this check goes.
 fn admits(doc: &Value, schema: &Value, ty: &str) -> bool {
     let schema = resolve(doc, schema);
-    if let Some(alts) = schema.get("oneOf").or_else(|| schema.get("anyOf")) {
+    // Alternatives decide only when the schema has no type of its own (an object's `anyOf`
+    // may just require one property or another).
+    if let Some(alts) = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .filter(|_| schema.get("type").is_none())
+    {
         return alts
             .as_array()
             .is_none_or(|a| a.iter().any(|s| admits(doc, s, ty)));
@@ -69,8 +75,13 @@ fn walk(doc: &Value, value: &Value, schema: &Value, path: String, depth: u32) ->
                 .find_map(|(i, v)| walk(doc, v, item, format!("{path}[{i}]"), depth + 1))
         }
         Value::Object(fields) => {
-            // The alternative for an object: the first that admits one.
-            if let Some(alts) = schema.get("oneOf").or_else(|| schema.get("anyOf")) {
+            // The alternative for an object: the first that admits one. A schema with
+            // properties of its own uses `anyOf` only to require some of them.
+            if let Some(alts) = schema
+                .get("oneOf")
+                .or_else(|| schema.get("anyOf"))
+                .filter(|_| schema.get("properties").is_none())
+            {
                 let alt = alts.as_array()?.iter().find(|s| admits(doc, s, "object"))?;
                 return walk(doc, value, alt, path, depth + 1);
             }

@@ -1515,3 +1515,5 @@ async fn subscribers_choose_from_the_catalogue_within_duration_and_quota() {
     assert_eq!(v["levels"][0]["per_month"], 2);
     assert_eq!(v["levels"][0]["max_duration_s"], 3600);
 }
+/// Behaviours Schemathesis found (tests/api_schema.rs).
+mod schema_found;
