@@ -129,7 +129,10 @@ impl ClassConfig {
     /// Bucket depth in ns: the time the burst takes at the rate.
     #[must_use]
     pub fn burst_ns(&self) -> u64 {
-        (u64::from(self.burst_bytes) * self.ns_per_byte_q16()) >> 16
+        // In 128 bits: a 4 GiB burst at 8 bit/s overflows 64 bits before the shift (the
+        // result, 136 years in ns, still fits; anything longer saturates).
+        let ns = (u128::from(self.burst_bytes) * u128::from(self.ns_per_byte_q16())) >> 16;
+        u64::try_from(ns).unwrap_or(u64::MAX)
     }
 }
 
@@ -384,6 +387,25 @@ mod tests {
             addr: s.parse().unwrap(),
             len,
         }
+    }
+
+    /// Schemathesis found it: a 4 GiB burst at 8 bit/s overflowed the 64-bit product and
+    /// panicked under the controller's lock.
+    #[test]
+    fn the_largest_burst_at_the_lowest_rate_does_not_overflow() {
+        let c = ClassConfig {
+            rate_bps: Some(8),
+            burst_bytes: u32::MAX - 1,
+            ..Default::default()
+        };
+        // 1 s per byte: the burst lasts (2^32 - 2) s.
+        assert_eq!(c.burst_ns(), (u64::from(u32::MAX) - 1) * 1_000_000_000);
+        let c = ClassConfig {
+            rate_bps: Some(10_000_000),
+            burst_bytes: 15_000,
+            ..Default::default()
+        };
+        assert_eq!(c.burst_ns(), 12_000_000, "15 kB at 10 Mbit/s: 12 ms");
     }
 
     #[test]

@@ -179,14 +179,7 @@ fn commit_loop(
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
         let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-        let Ok(mut c) = ctl.lock() else {
-            for reply in replies {
-                let _ = reply.send(Err(ControllerError::Poisoned(
-                    "the controller lock is poisoned by an earlier panic".into(),
-                )));
-            }
-            continue;
-        };
+        let mut c = crate::controller::lock(ctl, || clock());
         let now = clock();
         let (results, changes) = if tick_after_commit {
             // The starts due now (the accepted immediate events among them) fire in the same

@@ -159,7 +159,7 @@ fn qos_schema() -> Value {
             "max_down_bps": rate("Maximum rate network → modem, bit/s (8..=4294967295)."),
             "committed_up_bps": rate("Committed rate upstream, bit/s (8..=4294967295; ≤ max_up_bps when both are set)."),
             "committed_down_bps": rate("Committed rate downstream, bit/s (8..=4294967295; ≤ max_down_bps when both are set)."),
-            "burst_bytes": opt_int(1500, u64::from(u32::MAX), "Token-bucket depth, bytes (≥ 1500 and ≥ the level's MTU)."),
+            "burst_bytes": opt_int(1280, u64::from(u32::MAX), "Token-bucket depth, bytes: at least the level's MTU, or 1500 without one (below: 422)."),
             "priority": opt_int(0, 7, "Traffic priority 0..=7, higher is better."),
             "mtu": opt_int(1280, 65535, "L3 MTU, bytes (1280..=65535)."),
             "targets": schema_ref("ServiceTargets")
@@ -646,5 +646,31 @@ pub fn document() -> Value {
         .as_object_mut()
         .expect("schemas is an object")
         .extend(schemas);
+    document_parameter_errors(&mut doc);
     doc
+}
+
+/// Every operation with a path or query parameter answers 400 when one is out of its bounds
+/// (too long, a control character, an integer out of range): documented once, here, for all
+/// of them, so no route can forget it.
+fn document_parameter_errors(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let has_params = op["parameters"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["in"] == "path" || p["in"] == "query")
+            });
+            if let (true, Some(responses)) = (has_params, op["responses"].as_object_mut()) {
+                responses.entry("400").or_insert_with(|| {
+                    problem("A path or query parameter is out of its bounds; `field` names it.")
+                });
+            }
+        }
+    }
 }

@@ -244,10 +244,7 @@ where
     let controller = state.controller.clone();
     let clock = state.clock.clone();
     tokio::task::spawn_blocking(move || {
-        let mut ctl = controller.lock().map_err(|_| ApiError::Unavailable {
-            detail: "the controller lock is poisoned by an earlier panic; restart the daemon"
-                .into(),
-        })?;
+        let mut ctl = crate::controller::lock(&controller, || clock());
         f(&mut ctl, clock())
     })
     .await

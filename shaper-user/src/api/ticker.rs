@@ -42,13 +42,7 @@ pub async fn tick_loop(
 ) {
     let mut last_error: Option<String> = None;
     loop {
-        let next = match ctl.lock() {
-            Ok(c) => c.next_due(),
-            Err(_) => {
-                error!("the controller lock is poisoned by a panic; timed events stop");
-                return;
-            }
-        };
+        let next = crate::controller::lock(&ctl, || clock()).next_due();
         let now = clock();
         let wait = next.map_or(MAX_TICK_WAIT_MS, |due| {
             due.saturating_sub(now).min(MAX_TICK_WAIT_MS)
@@ -65,9 +59,7 @@ pub async fn tick_loop(
         }
         let (c, clk, hook) = (ctl.clone(), clock.clone(), on_changes.clone());
         let res = tokio::task::spawn_blocking(move || {
-            let mut c = c
-                .lock()
-                .map_err(|_| "the controller lock is poisoned".to_string())?;
+            let mut c = crate::controller::lock(&c, || clk());
             let changes = c.tick(clk()).map_err(|e| e.to_string())?;
             if let Some(hook) = hook.filter(|_| !changes.is_empty()) {
                 hook(&c, &super::changed_modems(&changes));

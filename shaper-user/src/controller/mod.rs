@@ -91,6 +91,25 @@ pub fn changed_modems(changes: &[Change]) -> Vec<String> {
         .collect()
 }
 
+/// Locks the controller. A panic under the lock (a bug) leaves the mutex poisoned and the
+/// controller possibly half-way through a call: instead of refusing every later call until a
+/// restart, the lock is taken back, the controller resyncs from its store (as a restart
+/// would) and every bound modem is enforced again.
+pub fn lock(
+    m: &std::sync::Mutex<Controller>,
+    now_ms: impl FnOnce() -> u64,
+) -> std::sync::MutexGuard<'_, Controller> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            m.clear_poison();
+            let mut g = poisoned.into_inner();
+            g.after_panic(now_ms());
+            g
+        }
+    }
+}
+
 /// A direction of a modem's traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -1220,6 +1239,18 @@ impl Controller {
             }
         }
         Ok(changes)
+    }
+
+    /// Recovers from a panic in the middle of a call (see [`lock`]): resyncs from the store
+    /// and enforces every bound modem again.
+    pub fn after_panic(&mut self, now_ms: u64) {
+        tracing::error!("a call panicked under the controller's lock; resyncing from the store");
+        // A failed store batch the panic left open is dropped: it was never acknowledged.
+        self.store.rollback_batch();
+        self.poisoned
+            .get_or_insert_with(|| "a call panicked under the controller's lock".into());
+        let all: Vec<String> = self.bindings.keys().cloned().collect();
+        self.recover(now_ms, &all);
     }
 
     /// How often the controller resynced from its store since it was opened.

@@ -1054,3 +1054,39 @@ fn a_lost_cancellation_or_tick_resyncs_and_writes_work_again() {
         "the stop was stored by the retry"
     );
 }
+
+#[test]
+fn a_panic_under_the_lock_resyncs_instead_of_stopping_every_later_call() {
+    let rig = Rig::new("ctl-panic");
+    let (mut ctl, _) = rig.open(vec![], T0);
+    add(&mut ctl, "cm1", "198.18.0.10");
+    ctl.submit(req("cm1", down(50_000_000), None, None), T0)
+        .unwrap();
+    let m = std::sync::Arc::new(std::sync::Mutex::new(ctl));
+    let m2 = m.clone();
+    // A call that panics half-way: the engine fired the start, nothing was stored.
+    let _ = std::thread::spawn(move || {
+        let mut c = m2.lock().unwrap();
+        let _ = c.engine.poll(T0 + 1);
+        panic!("a bug under the controller's lock");
+    })
+    .join();
+    assert!(m.is_poisoned());
+    take(&rig.log);
+    let mut c = super::lock(&m, || T0 + 2);
+    assert_eq!(c.resyncs(), 1);
+    // Memory is the store's again, restored at now: the start that was never stored fired
+    // again, was stored this time, and the modem was enforced.
+    assert_eq!(c.engine().event(1).unwrap().state, EventState::Active);
+    assert_eq!(c.effective("cm1").unwrap().max_down_bps, Some(50_000_000));
+    let enforced: Vec<Call> = take(&rig.log)
+        .into_iter()
+        .filter(|c| matches!(c, Call::Apply(..)))
+        .collect();
+    assert_eq!(enforced, applied("cm1", down(50_000_000).overlay(&base())));
+    assert!(c.tick(T0 + 3).unwrap().is_empty());
+    drop(c);
+    let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
+    assert_eq!(snap.events[0].event.state, EventState::Active);
+    assert!(!m.is_poisoned());
+}

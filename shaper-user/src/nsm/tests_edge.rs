@@ -31,7 +31,7 @@ fn provider_and_application_strings_and_collections_are_bounded() {
     assert_eq!(invalid_field(&e), "name");
     assert!(
         e.to_string()
-            .contains("1048576 bytes long; the limit is 256"),
+            .contains("1048576 characters long; the limit is 256"),
         "{e}"
     );
     assert!(e.to_string().len() < 200, "the value is not echoed");

@@ -71,28 +71,30 @@ fn bound(field: impl Into<String>, detail: impl Into<String>) -> BoundError {
     }
 }
 
-/// A string of at most `max` bytes (`min` at least).
+/// A string of at most `max` characters (`min` at least): characters (code points), as the
+/// OpenAPI document's `maxLength` counts them.
 pub fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), BoundError> {
-    if value.len() < min {
+    let len = value.chars().count();
+    if len < min {
         return Err(bound(
             field,
             if min == 1 {
                 "is empty".to_owned()
             } else {
-                format!("is {} bytes long; it must be at least {min}", value.len())
+                format!("is {len} characters long; it must be at least {min}")
             },
         ));
     }
-    if value.len() > max {
+    if len > max {
         return Err(bound(
             field,
-            format!("is {} bytes long; the limit is {max}", value.len()),
+            format!("is {len} characters long; the limit is {max}"),
         ));
     }
     Ok(())
 }
 
-/// An id: 1..=[`MAX_ID_LEN`] bytes without control characters.
+/// An id: 1..=[`MAX_ID_LEN`] characters without control characters.
 pub fn id(field: &str, value: &str) -> Result<(), BoundError> {
     text(field, value, 1, MAX_ID_LEN)?;
     if value.chars().any(char::is_control) {

@@ -98,7 +98,7 @@ pub struct Event {
 /// 9999-12-31T23:59:59.999Z. Every sink holds it (SQLite's signed 64-bit integers, RFC 3339
 /// dates, JavaScript's exact integers up to 2^53); a later time is refused at the edge.
 pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
-/// Longest modem id, in bytes (the configuration's `[[modem]] id` has the same bound).
+/// Longest modem id, in characters (the configuration's `[[modem]] id` has the same bound).
 pub const MAX_MODEM_ID: usize = 128;
 /// Longest idempotency key, in bytes (after the API scopes it to the caller).
 pub const MAX_IDEMPOTENCY_KEY: usize = 400;
@@ -113,7 +113,7 @@ pub fn start_due(start_ms: Option<u64>, now_ms: u64) -> u64 {
 pub enum EventError {
     #[error("modem id is empty")]
     EmptyModem,
-    #[error("modem: the id is {len} bytes long; at most {MAX_MODEM_ID} are allowed")]
+    #[error("modem: the id is {len} characters long; at most {MAX_MODEM_ID} are allowed")]
     ModemTooLong { len: usize },
     #[error("modem: the id contains a control character")]
     ModemControlChar,
@@ -159,13 +159,14 @@ pub fn validate_timing(
     Ok(())
 }
 
-/// A modem id: 1..=[`MAX_MODEM_ID`] bytes, no control characters.
+/// A modem id: 1..=[`MAX_MODEM_ID`] characters, no control characters.
 pub fn validate_modem_id(id: &str) -> Result<(), EventError> {
     if id.is_empty() {
         return Err(EventError::EmptyModem);
     }
-    if id.len() > MAX_MODEM_ID {
-        return Err(EventError::ModemTooLong { len: id.len() });
+    let len = id.chars().count();
+    if len > MAX_MODEM_ID {
+        return Err(EventError::ModemTooLong { len });
     }
     if id.chars().any(char::is_control) {
         return Err(EventError::ModemControlChar);

@@ -26,9 +26,23 @@ const IPV6: &str = "(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){
 const V4_LEN: &str = "(3[0-2]|[12]?[0-9])";
 const V6_LEN: &str = "(12[0-8]|1[01][0-9]|[1-9]?[0-9])";
 
+/// An id (provider, application, link, session, subscriber, BRAS, gateway): 1 to 128
+/// characters, no control characters (`nsm::validate::id`).
 fn name(description: &str) -> Value {
-    text(1, NAME_MAX, description)
+    let mut v = text(1, NAME_MAX, description);
+    v["pattern"] = json!(NO_CONTROL);
+    v
 }
+
+/// A display name (provider, application): 1 to 256 characters (`nsm::validate`).
+fn display(description: &str) -> Value {
+    text(1, DISPLAY_MAX, description)
+}
+
+/// No control characters (Unicode general category Cc), as `char::is_control`.
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Longest display name.
+const DISPLAY_MAX: u64 = 256;
 
 /// An id parameter's schema with an example (what the lab tests register).
 fn named(description: &str, example: &str) -> Value {
@@ -94,7 +108,7 @@ fn schemas() -> Value {
             "description": "A webhook URL and its secret come together or not at all.",
             "properties": {
                 "kind": { "type": "string", "enum": ["asp", "nsp"] },
-                "name": name("Display name (1 to 128 characters)."),
+                "name": display("Display name (1 to 256 characters)."),
                 "prefixes": { "type": "array", "maxItems": LIST_MAX, "items": prefix("A server prefix."), "description": "The provider's server prefixes (entitlement), at most 64." },
                 "webhook_url": { "type": ["string", "null"], "minLength": 8, "maxLength": URL_MAX, "pattern": "^http://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$", "description": "http:// URL (≤ 2048 characters) allocation notices are POSTed to." },
                 "webhook_secret": opt_text(16, 256, "HMAC-SHA256 key (16 to 256 characters) of X-Shaper-Signature: sha256=<hex>. Write-only.")
@@ -103,7 +117,7 @@ fn schemas() -> Value {
         "Provider": {
             "type": "object",
             "properties": {
-                "id": name("Provider id."), "kind": { "type": "string", "enum": ["asp", "nsp"] }, "name": name("Display name."),
+                "id": name("Provider id."), "kind": { "type": "string", "enum": ["asp", "nsp"] }, "name": display("Display name."),
                 "prefixes": { "type": "array", "maxItems": LIST_MAX, "items": text(1, 49, "A server prefix.") },
                 "webhook_url": opt_text(0, URL_MAX, "Webhook URL."),
                 "webhook_secret_set": { "type": "boolean" }
@@ -113,14 +127,14 @@ fn schemas() -> Value {
         "ApplicationBody": {
             "type": "object", "additionalProperties": false, "required": ["name", "classifiers"],
             "properties": {
-                "name": name("Display name (1 to 128 characters)."),
+                "name": display("Display name (1 to 256 characters)."),
                 "classifiers": { "type": "array", "minItems": 1, "maxItems": LIST_MAX, "items": schema_ref("Classifier") }
             }
         },
         "Application": {
             "type": "object",
             "properties": {
-                "provider": name("Provider id."), "id": name("Application id."), "name": name("Display name."),
+                "provider": name("Provider id."), "id": name("Application id."), "name": display("Display name."),
                 "classifiers": { "type": "array", "maxItems": LIST_MAX, "items": schema_ref("Classifier") }
             }
         },
@@ -339,7 +353,7 @@ pub(super) fn document() -> (
             "put": {
                 "operationId": "putLink", "summary": "Register a link or gateway or change its capacity. Role: admin.",
                 "parameters": [ id_param("Link id (a session's gateway or bras names it).", name("Link id (1 to 128 characters).")) ], "requestBody": json_body("LinkBody"),
-                "responses": responses(&[("200", ok("The link.", schema_ref("Link")))], body_errors(&[("404", no_nsm), ("422", "A capacity is 0 or above 400 Gbit/s; `field` names it.")]))
+                "responses": responses(&[("200", ok("The link.", schema_ref("Link")))], body_errors(&[("404", no_nsm), ("409", "The new capacity (× overbooking) is below what is committed on the link; `field` names the direction."), ("422", "A capacity is 0 or above 400 Gbit/s; `field` names it.")]))
             }
         },
         "/v1/sessions": {
