@@ -20,6 +20,7 @@
 //! | `shaper_events`                         | gauge     | source, state                        |
 //! | `shaper_scheduler_lag_seconds`          | gauge     |                                      |
 //! | `shaper_enforcements_total`             | counter   | result (ok/failed)                   |
+//! | `shaper_controller_resyncs_total`       | counter   |                                      |
 //! | `shaper_enforcement_latency_seconds`    | histogram |                                      |
 //! | `shaper_metrics_read_errors`            | gauge     |                                      |
 //! | `shaper_modem_pipeline_failing_modems`  | gauge     |                                      |
@@ -62,7 +63,7 @@ pub const TOP_FLOWS: usize = 10;
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// Name, help, type and label names of every family the collector produces.
-const FAMILIES: [(&str, &str, MetricType, &[&str]); 18] = [
+const FAMILIES: [(&str, &str, MetricType, &[&str]); 19] = [
     (
         "shaper_class_packets_total",
         "Packets the data plane classified into the class (kernel counter, all CPUs).",
@@ -146,6 +147,12 @@ const FAMILIES: [(&str, &str, MetricType, &[&str]); 18] = [
         "Modem enforcements by result: ok (every target applied) or failed (retried on the next tick).",
         MetricType::COUNTER,
         &["result"],
+    ),
+    (
+        "shaper_controller_resyncs_total",
+        "Times the controller found its memory ahead of its store (a lost commit, a panic) and rebuilt it from the store without a restart.",
+        MetricType::COUNTER,
+        &[],
     ),
     (
         "shaper_enforcement_latency_seconds",
@@ -250,6 +257,7 @@ struct ControllerView {
     owners: HashMap<u32, String>,
     events: BTreeMap<(&'static str, &'static str), u64>,
     stats: EnforceStats,
+    resyncs: u64,
     next_due_ms: Option<u64>,
     /// (modem, target name, value) of every service target set in an effective QoS.
     targets: Vec<(String, &'static str, u32)>,
@@ -362,6 +370,7 @@ impl ShaperCollector {
             owners,
             events,
             stats: *ctl.stats(),
+            resyncs: ctl.resyncs(),
             next_due_ms: ctl.next_due(),
             targets,
         })
@@ -400,6 +409,7 @@ impl ShaperCollector {
             &[("result", "failed")],
             s.failed as f64,
         );
+        out.push("shaper_controller_resyncs_total", &[], view.resyncs as f64);
         let mut cumulative = 0;
         let buckets = APPLY_BUCKETS_US
             .iter()

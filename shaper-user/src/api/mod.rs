@@ -43,6 +43,8 @@
 //! by the API: an immediate event is `pending` in the 201 answer and active after the next
 //! tick.
 
+#[cfg(test)]
+mod admission_tests;
 pub mod auth;
 pub mod edge;
 pub mod error;

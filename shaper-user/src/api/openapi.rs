@@ -662,10 +662,9 @@ fn document_parameter_errors(doc: &mut Value) {
             continue;
         };
         for op in ops.values_mut() {
-            let has_params = op["parameters"].as_array().is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| p["in"] == "path" || p["in"] == "query")
-            });
+            let has_params = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "path" || p["in"] == "query"));
             if let (true, Some(responses)) = (has_params, op["responses"].as_object_mut()) {
                 responses.entry("400").or_insert_with(|| {
                     problem("A path or query parameter is out of its bounds; `field` names it.")

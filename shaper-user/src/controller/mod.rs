@@ -1114,7 +1114,7 @@ impl Controller {
             req.qos.committed_up_bps.unwrap_or(0),
             req.qos.committed_down_bps.unwrap_or(0),
         );
-        if let Some(a) = self.admission.as_ref().filter(|_| up > 0 || down > 0) {
+        if let Some(a) = self.admission.as_ref().filter(|_| (up > 0 || down > 0)) {
             if self.engine.base(&req.modem).is_some() {
                 a.admit(&req.modem, up, down)
                     .map_err(ControllerError::Admission)?;

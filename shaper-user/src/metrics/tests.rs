@@ -187,6 +187,7 @@ fn exposition_from_a_test_build_dataplane() {
     );
     assert_eq!(s["shaper_scheduler_lag_seconds"], 1.5);
     assert_eq!(s["shaper_enforcements_total{result=\"ok\"}"], 1.0);
+    assert_eq!(s["shaper_controller_resyncs_total"], 0.0);
     assert_eq!(s["shaper_enforcement_latency_seconds_count"], 1.0);
     assert_eq!(
         s["shaper_enforcement_latency_seconds_bucket{le=\"+Inf\"}"],
