@@ -1588,6 +1588,9 @@ max_down = "50M"
         let plan = v.controller.unwrap();
         assert_eq!(plan.modems.len(), 1);
         assert_eq!(plan.listen.port(), 8080);
+        let levels: Vec<&str> = plan.catalogue.levels().map(|l| l.name.as_str()).collect();
+        assert_eq!(levels, ["boost-100", "gaming"]);
+        assert_eq!(plan.catalogue.max_per_month, Some(10));
         let p = plan.pipeline.unwrap();
         assert_eq!(p.cmts_key_file, dir.path().join("cmts.key"));
         assert_eq!(p.tftp_listen, Some("198.18.0.1:69".parse().unwrap()));
