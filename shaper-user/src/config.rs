@@ -11,13 +11,13 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::api::{Role as TokenRole, TokenEntry, TokenError, TokenTable};
 use crate::controller::{ControllerConfig, EnforcementConfig};
 use crate::dataplane::{Limits, Role, htb};
 use crate::modem::pipeline::{ModemReboot, PipelineError, PipelineOptions};
 use crate::modem::reboot::{ForceRenewKey, RebootMethod, parse_mac};
 use crate::policy::{ClassConfig, PortRange, Prefix, Rule, SubscriberKey, validate_rules};
 use crate::provision::{QosError, QosLevel};
+use crate::tokens::{Role as TokenRole, TokenEntry, TokenError, TokenTable};
 
 /// A configuration error: which key, and what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -1553,7 +1553,7 @@ max_down = "50M"
 
     #[test]
     fn tokens_files_parse_and_errors_name_the_key() {
-        let digest = crate::api::hash_token("secret");
+        let digest = crate::tokens::hash_token("secret");
         let text =
             format!("[[token]]\nsha256 = \"{digest}\"\nrole = \"csr\"\nsubject = \"alice\"\n");
         let table = parse_tokens(&text).unwrap();

@@ -191,7 +191,7 @@ pub fn run(exe: &Path) -> anyhow::Result<()> {
         dir.join("tokens.toml"),
         format!(
             "[[token]]\nsha256 = \"{}\"\nrole = \"csr\"\nsubject = \"demo\"\n",
-            crate::api::hash_token(&token)
+            crate::tokens::hash_token(&token)
         ),
     )?;
     let config = dir.join("shaper.toml");

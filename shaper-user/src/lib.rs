@@ -7,6 +7,7 @@
 pub mod abi;
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod dataplane;
@@ -26,3 +27,4 @@ pub mod provision;
 pub mod sessions;
 pub mod store;
 pub mod tftp;
+pub mod tokens;

@@ -50,7 +50,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
 use crate::abi;
-use crate::api::Clock;
+use crate::clock::Clock;
 use crate::controller::{APPLY_BUCKETS_US, Controller, EnforceStats};
 use crate::dataplane::Dataplane;
 use crate::modem::pipeline::PipelineShared;

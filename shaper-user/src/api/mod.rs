@@ -77,14 +77,8 @@ use crate::tftp::Handler;
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
 pub use error::ApiError;
 
-/// Milliseconds since the Unix epoch; a virtual clock in tests.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// Called with the controller (still locked) and the modems whose effective QoS may have
-/// changed, after every batch of changes the daemon enforced: from the tick loop, the commit
-/// thread, a base-plan change and a cancellation. E.g. the network service manager learns the
-/// committed rates the modems now hold.
-pub type ChangeHook = Arc<dyn Fn(&Controller, &[String]) + Send + Sync>;
+pub use crate::clock::{Clock, system_now_ms};
+pub use crate::controller::ChangeHook;
 
 pub(crate) use crate::controller::changed_modems;
 
@@ -283,13 +277,6 @@ impl AppState {
             ..self
         }
     }
-}
-
-/// The wall clock in milliseconds since the Unix epoch (0 before it).
-pub fn system_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One route of the API.

@@ -81,6 +81,12 @@ pub use enforce::{
 };
 pub use pool::IdPool;
 
+/// Called with the controller (still locked) and the modems whose effective QoS may have
+/// changed, after every batch of changes the daemon enforced: from the tick loop, the commit
+/// thread, a base-plan change and a cancellation. E.g. the network service manager learns the
+/// committed rates the modems now hold.
+pub type ChangeHook = std::sync::Arc<dyn Fn(&Controller, &[String]) + Send + Sync>;
+
 /// The modems `changes` touch, each once, in order of first appearance.
 pub fn changed_modems(changes: &[Change]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
@@ -651,13 +657,19 @@ impl Controller {
             })?;
         let changed = old != base;
         if changed {
-            self.store.begin_batch(Durability::Synced)?;
+            // A store failure refuses the change whole (503): nothing is in the store, and the
+            // engine was not touched yet.
+            self.store
+                .begin_batch(Durability::Synced)
+                .map_err(ControllerError::NotStored)?;
             if let Err(e) = self.write_base(modem, old, base, by.clone(), now_ms) {
                 self.store.rollback_batch();
-                return Err(e.into());
+                return Err(ControllerError::NotStored(e));
             }
             // On failure the store keeps nothing of the batch, and the engine is unchanged.
-            self.store.commit_batch()?;
+            self.store
+                .commit_batch()
+                .map_err(ControllerError::NotStored)?;
             if let Err(e) = self.engine_base(modem, base, &by) {
                 self.recover(now_ms, &[modem.to_owned()]);
                 return Err(e);
@@ -878,6 +890,9 @@ impl Controller {
                     // Only this request is lost: the engine forgets it, the batch goes on.
                     tracing::warn!(event = id, modem = %event.modem, error = %e, "event not stored; refused");
                     self.engine.retract(id);
+                    if let Err(e) = self.store.burn_event_ids(id) {
+                        tracing::warn!(event = id, error = %e, "recording a burned event id");
+                    }
                     if let (Some(_), Some(uses)) =
                         (&event.level, self.level_grants.get_mut(&event.modem))
                     {
@@ -910,7 +925,7 @@ impl Controller {
         let committed = if self.poisoned.is_none() {
             self.end_batch("submission")
         } else {
-            Err(ControllerError::Poisoned(
+            Err(ControllerError::NotCommitted(
                 self.poisoned.clone().unwrap_or_default(),
             ))
         };
@@ -1094,6 +1109,12 @@ impl Controller {
             .as_deref()
             .is_some_and(|k| self.engine.has_key(k))
         {
+            // A retry: the engine compares it with the original, whose grant the level set.
+            if let Some(level) = req.level.as_deref().and_then(|l| self.catalogue.level(l)) {
+                if req.qos.is_empty() {
+                    req.qos = level.qos;
+                }
+            }
             return Ok(());
         }
         // Times out of every sink's range are named first, before any catalogue rule.
@@ -1114,7 +1135,7 @@ impl Controller {
             req.qos.committed_up_bps.unwrap_or(0),
             req.qos.committed_down_bps.unwrap_or(0),
         );
-        if let Some(a) = self.admission.as_ref().filter(|_| (up > 0 || down > 0)) {
+        if let Some(a) = self.admission.as_ref().filter(|_| up > 0 || down > 0) {
             if self.engine.base(&req.modem).is_some() {
                 a.admit(&req.modem, up, down)
                     .map_err(ControllerError::Admission)?;
@@ -1181,6 +1202,10 @@ impl Controller {
         let modems: BTreeSet<String> = snapshot.modems.iter().map(|m| m.id.clone()).collect();
         let (mut engine, changes) = Engine::restore(snapshot, now_ms)?;
         engine.reserve_ids(self.engine.last_id());
+        // The ids of the lost writes stay burned across a restart too.
+        if engine.last_id() > 0 {
+            self.store.burn_event_ids(engine.last_id())?;
+        }
         let before: HashMap<String, Option<QosLevel>> = self
             .bindings
             .keys()

@@ -127,6 +127,9 @@ impl Store for LoggedStore {
     fn modem_audit(&self, id: &str) -> Result<Vec<ModemAuditEntry>, StoreError> {
         self.inner.modem_audit(id)
     }
+    fn burn_event_ids(&mut self, last: u64) -> Result<(), StoreError> {
+        self.inner.burn_event_ids(last)
+    }
     fn append_event(&mut self, event: &crate::provision::Event) -> Result<(), StoreError> {
         self.write("append_event", event.id.to_string())?;
         self.inner.append_event(event)
@@ -504,7 +507,7 @@ fn a_changed_base_plan_is_stored_and_enforced_under_the_active_grants() {
         *rig.fail_store.lock().unwrap() = Some(op);
         assert!(matches!(
             ctl.set_base("cm1", base(), billing.clone(), T0 + 2),
-            Err(ControllerError::Store(_))
+            Err(ControllerError::NotStored(_))
         ));
         *rig.fail_store.lock().unwrap() = None;
         assert!(
@@ -994,10 +997,24 @@ fn a_failed_store_write_refuses_only_its_own_request() {
         .submit(req("cm2", down(60_000_000), None, None), T0 + 1)
         .unwrap();
     assert_eq!(s.id, 4);
+    // The newest id lost too (5): a restart does not hand it out again either.
+    *rig.fail_store.lock().unwrap() = Some("append_event");
+    *rig.fail_what.lock().unwrap() = Some("5".into());
+    assert!(
+        ctl.submit(req("cm2", down(60_000_000), None, None), T0 + 2)
+            .is_err()
+    );
+    *rig.fail_store.lock().unwrap() = None;
     drop(ctl);
     let snap = SqliteStore::open(rig.db()).unwrap().load().unwrap();
     let ids: Vec<u64> = snap.events.iter().map(|e| e.event.id).collect();
     assert_eq!(ids, [1, 3, 4]);
+    assert_eq!(snap.last_event_id, 5);
+    let (mut ctl, _) = rig.open(vec![], T0 + 3);
+    let s = ctl
+        .submit(req("cm2", down(60_000_000), None, None), T0 + 3)
+        .unwrap();
+    assert_eq!(s.id, 6);
 }
 
 #[test]

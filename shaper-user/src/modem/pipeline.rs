@@ -41,7 +41,7 @@ use super::keys::{self, KeyFileError};
 use super::reboot::{
     CommandHook, ForceRenewSender, RebootMethod, RebootOutcome, Rebooter, RetryPolicy, SnmpReset,
 };
-use crate::api::Clock;
+use crate::clock::Clock;
 use crate::controller::{EnforceError, ModemBinding, ModemPipeline};
 use crate::proto::docsis::{CmtsKey, Signer, TrustedKeys};
 use crate::provision::QosLevel;
@@ -454,7 +454,7 @@ pub fn server_id_for(ip: Ipv4Addr) -> Option<Ipv4Addr> {
 }
 
 fn system_now_ms() -> u64 {
-    crate::api::system_now_ms()
+    crate::clock::system_now_ms()
 }
 
 /// See the module documentation.

@@ -69,8 +69,8 @@ pub struct Watcher {
     /// Stamps of files handled but still there (moving them failed): not handled again
     /// unless they change.
     done: HashMap<String, Stamp>,
-    /// Told about each modem whose base plan a file changed ([`crate::api::ChangeHook`]).
-    on_changes: Option<crate::api::ChangeHook>,
+    /// Told about each modem whose base plan a file changed ([`crate::controller::ChangeHook`]).
+    on_changes: Option<crate::controller::ChangeHook>,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -117,7 +117,7 @@ impl Watcher {
 
     /// The same watcher, calling `hook` with each modem whose base plan a file changed.
     #[must_use]
-    pub fn with_change_hook(self, hook: Option<crate::api::ChangeHook>) -> Watcher {
+    pub fn with_change_hook(self, hook: Option<crate::controller::ChangeHook>) -> Watcher {
         Watcher {
             on_changes: hook,
             ..self
@@ -295,7 +295,7 @@ impl Watcher {
             }
             let c = ctl.clone();
             let res = tokio::task::spawn_blocking(move || {
-                self.scan(&c, crate::api::system_now_ms());
+                self.scan(&c, crate::clock::system_now_ms());
                 self
             })
             .await;

@@ -167,7 +167,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::Clock;
+    use crate::clock::Clock;
     use crate::notify::coa::RetryPolicy;
     use crate::notify::coa_server::{
         ClientConfig, CoaRefusal, CoaSink, RadiusServer, RadiusServerConfig,
@@ -226,7 +226,7 @@ mod tests {
         let server = Arc::new(
             RadiusServer::new(config, bras.clone(), Arc::new(SessionTable::new())).unwrap(),
         );
-        let clock: Clock = Arc::new(crate::api::system_now_ms);
+        let clock: Clock = Arc::new(crate::clock::system_now_ms);
         let handle = server.spawn(clock).await.unwrap();
 
         let table = Arc::new(SessionTable::new());

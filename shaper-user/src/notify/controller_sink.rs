@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::coa_server::{CoaRefusal, CoaSink};
-use crate::api::Clock;
+use crate::clock::Clock;
 use crate::controller::{Controller, ControllerError};
 use crate::provision::{EventRequest, ProvisionError, QosLevel, Source};
 use crate::sessions::{SessionSelector, SessionStore};

@@ -269,12 +269,12 @@ pub type DeliveryLog = Arc<Mutex<Box<dyn NsmStore>>>;
 pub struct WebhookNotifier {
     log: DeliveryLog,
     retry: RetryPolicy,
-    clock: crate::api::Clock,
+    clock: crate::clock::Clock,
 }
 
 impl WebhookNotifier {
     #[must_use]
-    pub fn new(log: DeliveryLog, retry: RetryPolicy, clock: crate::api::Clock) -> Self {
+    pub fn new(log: DeliveryLog, retry: RetryPolicy, clock: crate::clock::Clock) -> Self {
         Self { log, retry, clock }
     }
 

@@ -29,7 +29,7 @@ pub fn open(
     controller: &ControllerPlan,
     gw: &Gateway,
     trees: Vec<(super::model::Dir, crate::dataplane::htb::HtbTree)>,
-    clock: crate::api::Clock,
+    clock: crate::clock::Clock,
 ) -> anyhow::Result<NsmState> {
     let path = plan
         .store

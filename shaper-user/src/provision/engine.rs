@@ -301,8 +301,13 @@ impl Engine {
     /// ([`Snapshot::check`]).
     pub fn restore(snapshot: Snapshot, now_ms: u64) -> Result<(Engine, Vec<Change>), RestoreError> {
         snapshot.check()?;
-        let Snapshot { modems, events } = snapshot;
+        let Snapshot {
+            modems,
+            events,
+            last_event_id,
+        } = snapshot;
         let mut engine = Engine::new();
+        engine.next_id = last_event_id;
         for ModemRecord { id, base } in modems {
             engine.insert_modem(id, base);
         }

@@ -67,6 +67,9 @@ pub struct Snapshot {
     /// Restoring in this order makes actions due at the same millisecond fire in the same
     /// order as they would have without the restart.
     pub events: Vec<StoredEvent>,
+    /// The highest event id ever handed out, stored or not ([`crate::store::Store::burn_event_ids`]):
+    /// a restored engine never hands out an id up to it again.
+    pub last_event_id: u64,
 }
 
 /// A snapshot the engine cannot be rebuilt from. Each variant names the record at fault; none
@@ -461,6 +464,7 @@ mod tests {
         let ok = Snapshot {
             modems: vec![modem("cm1")],
             events: vec![event(1, "cm1", Some("a")), event(2, "cm1", None)],
+            last_event_id: 0,
         };
         assert_eq!(ok.check(), Ok(()));
 

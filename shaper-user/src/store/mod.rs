@@ -147,6 +147,10 @@ pub trait Store: Send {
     fn batch_intact(&self) -> bool {
         true
     }
+    /// Records that event ids up to `last` were handed out (some never stored: their write
+    /// failed), so that [`Store::load`] reports at least it as [`Snapshot::last_event_id`] and
+    /// a restarted controller never hands them out again. Inside a batch, part of it.
+    fn burn_event_ids(&mut self, last: u64) -> Result<(), StoreError>;
 
     /// Creates a modem or replaces its base plan.
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError>;

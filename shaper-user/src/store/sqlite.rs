@@ -37,7 +37,7 @@ use crate::provision::{
 };
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long a write waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,6 +138,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE modem_audit;
     ALTER TABLE modem_audit_v4 RENAME TO modem_audit;
     CREATE INDEX modem_audit_modem ON modem_audit (modem, seq);
+",
+    "
+    -- Version 5. The highest event id ever handed out: an event whose write failed burned
+    -- its id, and a restart must not hand it out again (events holds only the stored ones).
+    CREATE TABLE event_ids (
+        one  INTEGER PRIMARY KEY CHECK (one = 1),
+        last INTEGER NOT NULL CHECK (last >= 0)
+    ) STRICT;
+    INSERT INTO event_ids (one, last) VALUES (1, COALESCE((SELECT MAX(id) FROM events), 0));
 ",
 ];
 
@@ -566,6 +575,20 @@ impl Store for SqliteStore {
         }
     }
 
+    fn burn_event_ids(&mut self, last: u64) -> Result<(), StoreError> {
+        let last = i64::try_from(last).map_err(|_| StoreError::Corrupt {
+            table: "event_ids",
+            key: last.to_string(),
+            column: "last",
+            detail: "above the largest id SQLite holds".into(),
+        })?;
+        let tx = self.write_one("burn_event_ids")?;
+        tx.prepare_cached("UPDATE event_ids SET last = MAX(last, ?1) WHERE one = 1")
+            .and_then(|mut stmt| stmt.execute([last]))
+            .map_err(sqlite("burn_event_ids"))?;
+        tx.commit().map_err(sqlite("burn_event_ids: commit"))
+    }
+
     fn batch_intact(&self) -> bool {
         self.in_batch && !self.conn.is_autocommit()
     }
@@ -851,8 +874,17 @@ impl Store for SqliteStore {
             }
             events
         };
+        let burned: i64 = tx
+            .query_row("SELECT last FROM event_ids WHERE one = 1", [], |r| r.get(0))
+            .map_err(sqlite("load: event ids"))?;
         tx.finish().map_err(sqlite("load: end"))?;
-        Ok(Snapshot { modems, events })
+        let stored = events.iter().map(|e| e.event.id).max().unwrap_or(0);
+        let last_event_id = u64::try_from(burned).unwrap_or(0).max(stored);
+        Ok(Snapshot {
+            modems,
+            events,
+            last_event_id,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::api::Clock;
+use crate::clock::Clock;
 use crate::modem::configfile::load_and_verify;
 use crate::policy::SubscriberKey;
 use crate::proto::snmp::{ErrorStatus, Message};

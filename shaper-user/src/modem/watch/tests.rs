@@ -102,7 +102,7 @@ async fn a_valid_file_becomes_the_base_plan_and_is_delivered() {
     // The change hook hears of each modem whose base plan a file changed.
     let told: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = told.clone();
-    let hook: crate::api::ChangeHook = Arc::new(move |_: &Controller, modems: &[String]| {
+    let hook: crate::controller::ChangeHook = Arc::new(move |_: &Controller, modems: &[String]| {
         log.lock().unwrap().extend(modems.iter().cloned());
     });
     let mut w = Watcher::new(&incoming, cmts(), TrustedKeys::new(), shared.clone())

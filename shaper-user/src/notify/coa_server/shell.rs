@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{DropReason, Handled, Listener, RadiusServer};
-use crate::api::Clock;
+use crate::clock::Clock;
 
 /// The running server: its bound addresses and tasks. Dropping it stops the listeners too.
 #[derive(Debug)]
