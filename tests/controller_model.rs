@@ -1,0 +1,1005 @@
+//! A model-based test of the controller (issue 11): random sequences of API requests (valid
+//! and invalid, every role) through the real router, interleaved with clock advances, ticks,
+//! restarts (the controller dropped and reopened from the same SQLite file) and store writes
+//! made to fail, checked step by step against an independent reference model
+//! (`common/model_ref.rs`).
+//!
+//! After **every** step:
+//!
+//! 1. memory equals a reload from the store: a second `SqliteStore` on the same file loads
+//!    every event (all fields) and base plan, and they equal the engine's;
+//! 2. the data plane equals the effective QoS: each bound modem's two classes, read back from
+//!    the BPF class array, equal `class_entry(class_config(effective))`, and its addresses'
+//!    subscriber slots (read from the BPF map) point at them;
+//! 3. the model's base plans, events and effective levels equal the controller's;
+//! 4. ids are never reused: an id the engine handed out for a request the store lost never
+//!    appears again.
+//!
+//! Every request's status must be the model's (the exact code), and bodies of answers that
+//! carry state (created ids, modem views, event views, lists) must match it too.
+//!
+//! Needs root (the test build of the data plane is loaded into the kernel, not attached), as
+//! the other kernel tests. Runs `RUNS` runs of `STEPS` steps (10,000 in all); the seed of the
+//! first run is printed and `SHAPER_MODEL_SEED=<n>` replays it (`SHAPER_MODEL_STEPS=<n>`
+//! changes the steps per run). A failing step prints the seed, the run, the step number and
+//! the last 20 steps.
+//!
+//! Run: `cargo test -p shaper-user --test controller_model -- --nocapture`.
+
+mod common {
+    pub mod model_gen;
+    pub mod model_ref;
+}
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use common::model_gen::{self, MODEMS, Step};
+use common::model_ref::{Answer, Fault, MLevel, Model, Post, Who};
+use shaper::api::{AppState, Clock, Role, TokenEntry, TokenTable, hash_token, router};
+use shaper::controller::{
+    Controller, ControllerConfig, DataplaneEnforcer, Direction, Disabled, ModemBinding,
+    class_config,
+};
+use shaper::dataplane::{Build, Dataplane, Limits, LoadOptions, class_entry};
+use shaper::policy::SubscriberKey;
+use shaper::provision::{
+    AuditEntry, Event, EventState, GrantCatalogue, ModemAuditEntry, QosLevel, Snapshot,
+};
+use shaper::store::{Durability, SqliteStore, Store, StoreError};
+
+/// 2023-11-29T12:00:00Z: runs cross the end of November (quotas renew).
+const T0: u64 = 1_701_259_200_000;
+const RUNS: u64 = 8;
+const STEPS: u64 = 1250;
+
+// ---- the store, with failures injected into single writes -------------------------------
+
+/// The real SQLite store; the write `fault` names fails once (then the fault is spent).
+struct FaultyStore {
+    inner: SqliteStore,
+    fault: Arc<Mutex<Option<Fault>>>,
+}
+
+fn injected(op: &'static str) -> StoreError {
+    StoreError::Sqlite {
+        op,
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some(format!("injected failure of {op}")),
+        ),
+    }
+}
+
+impl FaultyStore {
+    /// Whether the armed fault is one of `faults`; if so it is spent.
+    fn hit(&self, faults: &[Fault]) -> Option<Fault> {
+        let mut armed = self.fault.lock().unwrap();
+        let f = (*armed).filter(|f| faults.contains(f))?;
+        *armed = None;
+        Some(f)
+    }
+}
+
+impl Store for FaultyStore {
+    fn begin_batch(&mut self, d: Durability) -> Result<(), StoreError> {
+        self.inner.begin_batch(d)
+    }
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if self.hit(&[Fault::CommitBatch]).is_some() {
+            self.inner.rollback_batch();
+            return Err(injected("commit_batch"));
+        }
+        self.inner.commit_batch()
+    }
+    fn rollback_batch(&mut self) {
+        self.inner.rollback_batch();
+    }
+    fn batch_intact(&self) -> bool {
+        self.inner.batch_intact()
+    }
+    fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
+        if self.hit(&[Fault::PutModem]).is_some() {
+            return Err(injected("put_modem"));
+        }
+        self.inner.put_modem(id, base)
+    }
+    fn modem(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
+        self.inner.modem(id)
+    }
+    fn set_config_base(&mut self, id: &str, plan: &QosLevel) -> Result<(), StoreError> {
+        self.inner.set_config_base(id, plan)
+    }
+    fn config_base(&self, id: &str) -> Result<Option<QosLevel>, StoreError> {
+        self.inner.config_base(id)
+    }
+    fn append_modem_audit(&mut self, e: &ModemAuditEntry) -> Result<(), StoreError> {
+        if self.hit(&[Fault::AppendModemAudit]).is_some() {
+            return Err(injected("append_modem_audit"));
+        }
+        self.inner.append_modem_audit(e)
+    }
+    fn modem_audit(&self, id: &str) -> Result<Vec<ModemAuditEntry>, StoreError> {
+        self.inner.modem_audit(id)
+    }
+    fn append_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        match self.hit(&[Fault::AppendEvent, Fault::AppendEventLost]) {
+            Some(Fault::AppendEventLost) => {
+                // An I/O error: SQLite abandons the whole transaction.
+                self.inner.rollback_batch();
+                Err(injected("append_event"))
+            }
+            Some(_) => Err(injected("append_event")),
+            None => self.inner.append_event(event),
+        }
+    }
+    fn set_event_state(&mut self, id: u64, state: EventState) -> Result<(), StoreError> {
+        if self.hit(&[Fault::SetEventState]).is_some() {
+            return Err(injected("set_event_state"));
+        }
+        self.inner.set_event_state(id, state)
+    }
+    fn amend_event(&mut self, event: &Event) -> Result<(), StoreError> {
+        if self.hit(&[Fault::AmendEvent]).is_some() {
+            return Err(injected("amend_event"));
+        }
+        self.inner.amend_event(event)
+    }
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        if self.hit(&[Fault::AppendAudit]).is_some() {
+            return Err(injected("append_audit"));
+        }
+        self.inner.append_audit(entries)
+    }
+    fn audit(&self, event: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(event)
+    }
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+}
+
+// ---- the rig ----------------------------------------------------------------------------
+
+const TOKENS: [(&str, Role, &str); 6] = [
+    ("t-admin", Role::Admin, "root"),
+    ("t-csr", Role::Csr, "alice"),
+    ("t-sub1", Role::Subscriber, "cm1"),
+    ("t-sub2", Role::Subscriber, "cm2"),
+    ("t-prov", Role::Provider, "isp1"),
+    ("t-auto", Role::Automation, "billing"),
+];
+
+fn role_subject(who: Who) -> (&'static str, &'static str) {
+    let t = who.token().unwrap();
+    let (_, role, subject) = TOKENS.iter().find(|(tok, _, _)| *tok == t).unwrap();
+    (role.as_str(), subject)
+}
+
+fn catalogue(csr_from_catalogue: bool) -> (GrantCatalogue, BTreeMap<String, MLevel>) {
+    let text = format!(
+        r#"
+        csr_from_catalogue = {csr_from_catalogue}
+        max_per_month = 6
+        [[level]]
+        name = "boost-50"
+        max_down_bps = 50_000_000
+        max_duration_s = 3600
+        per_month = 4
+        [[level]]
+        name = "prio"
+        priority = 6
+        committed_down_bps = 1_000_000
+        max_duration_s = 600
+        "#
+    );
+    let cat = GrantCatalogue::from_section(&toml::from_str(&text).unwrap()).unwrap();
+    let mut levels = BTreeMap::new();
+    levels.insert(
+        "boost-50".to_owned(),
+        MLevel {
+            qos: QosLevel {
+                max_down_bps: Some(50_000_000),
+                ..QosLevel::default()
+            },
+            max_duration_ms: 3_600_000,
+            per_month: Some(4),
+        },
+    );
+    levels.insert(
+        "prio".to_owned(),
+        MLevel {
+            qos: QosLevel {
+                priority: Some(6),
+                committed_down_bps: Some(1_000_000),
+                ..QosLevel::default()
+            },
+            max_duration_ms: 600_000,
+            per_month: None,
+        },
+    );
+    (cat, levels)
+}
+
+fn base_plan() -> QosLevel {
+    QosLevel {
+        max_up_bps: Some(2_000_000),
+        max_down_bps: Some(10_000_000),
+        priority: Some(1),
+        ..QosLevel::default()
+    }
+}
+
+fn addrs(modem: &str) -> Vec<SubscriberKey> {
+    let i = MODEMS.iter().position(|m| *m == modem).unwrap() + 11;
+    let mut keys = vec![SubscriberKey {
+        addr: format!("198.18.0.{i}").parse().unwrap(),
+        len: 32,
+    }];
+    if modem == "cm3" {
+        keys.push(SubscriberKey {
+            addr: "2001:db8::3".parse().unwrap(),
+            len: 128,
+        });
+    }
+    keys
+}
+
+struct Rig {
+    dir: PathBuf,
+    db: PathBuf,
+    dp: Arc<Mutex<Dataplane>>,
+    bindings: Vec<ModemBinding>,
+    state: Option<AppState>,
+    now: Arc<AtomicU64>,
+    fault: Arc<Mutex<Option<Fault>>>,
+    reader: SqliteStore,
+    rt: tokio::runtime::Runtime,
+    csr_from_catalogue: bool,
+    fire_on_submit: bool,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Rig {
+    fn new(tag: &str, dp: Arc<Mutex<Dataplane>>, csr_from_catalogue: bool, fire: bool) -> Rig {
+        // tmpfs: synced commits cost no disk flush, so 10,000 steps fit the time budget.
+        let root = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!("shaper-model-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("shaper.db");
+        let reader = SqliteStore::open(&db).unwrap();
+        let mut rig = Rig {
+            dir,
+            db,
+            dp,
+            bindings: Vec::new(),
+            state: None,
+            now: Arc::new(AtomicU64::new(T0)),
+            fault: Arc::default(),
+            reader,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            csr_from_catalogue,
+            fire_on_submit: fire,
+        };
+        let mut ctl = rig.open_controller();
+        for m in MODEMS {
+            let b = ctl.propose_binding(m, addrs(m)).unwrap();
+            ctl.add_modem(b.clone(), base_plan(), T0).unwrap();
+            rig.bindings.push(b);
+        }
+        rig.install(ctl);
+        rig
+    }
+
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn open_controller(&self) -> Controller {
+        let store = FaultyStore {
+            inner: SqliteStore::open(&self.db).unwrap(),
+            fault: self.fault.clone(),
+        };
+        let (mut ctl, _) = Controller::open(
+            ControllerConfig {
+                classes: 16..=255,
+                htb_minors_down: None,
+                htb_minors_up: None,
+            },
+            Box::new(store),
+            Box::new(DataplaneEnforcer::new(self.dp.clone())),
+            Box::new(Disabled),
+            self.bindings.clone(),
+            self.now(),
+        )
+        .unwrap();
+        ctl.set_catalogue(catalogue(self.csr_from_catalogue).0);
+        ctl
+    }
+
+    fn install(&mut self, ctl: Controller) {
+        let tokens = TokenTable::new(TOKENS.iter().map(|(t, role, subject)| TokenEntry {
+            sha256_hex: hash_token(t),
+            role: *role,
+            subject: (*subject).into(),
+        }))
+        .unwrap();
+        let now = self.now.clone();
+        let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
+        let mut state = AppState::new(Arc::new(Mutex::new(ctl)), Arc::new(tokens));
+        state.clock = clock;
+        if self.fire_on_submit {
+            state = state.ticking_after_commit();
+        }
+        self.state = Some(state);
+    }
+
+    fn ctl(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.state.as_ref().unwrap().controller.lock().unwrap()
+    }
+
+    /// Drops the controller (waiting for its commit thread to let go of it) and opens a new
+    /// one on the same file, bindings, catalogue and data plane.
+    fn restart(&mut self) {
+        let state = self.state.take().unwrap();
+        let ctl = state.controller.clone();
+        self.bindings = ctl.lock().unwrap().bindings().cloned().collect();
+        drop(state);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&ctl) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the commit thread kept the controller"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(ctl);
+        let fresh = self.open_controller();
+        self.install(fresh);
+    }
+
+    /// One request through the router: (status, JSON body or Null).
+    fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        who: Who,
+        body: Option<(&str, String)>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = who.token() {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let req = match body {
+            Some((ct, b)) => req.header("content-type", ct).body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let app = router(self.state.clone().unwrap());
+        self.rt.block_on(async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, v)
+        })
+    }
+}
+
+// ---- JSON of requests and views -----------------------------------------------------------
+
+fn qos_json(q: &QosLevel) -> Value {
+    let mut v = serde_json::to_value(q).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.retain(|_, x| !x.is_null());
+    if let Some(t) = obj.get_mut("targets").and_then(Value::as_object_mut) {
+        t.retain(|_, x| !x.is_null());
+    }
+    if obj["targets"].as_object().is_some_and(|t| t.is_empty()) {
+        obj.remove("targets");
+    }
+    v
+}
+
+fn post_json(p: &Post) -> String {
+    let mut v = json!({ "modem": p.modem });
+    if let Some((q, _)) = &p.qos {
+        v["qos"] = qos_json(q);
+    }
+    if let Some(l) = &p.level {
+        v["level"] = json!(l);
+    }
+    if let Some(s) = p.start_ms {
+        v["start_ms"] = json!(s);
+    }
+    if let Some(s) = p.stop_ms {
+        v["stop_ms"] = json!(s);
+    }
+    v.to_string()
+}
+
+fn state_name(s: EventState) -> &'static str {
+    match s {
+        EventState::Pending => "pending",
+        EventState::Active => "active",
+        EventState::Completed => "completed",
+        EventState::Cancelled => "cancelled",
+    }
+}
+
+fn qos_of(v: &Value) -> QosLevel {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+// ---- the checks -----------------------------------------------------------------------------
+
+type Check = Result<(), String>;
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Check {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+/// The engine's event in the model's terms: the scoped idempotency key as the API makes it.
+fn scoped(key: &Option<(Who, String)>) -> Option<String> {
+    key.as_ref().map(|(who, k)| {
+        let (role, subject) = role_subject(*who);
+        format!("api:{role}:{}:{subject}:{k}", subject.len())
+    })
+}
+
+/// (1) memory equals a reload from the store, (3) the model equals memory.
+fn check_state(rig: &Rig, model: &Model) -> Check {
+    let snap = rig.reader.load().map_err(|e| format!("reload: {e}"))?;
+    let ctl = rig.ctl();
+    let engine = ctl.engine();
+    let stored: BTreeMap<u64, &Event> =
+        snap.events.iter().map(|s| (s.event.id, &s.event)).collect();
+    let memory: BTreeMap<u64, Event> = engine.events().map(|e| (e.id, e)).collect();
+    ensure(stored.keys().eq(memory.keys()), || {
+        format!(
+            "(1) event ids in memory {:?} != in the store {:?}",
+            memory.keys().collect::<Vec<_>>(),
+            stored.keys().collect::<Vec<_>>()
+        )
+    })?;
+    for (id, e) in &memory {
+        ensure(*stored[id] == *e, || {
+            format!("(1) event {id}: memory {e:?}\n  != store {:?}", stored[id])
+        })?;
+    }
+    let stored_bases: BTreeMap<&str, QosLevel> = snap
+        .modems
+        .iter()
+        .map(|m| (m.id.as_str(), m.base))
+        .collect();
+    ensure(stored_bases.keys().copied().eq(MODEMS), || {
+        format!("(1) stored modems {:?}", stored_bases.keys())
+    })?;
+    for m in MODEMS {
+        let mem = engine.base(m).copied();
+        ensure(mem == Some(stored_bases[m]), || {
+            format!(
+                "(1) {m}: base in memory {mem:?} != stored {:?}",
+                stored_bases[m]
+            )
+        })?;
+        ensure(mem.as_ref() == model.bases.get(m), || {
+            format!("(3) {m}: base {mem:?} != model {:?}", model.bases.get(m))
+        })?;
+        let (eff, want) = (ctl.effective(m), model.effective(m));
+        ensure(eff == want, || {
+            format!("(3) {m}: effective {eff:?}\n  != model {want:?}")
+        })?;
+    }
+    ensure(memory.keys().eq(model.events.keys()), || {
+        format!(
+            "(3) event ids {:?} != model {:?}",
+            memory.keys().collect::<Vec<_>>(),
+            model.events.keys().collect::<Vec<_>>()
+        )
+    })?;
+    for (id, m) in &model.events {
+        let e = &memory[id];
+        let want = Event {
+            id: *id,
+            modem: m.modem.clone(),
+            source: m.source.clone(),
+            qos: m.qos,
+            start_ms: m.start_ms,
+            stop_ms: m.stop_ms,
+            idempotency_key: scoped(&m.key),
+            level: m.level.clone(),
+            created_ms: m.created_ms,
+            start_due_ms: m.start_due_ms,
+            state: m.state,
+        };
+        ensure(*e == want, || {
+            format!("(3) event {id}: {e:?}\n  != model {want:?}")
+        })?;
+    }
+    // (4) no id the engine burned is held by an event.
+    if let Some(id) = model.burned.iter().find(|id| memory.contains_key(id)) {
+        return Err(format!(
+            "(4) id {id}, refused earlier, belongs to {:?}",
+            memory[id]
+        ));
+    }
+    ensure(ctl.poisoned().is_none(), || {
+        format!("poisoned: {:?}", ctl.poisoned())
+    })?;
+    ensure(ctl.unenforced().is_empty(), || {
+        format!("unenforced: {:?}", ctl.unenforced())
+    })
+}
+
+/// (2) the data plane holds each bound modem's effective level, read back from the maps.
+fn check_dataplane(rig: &Rig) -> Check {
+    let ctl = rig.ctl();
+    let dp = rig.dp.lock().unwrap();
+    let mut subs = Vec::new();
+    for b in ctl.bindings() {
+        let eff = ctl.effective(&b.modem).unwrap();
+        for dir in Direction::BOTH {
+            let id = b.class(dir);
+            let want = class_config(&eff, dir, 0);
+            let raw = dp.class_raw(id).map_err(|e| format!("class {id}: {e}"))?;
+            ensure(raw == class_entry(&want, raw.tat), || {
+                format!(
+                    "(2) {} {dir} class {id}: kernel {raw:?}\n  != {want:?}",
+                    b.modem
+                )
+            })?;
+            ensure(dp.class(id) == Some(&want), || {
+                format!(
+                    "(2) {} {dir} class {id}: view {:?} != {want:?}",
+                    b.modem,
+                    dp.class(id)
+                )
+            })?;
+        }
+        for key in &b.addrs {
+            let slot = dp
+                .subscriber_slot(key)
+                .map_err(|e| format!("(2) {}: slot of {}: {e}", b.modem, key.addr))?;
+            let got = [slot.d[0].class_id, slot.d[1].class_id];
+            ensure(got == [b.up_class, b.down_class], || {
+                format!("(2) {}: {} points at {got:?}", b.modem, key.addr)
+            })?;
+            subs.push((*key, [b.up_class, b.down_class]));
+        }
+    }
+    subs.sort_by_key(|(k, c)| (k.addr, k.len, *c));
+    let mut have = dp.subscribers();
+    have.sort_by_key(|(k, c)| (k.addr, k.len, *c));
+    ensure(have == subs, || {
+        format!("(2) subscribers {have:?} != {subs:?}")
+    })
+}
+
+/// An event view against the model's event.
+fn check_view(v: &Value, e: &common::model_ref::MEvent) -> Check {
+    let ok = v["id"] == json!(e.id)
+        && v["modem"] == json!(e.modem)
+        && v["state"] == json!(state_name(e.state))
+        && v["start_ms"] == json!(e.start_ms)
+        && v["stop_ms"] == json!(e.stop_ms)
+        && v["start_due_ms"] == json!(e.start_due_ms)
+        && v["created_ms"] == json!(e.created_ms)
+        && v["level"] == json!(e.level)
+        && v["idempotency_key"] == json!(e.key.as_ref().map(|k| &k.1))
+        && qos_of(&v["qos"]) == e.qos;
+    ensure(ok, || format!("view {v} != model {e:?}"))
+}
+
+// ---- running a step ---------------------------------------------------------------------
+
+fn expect(what: &str, got: u16, want: u16) -> Check {
+    ensure(got == want, || {
+        format!("{what}: status {got}, model says {want}")
+    })
+}
+
+/// Runs one step on the rig and the model; checks the answer.
+fn run_step(
+    rig: &mut Rig,
+    model: &mut Model,
+    step: &Step,
+    seen: &mut Vec<u64>,
+) -> Result<String, String> {
+    let arm = |rig: &Rig, f: &Option<Fault>| *rig.fault.lock().unwrap() = *f;
+    let now = rig.now();
+    let out = match step {
+        Step::Post(p, f) => {
+            arm(rig, f);
+            let body = post_json(p);
+            let (s, v) = rig.call(
+                "POST",
+                "/v1/events",
+                p.who,
+                Some(("application/json", body)),
+                p.key.as_deref(),
+            );
+            let want = model.post(p, now, *f);
+            expect("POST", s, want.status())?;
+            match want {
+                Answer::Created(id) => {
+                    ensure(v == json!({"id": id, "duplicate": false}), || {
+                        format!("201 body {v}, model id {id}")
+                    })?;
+                    ensure(!seen.contains(&id) && !model.burned.contains(&id), || {
+                        format!("(4) id {id} handed out again")
+                    })?;
+                    seen.push(id);
+                }
+                Answer::Duplicate(id) => {
+                    ensure(v == json!({"id": id, "duplicate": true}), || {
+                        format!("200 body {v}, model id {id}")
+                    })?;
+                }
+                Answer::Status(_) => {}
+            }
+            format!("{s} {v}")
+        }
+        Step::PostRaw {
+            who,
+            body,
+            content_type,
+            key,
+        } => {
+            let (s, _) = rig.call(
+                "POST",
+                "/v1/events",
+                *who,
+                Some((content_type, body.clone())),
+                key.as_deref(),
+            );
+            let want = gate(*who).unwrap_or(400);
+            expect("POST (malformed)", s, want)?;
+            s.to_string()
+        }
+        Step::Patch(p, f) => {
+            arm(rig, f);
+            let mut body = json!({});
+            if let Some(s) = p.start_ms {
+                body["start_ms"] = json!(s);
+            }
+            if let Some(s) = p.stop_ms {
+                body["stop_ms"] = json!(s);
+            }
+            if let Some((q, _)) = &p.qos {
+                body["qos"] = qos_json(q);
+            }
+            let uri = format!("/v1/events/{}", p.id);
+            let (s, v) = rig.call(
+                "PATCH",
+                &uri,
+                p.who,
+                Some(("application/json", body.to_string())),
+                None,
+            );
+            let want = model.patch(p, now, *f);
+            expect("PATCH", s, want)?;
+            if s == 200 {
+                check_view(&v, &model.events[&p.id])?;
+            }
+            format!("{s} {}", v["state"])
+        }
+        Step::PatchRaw { who, path, body } => {
+            let uri = format!("/v1/events/{path}");
+            let (s, _) = rig.call(
+                "PATCH",
+                &uri,
+                *who,
+                Some(("application/json", body.clone())),
+                None,
+            );
+            expect("PATCH (malformed)", s, gate(*who).unwrap_or(400))?;
+            s.to_string()
+        }
+        Step::Delete { who, id, fault } => {
+            arm(rig, fault);
+            let (s, v) = rig.call("DELETE", &format!("/v1/events/{id}"), *who, None, None);
+            let want = model.delete(*who, *id, now, *fault);
+            expect("DELETE", s, want)?;
+            if s == 200 {
+                check_view(&v, &model.events[id])?;
+            }
+            s.to_string()
+        }
+        Step::DeleteRaw { who, path } => {
+            let (s, _) = rig.call("DELETE", &format!("/v1/events/{path}"), *who, None, None);
+            expect("DELETE (malformed)", s, gate(*who).unwrap_or(400))?;
+            s.to_string()
+        }
+        Step::PutBase {
+            who,
+            modem,
+            plan,
+            valid,
+            fault,
+        } => {
+            arm(rig, fault);
+            let body = qos_json(plan).to_string();
+            let uri = format!("/v1/modems/{modem}/base");
+            let (s, v) = rig.call("PUT", &uri, *who, Some(("application/json", body)), None);
+            let want = model.put_base(*who, modem, *plan, *valid, *fault);
+            expect("PUT base", s, want)?;
+            if s == 200 {
+                check_modem_view(&v, model, modem)?;
+            }
+            s.to_string()
+        }
+        Step::PutBaseRaw { who, modem, body } => {
+            let uri = format!("/v1/modems/{modem}/base");
+            let (s, _) = rig.call(
+                "PUT",
+                &uri,
+                *who,
+                Some(("application/json", body.clone())),
+                None,
+            );
+            let want = gate(*who).unwrap_or(if who.subscriber_of().is_some() {
+                403
+            } else {
+                400
+            });
+            expect("PUT base (malformed)", s, want)?;
+            s.to_string()
+        }
+        Step::GetModem { who, modem } => {
+            let (s, v) = rig.call("GET", &format!("/v1/modems/{modem}"), *who, None, None);
+            let (want, _) = model.get_modem(*who, modem);
+            expect("GET modem", s, want)?;
+            if s == 200 {
+                check_modem_view(&v, model, modem)?;
+            }
+            s.to_string()
+        }
+        Step::GetEvent { who, id } => {
+            let (s, v) = rig.call("GET", &format!("/v1/events/{id}"), *who, None, None);
+            let (want, e) = model.get_event(*who, *id);
+            expect("GET event", s, want)?;
+            if let Some(e) = e {
+                check_view(&v, e)?;
+            }
+            s.to_string()
+        }
+        Step::List {
+            who,
+            modem,
+            state,
+            bad,
+        } => {
+            let mut q: Vec<String> = Vec::new();
+            if let Some(m) = modem {
+                q.push(format!("modem={m}"));
+            }
+            if let Some(st) = state {
+                q.push(format!("state={}", state_name(*st)));
+            }
+            if let Some((k, v)) = bad {
+                q.push(format!("{k}={v}"));
+            }
+            let uri = format!("/v1/events?{}", q.join("&"));
+            let (s, v) = rig.call("GET", &uri, *who, None, None);
+            let (want, ids) = model.list(*who, modem.as_deref(), *state);
+            let want = match (gate(*who), bad) {
+                (Some(g), _) => g,
+                (None, Some(_)) => 400,
+                (None, None) => want,
+            };
+            expect("GET events", s, want)?;
+            if s == 200 {
+                let got: Vec<u64> = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["id"].as_u64().unwrap())
+                    .collect();
+                ensure(got == ids, || format!("list {got:?} != model {ids:?}"))?;
+            }
+            format!("{s} ({} events)", ids.len())
+        }
+        Step::Advance(dt) => {
+            rig.now.fetch_add(*dt, Ordering::SeqCst);
+            String::new()
+        }
+        Step::Tick(dt, f) => {
+            let now = rig.now.fetch_add(*dt, Ordering::SeqCst) + dt;
+            arm(rig, f);
+            let r = rig.ctl().tick(now);
+            model.tick(now);
+            match (r, f) {
+                (Ok(c), _) => format!("{} changes", c.len()),
+                (Err(e), Some(_)) => format!("failed as injected: {e}"),
+                (Err(e), None) => return Err(format!("tick: {e}")),
+            }
+        }
+        Step::Restart(dt) => {
+            let now = rig.now.fetch_add(*dt, Ordering::SeqCst) + dt;
+            rig.restart();
+            model.restart(now);
+            String::new()
+        }
+    };
+    *rig.fault.lock().unwrap() = None;
+    Ok(out)
+}
+
+fn gate(who: Who) -> Option<u16> {
+    match who {
+        Who::NoToken | Who::BadToken => Some(401),
+        Who::Provider => Some(403),
+        _ => None,
+    }
+}
+
+fn check_modem_view(v: &Value, model: &Model, modem: &str) -> Check {
+    let (base, eff) = (qos_of(&v["base"]), qos_of(&v["effective"]));
+    let want = (model.bases[modem], model.effective(modem).unwrap());
+    ensure((base, eff) == want && v["bound"] == json!(true), || {
+        format!("modem view {v} != model {want:?}")
+    })
+}
+
+/// One run: a fresh store and modems, `steps` steps from `seed` (which also chooses the
+/// configuration, so that the seed alone replays a run).
+fn run(seed: u64, run: u64, steps: u64, dp: Arc<Mutex<Dataplane>>) -> u64 {
+    let csr = seed % 2 == 1;
+    let fire = (seed / 2) % 3 == 2;
+    let mut rig = Rig::new(&format!("{seed}-{run}"), dp, csr, fire);
+    let bases = MODEMS
+        .iter()
+        .map(|m| ((*m).to_owned(), base_plan()))
+        .collect();
+    let mut model = Model::new(bases, catalogue(csr).1, Some(6), csr);
+    model.fire_on_submit = fire;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut history: VecDeque<String> = VecDeque::new();
+    let mut seen = Vec::new();
+    let mut last_post: Option<Post> = None;
+    let fail = |step: u64, history: &VecDeque<String>, msg: String| -> ! {
+        let h: Vec<&str> = history.iter().map(String::as_str).collect();
+        panic!(
+            "controller model: seed {seed} (run {run}, csr_from_catalogue {csr}, tick_after_commit {fire}) step {step}: {msg}\n\
+             replay: SHAPER_MODEL_SEED={seed} SHAPER_MODEL_RUNS=1 (or the first seed printed)\n\
+             last steps:\n  {}",
+            h.join("\n  ")
+        );
+    };
+    if let Err(e) = check_state(&rig, &model).and_then(|()| check_dataplane(&rig)) {
+        fail(0, &history, e);
+    }
+    let mut faults = 0;
+    for n in 1..=steps {
+        let now = rig.now();
+        let step = model_gen::step(&mut rng, &model, now, last_post.as_ref());
+        if let Step::Post(p, _) = &step {
+            last_post = Some(p.clone());
+        }
+        if matches!(
+            &step,
+            Step::Post(_, Some(_))
+                | Step::Patch(_, Some(_))
+                | Step::Tick(_, Some(_))
+                | Step::Delete { fault: Some(_), .. }
+                | Step::PutBase { fault: Some(_), .. }
+        ) {
+            faults += 1;
+        }
+        let result = run_step(&mut rig, &mut model, &step, &mut seen);
+        let line = format!(
+            "#{n} t={} {step:?} -> {}",
+            rig.now(),
+            result.as_deref().unwrap_or("FAILED")
+        );
+        history.push_back(line);
+        if history.len() > 20 {
+            history.pop_front();
+        }
+        if let Err(e) = result
+            .map(|_| ())
+            .and_then(|()| check_state(&rig, &model))
+            .and_then(|()| check_dataplane(&rig))
+        {
+            fail(n, &history, e);
+        }
+    }
+    let states = model.events.values().fold([0; 4], |mut a, e| {
+        a[e.state as usize] += 1;
+        a
+    });
+    println!(
+        "run {run} seed {seed}: {steps} steps, {} events (pending/active/completed/cancelled {states:?}), {} ids burned, {faults} injected faults, ends at {} ms",
+        model.events.len(),
+        model.burned.len(),
+        rig.now()
+    );
+    steps
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+    })
+}
+
+#[test]
+fn api_and_ticks_and_restarts_match_the_model() {
+    let seed = env_u64("SHAPER_MODEL_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let steps = env_u64("SHAPER_MODEL_STEPS").unwrap_or(STEPS);
+    let runs = env_u64("SHAPER_MODEL_RUNS").unwrap_or(RUNS);
+    println!(
+        "controller model: SHAPER_MODEL_SEED={seed} ({runs} runs of {steps} steps; run i uses seed {seed}+i)"
+    );
+    let dp = Arc::new(Mutex::new(
+        Dataplane::load(LoadOptions {
+            build: Build::Test,
+            limits: Limits {
+                max_subscribers: 64,
+                max_classes: 256,
+                max_rule_keys: 64,
+                max_rule_entries: 64,
+                max_flows: 64,
+            },
+            ..Default::default()
+        })
+        .expect("load the test build of the data plane (needs root)"),
+    ));
+    let started = Instant::now();
+    let mut total = 0;
+    for r in 0..runs {
+        total += run(seed.wrapping_add(r), r, steps, dp.clone());
+        // The next run starts over with fresh modems: clear what this one left.
+        let mut d = dp.lock().unwrap();
+        for (key, _) in d.subscribers() {
+            d.delete_subscriber(&key).unwrap();
+        }
+        for id in d.class_ids() {
+            d.delete_class(id).unwrap();
+        }
+    }
+    println!(
+        "controller model: {total} steps in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        total >= 10_000
+            || env_u64("SHAPER_MODEL_STEPS").is_some()
+            || env_u64("SHAPER_MODEL_RUNS").is_some()
+    );
+}
