@@ -194,6 +194,14 @@ fn check_dataplane(rig: &Rig) -> Check {
             subs.push((*key, [b.up_class, b.down_class]));
         }
     }
+    let mut classes: Vec<u32> = ctl
+        .bindings()
+        .flat_map(|b| [b.up_class, b.down_class])
+        .collect();
+    classes.sort_unstable();
+    ensure(dp.class_ids() == classes, || {
+        format!("(2) classes {:?} != bound {classes:?}", dp.class_ids())
+    })?;
     subs.sort_by_key(|(k, c)| (k.addr, k.len, *c));
     let mut have = dp.subscribers();
     have.sort_by_key(|(k, c)| (k.addr, k.len, *c));
@@ -448,7 +456,6 @@ fn run_step(
             String::new()
         }
     };
-    *rig.fault.lock().unwrap() = None;
     Ok(out)
 }
 
@@ -483,7 +490,7 @@ fn run(seed: u64, run: u64, steps: u64, dp: Arc<Mutex<Dataplane>>) -> u64 {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history: VecDeque<String> = VecDeque::new();
     let mut seen = Vec::new();
-    let mut last_post: Option<Post> = None;
+    let mut sent: Vec<Post> = Vec::new();
     let fail = |step: u64, history: &VecDeque<String>, msg: String| -> ! {
         let h: Vec<&str> = history.iter().map(String::as_str).collect();
         panic!(
@@ -496,24 +503,40 @@ fn run(seed: u64, run: u64, steps: u64, dp: Arc<Mutex<Dataplane>>) -> u64 {
     if let Err(e) = check_state(&rig, &model).and_then(|()| check_dataplane(&rig)) {
         fail(0, &history, e);
     }
-    let mut faults = 0;
+    let mut faults = [0u32; 2];
+    let mut statuses: BTreeMap<(String, Option<u16>), u32> = BTreeMap::new();
     for n in 1..=steps {
         let now = rig.now();
-        let step = model_gen::step(&mut rng, &model, now, last_post.as_ref());
+        let step = model_gen::step(&mut rng, &model, now, &sent);
         if let Step::Post(p, _) = &step {
-            last_post = Some(p.clone());
+            if sent.len() == 64 {
+                sent.remove(0);
+            }
+            sent.push(p.clone());
         }
-        if matches!(
+        let armed = matches!(
             &step,
             Step::Post(_, Some(_))
                 | Step::Patch(_, Some(_))
                 | Step::Tick(_, Some(_))
                 | Step::Delete { fault: Some(_), .. }
                 | Step::PutBase { fault: Some(_), .. }
-        ) {
-            faults += 1;
-        }
+        );
         let result = run_step(&mut rig, &mut model, &step, &mut seen);
+        // A fault the step did not reach is disarmed, not left for the next step.
+        let unspent = rig.fault.lock().unwrap().take();
+        faults[0] += u32::from(armed);
+        faults[1] += u32::from(armed && unspent.is_none());
+        if let Ok(out) = &result {
+            let status = out.split(' ').next().and_then(|s| s.parse::<u16>().ok());
+            let kind = format!("{step:?}");
+            let kind = kind
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            *statuses.entry((kind, status)).or_insert(0u32) += 1;
+        }
         let line = format!(
             "#{n} t={} {step:?} -> {}",
             rig.now(),
@@ -536,10 +559,17 @@ fn run(seed: u64, run: u64, steps: u64, dp: Arc<Mutex<Dataplane>>) -> u64 {
         a
     });
     println!(
-        "run {run} seed {seed}: {steps} steps, {} events (pending/active/completed/cancelled {states:?}), {} ids burned, {faults} injected faults, ends at {} ms",
+        "run {run} seed {seed}: {steps} steps, {} events (pending/active/completed/cancelled {states:?}), {} ids burned, {} faults injected ({} reached a write), ends at {} ms\n  statuses: {}",
         model.events.len(),
         model.burned.len(),
-        rig.now()
+        faults[0],
+        faults[1],
+        rig.now(),
+        statuses
+            .iter()
+            .map(|((k, s), n)| format!("{k} {}: {n}", s.map_or("-".into(), |s| s.to_string())))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     steps
 }

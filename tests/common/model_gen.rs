@@ -191,7 +191,8 @@ fn start(rng: &mut StdRng, now: u64) -> Option<u64> {
     match rng.gen_range(0..100) {
         0..40 => None,
         40..55 => Some(now.saturating_sub(rng.gen_range(0..60_000))),
-        55..90 => Some(now + rng.gen_range(0..600_000)),
+        55..75 => Some(now + rng.gen_range(0..600_000)),
+        75..90 => Some(now + rng.gen_range(600_000..7_200_000)),
         90..95 => Some(now + rng.gen_range(1..5_000)),
         95..98 => Some(MAX_TIME_MS + rng.gen_range(1..1000)),
         _ => Some(u64::MAX),
@@ -204,11 +205,12 @@ fn stop(rng: &mut StdRng, start: Option<u64>, now: u64, none_pct: u32) -> Option
         return None;
     }
     Some(match rng.gen_range(0..100) {
-        0..75 => from.saturating_add(rng.gen_range(1..4_000_000)),
-        75..82 => from,
-        82..90 => now.saturating_sub(rng.gen_range(1..10_000)),
-        90..94 => MAX_TIME_MS,
-        94..97 => MAX_TIME_MS + 1,
+        0..40 => from.saturating_add(rng.gen_range(1..600_000)),
+        40..85 => from.saturating_add(rng.gen_range(600_000..4_000_000)),
+        85..89 => from,
+        89..93 => now.saturating_sub(rng.gen_range(1..10_000)),
+        93..96 => MAX_TIME_MS,
+        96..98 => MAX_TIME_MS + 1,
         _ => u64::MAX,
     })
 }
@@ -254,7 +256,7 @@ fn event_id(rng: &mut StdRng, model: &Model) -> u64 {
     let all: Vec<u64> = model.events.keys().copied().collect();
     let burned: Vec<u64> = model.burned.iter().copied().collect();
     match rng.gen_range(0..100) {
-        0..55 if !pending.is_empty() => *pending.choose(rng).unwrap(),
+        0..65 if !pending.is_empty() => *pending.choose(rng).unwrap(),
         0..88 if !all.is_empty() => *all.choose(rng).unwrap(),
         88..94 if !burned.is_empty() => *burned.choose(rng).unwrap(),
         _ => model.last_id + rng.gen_range(1..50),
@@ -268,13 +270,19 @@ fn bad_path(rng: &mut StdRng) -> String {
     .into()
 }
 
-/// The next step. `last_post` is resent now and then (an idempotent retry).
-pub fn step(rng: &mut StdRng, model: &Model, now: u64, last_post: Option<&Post>) -> Step {
+/// The next step. A request of `sent` (earlier submissions) is resent now and then: an
+/// idempotent retry, or (changed) a reuse of its key for another request.
+pub fn step(rng: &mut StdRng, model: &Model, now: u64, sent: &[Post]) -> Step {
     let r = rng.gen_range(0..1000);
     match r {
         0..350 => {
-            if let (Some(p), true) = (last_post, rng.gen_range(0..10) == 0) {
-                return Step::Post(p.clone(), None);
+            if let (Some(p), true) = (sent.choose(rng), rng.gen_range(0..8) == 0) {
+                let mut p = p.clone();
+                if rng.gen_range(0..4) == 0 {
+                    p.stop_ms = p.stop_ms.map(|s| s.saturating_add(1));
+                }
+                let f = fault(rng, &[Fault::AppendAudit, Fault::CommitBatch]);
+                return Step::Post(p, f);
             }
             let who = who(rng);
             let restricted =
@@ -291,7 +299,7 @@ pub fn step(rng: &mut StdRng, model: &Model, now: u64, last_post: Option<&Post>)
             let stop_ms = stop(rng, start_ms, now, none_pct);
             let key = rng
                 .gen_bool(0.5)
-                .then(|| format!("k{}", rng.gen_range(0..12)));
+                .then(|| format!("k{}", rng.gen_range(0..400)));
             let post = Post {
                 who,
                 key,
