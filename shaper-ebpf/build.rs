@@ -1,5 +1,6 @@
 //! Compiles the C eBPF programs with clang-19 (Rust eBPF needs nightly and bpf-linker, which
-//! our machines lack: see DESIGN.md §2) and leaves the objects in OUT_DIR for `src/lib.rs`.
+//! our machines lack: see docs/ARCHITECTURE.md §4) and leaves the objects in OUT_DIR for
+//! `src/lib.rs`.
 
 use std::{env, path::PathBuf, process::Command};
 

@@ -7,31 +7,14 @@
 #include "shaper_abi.h"
 #include "maps.h"
 #include "parse.h"
+#include "global.h"
 #include "classify.h"
+#include "telemetry.h"
 #include "act.h"
 #include "icmp.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-
-/* Global functions are verified once, on their own, instead of at every call site: this keeps
- * the loops below (rule tuples and chains, TCP options, ICMP checksums) within the verifier's
- * budget. Pointer arguments may be NULL as far as the verifier knows, hence the checks. */
-#define SHAPER_GLOBAL __attribute__((noinline))
-
-SHAPER_GLOBAL int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m)
-{
-	if (!pk || !m)
-		return 0;
-	m->prec = 0xffffffff;
-	m->class_id = 0;
-	m->rule_id = 0;
-	if (pk->family == 4)
-		rules_v4(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
-	else
-		rules_v6(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
-	return 0;
-}
 
 /* Parsing. Inline in the XDP programs: a BPF-to-BPF call ends in a `ret`, which costs a
  * mispredicted return on CPUs with the SRSO "Safe RET" mitigation (~9 ns per packet,
@@ -99,21 +82,6 @@ SHAPER_GLOBAL int shaper_icmp_answer(struct xdp_md *ctx, struct pkt *pk, __u32 m
 	return icmp6_too_big(ctx, pk, mtu);
 }
 
-/* A global function, so that struct shaper_event is in the object's BTF for the ABI check. */
-SHAPER_GLOBAL int shaper_event_send(struct shaper_event *ev)
-{
-	if (!ev)
-		return -1;
-	return bpf_ringbuf_output(&shaper_events, ev, sizeof(*ev), 0);
-}
-
-static __always_inline struct class_stats *stats_of(__u32 id)
-{
-	if (!id)
-		return 0;
-	return bpf_map_lookup_elem(&shaper_class_stats, &id);
-}
-
 static __always_inline __u64 clock_ns(void)
 {
 #ifdef SHAPER_TEST
@@ -123,73 +91,6 @@ static __always_inline __u64 clock_ns(void)
 #else
 	return bpf_ktime_get_ns();
 #endif
-}
-
-static __always_inline void emit_event(struct xdp_md *ctx, __u32 kind, __u32 class_id,
-				       __u32 detail)
-{
-	__u32 zero = 0;
-	struct cpu_scratch *sc = bpf_map_lookup_elem(&shaper_scratch, &zero);
-	if (!sc)
-		return;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 slot = kind & 3;
-	if (now - sc->last_event_ns[slot] < 1000000)
-		return;
-	sc->last_event_ns[slot] = now;
-	struct shaper_event ev = {
-		.kind = kind,
-		.ifindex = ctx->ingress_ifindex,
-		.class_id = class_id,
-		.detail = detail,
-		.ts_ns = now,
-	};
-	shaper_event_send(&ev);
-}
-
-#define SHAPER_FLOW_ADMIT 8 /* power of two */
-
-static __always_inline void flow_sample(const struct pkt *pk, int dir, __u32 class_id,
-					struct global_stats *gs)
-{
-	__u32 shift = cfg_flow_sample_shift;
-	if (shift > 30)
-		return;
-	__u32 zero = 0;
-	struct cpu_scratch *sc = bpf_map_lookup_elem(&shaper_scratch, &zero);
-	if (!sc)
-		return;
-	__u64 n = sc->sample_ctr++;
-	if (n & ((1ULL << shift) - 1))
-		return;
-	struct flow_key k = {};
-	if (pk->family == 4) {
-		k.src[10] = k.src[11] = 0xff;
-		k.dst[10] = k.dst[11] = 0xff;
-		__builtin_memcpy(k.src + 12, pk->src, 4);
-		__builtin_memcpy(k.dst + 12, pk->dst, 4);
-	} else {
-		__builtin_memcpy(k.src, pk->src, 16);
-		__builtin_memcpy(k.dst, pk->dst, 16);
-	}
-	k.sport = bpf_htons(pk->sport);
-	k.dport = bpf_htons(pk->dport);
-	k.proto = pk->proto;
-	k.dir = dir;
-	struct flow_value *v = bpf_map_lookup_elem(&shaper_flows, &k);
-	if (v) {
-		v->pkts++;
-		v->bytes += pk->l3_len;
-		v->class_id = class_id;
-	} else if ((sc->flow_miss_ctr++ & (SHAPER_FLOW_ADMIT - 1)) == 0) {
-		/* A new flow enters the table on one sampled miss in SHAPER_FLOW_ADMIT: an LRU
-		 * insert that evicts costs ~1 µs, and with more flows than the table holds every
-		 * miss would be one. Heavy flows, sampled often, still enter within a few samples;
-		 * the table is for the top N, not for every flow. */
-		struct flow_value nv = { .pkts = 1, .bytes = pk->l3_len, .class_id = class_id };
-		bpf_map_update_elem(&shaper_flows, &k, &nv, BPF_ANY);
-	}
-	gs->v[SHAPER_GS_FLOW_SAMPLES]++;
 }
 
 static __always_inline int is_icmp_error(const struct pkt *pk)
@@ -204,12 +105,6 @@ static __always_inline int is_icmp_error(const struct pkt *pk)
 		return pk->icmp_type < 128;
 	return 0;
 }
-
-#ifdef SHAPER_TEST
-#define RECORD(field, val) (rec.field = (val))
-#else
-#define RECORD(field, val) ((void)0)
-#endif
 
 static __always_inline int shaper_xdp(struct xdp_md *ctx, int dir)
 {

@@ -1,4 +1,4 @@
-//! `shaper modem-config` as an operator uses it, on PROTOCOLS.md §1 "Vector B" (rlaager/docsis
+//! `shaper modem-config` as an operator uses it, on docs/PROTOCOLS.md §1 "Vector B" (rlaager/docsis
 //! `tests/docsis1_0_basic`, key `DOCSIS`): decode → encode gives the same bytes, verify accepts
 //! it, a changed byte is refused naming the MIC; signing keys and rotation; and Wireshark's
 //! DOCSIS dissector reads a generated per-modem file without complaint.

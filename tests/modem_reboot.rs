@@ -1,6 +1,6 @@
 //! Modem reboot against real peers, each test in a fresh network namespace (needs root):
 //!
-//! - net-snmp `snmpd` (configured as in PROTOCOLS.md §3, with a `pass` script for
+//! - net-snmp `snmpd` (configured as in docs/PROTOCOLS.md §3, with a `pass` script for
 //!   docsDevResetNow) as the agent our `SnmpReset` talks to;
 //! - net-snmp `snmpset`/`snmpget` as the manager our emulator's agent answers;
 //! - our `ForceRenewSender` → our emulator's DHCP listener (authenticated, unauthenticated,
@@ -209,7 +209,7 @@ fn reset_vb(v: i32) -> VarBind {
     }
 }
 
-/// snmpd configured like PROTOCOLS.md §3; the `pass` script logs every call to `log`.
+/// snmpd configured like docs/PROTOCOLS.md §3; the `pass` script logs every call to `log`.
 fn start_snmpd(ns: &NetNs, dir: &Path) -> (shaper::lab::BgProcess, PathBuf) {
     require("/usr/sbin/snmpd", "snmpd");
     let log = dir.join("pass.log");
@@ -822,7 +822,7 @@ async fn no_request(rx: &mut mpsc::UnboundedReceiver<SeenRequest>, what: &str) {
     }
 }
 
-/// Our signed FORCERENEW against a real client: dhcpcd 9.4.1 (PROTOCOLS.md §3) gets a lease
+/// Our signed FORCERENEW against a real client: dhcpcd 9.4.1 (docs/PROTOCOLS.md §3) gets a lease
 /// and the reconfigure key from our test server, renews on a correctly signed FORCERENEW and
 /// ignores a wrongly keyed or replayed one ("authentication failed").
 #[test]

@@ -1,4 +1,4 @@
-//! RADIUS against the reference peers (PROTOCOLS.md §4), on 127.0.0.1 inside a fresh network
+//! RADIUS against the reference peers (docs/PROTOCOLS.md §4), on 127.0.0.1 inside a fresh network
 //! namespace per test:
 //!
 //! - radclient (freeradius-utils) → our CoA server: Mikrotik-Rate-Limit with

@@ -4,6 +4,7 @@
 #ifndef SHAPER_CLASSIFY_H
 #define SHAPER_CLASSIFY_H
 
+#include "global.h"
 #include "maps.h"
 #include "parse.h"
 
@@ -171,7 +172,23 @@ struct rule_match {
 	__u32 rule_id;
 	__u32 pad;
 };
-int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m);
+
+/* The winning rule of the active set `set` for this packet: the lowest precedence whose
+ * prefixes, protocol and port ranges match (class and rule id 0 when none does). A global
+ * function (global.h): the tuple and chain loops are verified once, not at every caller. */
+SHAPER_GLOBAL int shaper_rules_match(struct pkt *pk, __u32 set, struct rule_match *m)
+{
+	if (!pk || !m)
+		return 0;
+	m->prec = 0xffffffff;
+	m->class_id = 0;
+	m->rule_id = 0;
+	if (pk->family == 4)
+		rules_v4(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
+	else
+		rules_v6(pk, set & 1, &m->prec, &m->class_id, &m->rule_id);
+	return 0;
+}
 
 /* The cache mode of the active rule set of this family: returns 1 when it has rules, with the
  * fields no rule looks at in *ignore. A hit (one slot read) costs less than even one tuple

@@ -30,7 +30,7 @@ pub(super) enum Attached {
     },
 }
 
-/// Mounts a bpffs at `/sys/fs/bpf` when none is mounted there (DESIGN.md §2).
+/// Mounts a bpffs at `/sys/fs/bpf` when none is mounted there (docs/ARCHITECTURE.md §4).
 pub fn ensure_bpffs() -> Result<()> {
     let path = Path::new("/sys/fs/bpf");
     let c = std::ffi::CString::new("/sys/fs/bpf").unwrap();

@@ -1,5 +1,5 @@
 //! Per-modem DOCSIS configuration files from effective QoS levels, and back (issue 4;
-//! DESIGN.md §1.3 and §1.5). Operator guide: docs/MODEM-CONFIG.md.
+//! docs/ARCHITECTURE.md §1.3 and §1.5). Operator guide: docs/MODEM-CONFIG.md.
 //!
 //! - [`build`]: modem id + effective [`QosLevel`] → file bytes: network access on, max CPE,
 //!   one upstream (24) and one downstream (25) service flow, shaper's targets block (43),

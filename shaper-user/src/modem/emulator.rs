@@ -1,6 +1,7 @@
 //! The receiving end of a reboot, for the lab: a modem emulator that accepts an authenticated
 //! FORCERENEW on UDP 68 and an SNMP `SET docsDevResetNow.0 = 1` on UDP 161, and reports each
-//! accepted trigger as a [`RebootTrigger`] on a channel (DESIGN §1.4, PROTOCOLS.md §3).
+//! accepted trigger as a [`RebootTrigger`] on a channel (docs/ARCHITECTURE.md §1.4,
+//! docs/PROTOCOLS.md §3).
 //!
 //! - DHCP client side: [`dhcp::verify_forcerenew`] with the configured RFC 6704 reconfigure
 //!   key (and/or RFC 3118 secret); unauthenticated, wrongly keyed, replayed or misaddressed

@@ -1,5 +1,5 @@
-//! Cable-modem side of provisioning (DESIGN.md §1.3–1.5; issue 4): the DOCSIS configuration
-//! files that carry a modem's QoS and the `shaper modem-config` operator commands
+//! Cable-modem side of provisioning (docs/ARCHITECTURE.md §1.3–1.5; issue 4): the DOCSIS
+//! configuration files that carry a modem's QoS and the `shaper modem-config` operator commands
 //! (`configfile`, `cli`), making a modem re-fetch its configuration (`reboot`), and a modem
 //! emulator that receives those triggers (`emulator`), for the lab and interop tests.
 //!

@@ -1,5 +1,5 @@
-//! The modem pipeline (issue 4 items 3 and 6; DESIGN.md §1.3–1.4): a modem's effective QoS
-//! becomes its DOCSIS configuration file, written atomically under an unguessable versioned
+//! The modem pipeline (issue 4 items 3 and 6; docs/ARCHITECTURE.md §1.3–1.4): a modem's effective
+//! QoS becomes its DOCSIS configuration file, written atomically under an unguessable versioned
 //! name and under its stable name, and the modem is rebooted to fetch it.
 //!
 //! [`DocsisPipeline`] implements the controller's [`ModemPipeline`]. On `apply`:

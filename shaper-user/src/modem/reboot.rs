@@ -1,10 +1,10 @@
-//! Making a modem re-fetch its configuration (DESIGN §1.4): the IO shells around
+//! Making a modem re-fetch its configuration (docs/ARCHITECTURE.md §1.4): the IO shells around
 //! [`crate::proto::snmp`] and [`crate::proto::dhcp`], an operator command hook, and a
 //! [`Rebooter`] that picks the method per modem and retries with exponential backoff.
 //!
 //! - [`SnmpReset`]: `SET docsDevResetNow.0 = INTEGER 1` (RFC 4639), SNMPv2c over UDP, and a
 //!   check of the Response's request-id and error-status (RFC 3416 §4.2.5). Some libraries
-//!   ignore error-status (PROTOCOLS.md §3: csnmp returned Ok on noAccess); we never do.
+//!   ignore error-status (docs/PROTOCOLS.md §3: csnmp returned Ok on noAccess); we never do.
 //! - [`ForceRenewSender`]: an authenticated FORCERENEW (RFC 3203, RFC 3118 / RFC 6704) unicast
 //!   from port 67 to the client on port 68.
 //! - [`CommandHook`]: an operator's program (a CMTS CLI wrapper, a TR-069 ACS call) with the
@@ -90,14 +90,15 @@ impl fmt::Debug for ForceRenewKey {
     }
 }
 
-/// How one modem is made to reboot (DESIGN §1.4). DOCSIS modems need a reset to re-register
-/// with a new configuration file (PROTOCOLS.md §3), so SNMP is the usual choice for them.
+/// How one modem is made to reboot (docs/ARCHITECTURE.md §1.4). DOCSIS modems need a reset to
+/// re-register
+/// with a new configuration file (docs/PROTOCOLS.md §3), so SNMP is the usual choice for them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RebootMethod {
     /// SNMPv2c SET of docsDevResetNow with this write community.
     Snmp { community: String },
     /// Authenticated FORCERENEW. `xid` is what the client expects (dhcpcd matches it against
-    /// its current xid; PROTOCOLS.md §3).
+    /// its current xid; docs/PROTOCOLS.md §3).
     ForceRenew { key: ForceRenewKey, xid: u32 },
     /// The operator's [`CommandHook`].
     Command,

@@ -1,4 +1,4 @@
-//! The incoming directory (issue 4 item 4; DESIGN.md §1.5): operators drop DOCSIS
+//! The incoming directory (issue 4 item 4; docs/ARCHITECTURE.md §1.5): operators drop DOCSIS
 //! configuration files there, the controller checks them and enforces what they grant.
 //!
 //! Every second ([`POLL`]) the directory is listed; a `*.cfg` entry (not hidden; other names

@@ -1,5 +1,5 @@
-//! Telling the BRAS a subscriber's new rate (DESIGN §1.6: "notifies the BRAS (RADIUS CoA,
-//! RFC 5176)").
+//! Telling the BRAS a subscriber's new rate (docs/ARCHITECTURE.md §1.6: the BRAS is
+//! told by RADIUS CoA, RFC 5176).
 //!
 //! The subscriber's sessions come from the [`SessionStore`] that accounting fills; each
 //! session's BRAS (NAS-IP-Address, NAS-Identifier) is looked up in a [`BrasDirectory`] for its

@@ -1,5 +1,5 @@
-//! [`CoaSink`] for the controller: a CoA becomes a provisioning event (DESIGN §1.1, "an
-//! automated trigger asks for a QoS level").
+//! [`CoaSink`] for the controller: a CoA becomes a provisioning event (docs/ARCHITECTURE.md §1.1:
+//! an automated source asks for a QoS level).
 //!
 //! - The request's identification attributes are resolved to sessions through the
 //!   [`SessionStore`] (filled by accounting); each session's User-Name is the modem id the

@@ -1,4 +1,4 @@
-//! Notifications to and from network elements (DESIGN §1.6): RADIUS CoA to the BRAS
+//! Notifications to and from network elements (docs/ARCHITECTURE.md §1.6): RADIUS CoA to the BRAS
 //! ([`coa`], RFC 5176 client; [`bras`] picks each session's BRAS), and the CoA/Disconnect + accounting server ([`coa_server`])
 //! through which a policy server or the BRAS itself reaches shaper.
 //!

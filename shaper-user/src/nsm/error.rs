@@ -53,7 +53,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The Diameter Rx Experimental-Result-Code (3GPP TS 29.214 §5.5, PROTOCOLS.md §6) the
+    /// The Diameter Rx Experimental-Result-Code (3GPP TS 29.214 §5.5, docs/PROTOCOLS.md §6) the
     /// refusal corresponds to: 5065 IP-CAN_SESSION_NOT_AVAILABLE, 5063
     /// REQUESTED_SERVICE_NOT_AUTHORIZED, 5061 INVALID_SERVICE_INFORMATION, and 5006
     /// DIAMETER_RESOURCES_EXCEEDED (RFC 6733) for capacity.

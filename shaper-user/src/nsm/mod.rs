@@ -1,4 +1,5 @@
-//! The network service manager (issue 5; DESIGN.md §1.6; 3GPP PCRF, PROTOCOLS.md §6).
+//! The network service manager (issue 5; docs/ARCHITECTURE.md §1.6; 3GPP PCRF,
+//! docs/PROTOCOLS.md §6).
 //!
 //! Service providers ask for a QoS level for their application's traffic to a subscriber
 //! (`POST /v1/providers/{id}/allocations`). The manager identifies the provider and the

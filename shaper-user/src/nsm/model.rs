@@ -33,8 +33,8 @@ impl std::fmt::Display for Dir {
     }
 }
 
-/// What a provider is (DESIGN.md §1.6): an application service provider (a video service, a
-/// game) or a network service provider (a VPN, a wholesale partner).
+/// What a provider is (docs/ARCHITECTURE.md §1.6): an application service provider (a video
+/// service, a game) or a network service provider (a VPN, a wholesale partner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {

@@ -1,5 +1,5 @@
-//! Notifications of allocation changes (DESIGN.md §1.6): the BRAS (RADIUS CoA, RFC 5176), the
-//! routing gateways that carry the traffic, and the provider itself.
+//! Notifications of allocation changes (docs/ARCHITECTURE.md §1.6): the BRAS (RADIUS CoA, RFC
+//! 5176), the routing gateways that carry the traffic, and the provider itself.
 //!
 //! The allocation path produces one [`Job`] per target after the change is durable and the
 //! local data plane enforces it; [`Notifiers::dispatch`] hands each job to the [`Notifier`]

@@ -1,6 +1,6 @@
 //! MD5 and HMAC-MD5, the digests DOCSIS, DHCP and RADIUS authenticate with.
 //!
-//! - DOCSIS CM MIC: MD5 over the configuration TLVs; CMTS MIC: HMAC-MD5 (PROTOCOLS.md §1).
+//! - DOCSIS CM MIC: MD5 over the configuration TLVs; CMTS MIC: HMAC-MD5 (docs/PROTOCOLS.md §1).
 //! - DHCP authentication (RFC 3118 delayed authentication, RFC 6704 reconfigure key): HMAC-MD5.
 //! - RADIUS (RFC 2865 §3, RFC 5176 §2.3): MD5 authenticators; Message-Authenticator (RFC 3579
 //!   §3.2): HMAC-MD5.

@@ -1,7 +1,7 @@
 //! DHCPv4 messages (RFC 2131 §2) and authenticated FORCERENEW (RFC 3203, RFC 3118, RFC 6704).
 //!
 //! A FORCERENEW makes a bound DHCP client renew at once; operators use it to make a modem pick
-//! up new parameters (PROTOCOLS.md §3). It is a BOOTREPLY with `chaddr` = client MAC, option
+//! up new parameters (docs/PROTOCOLS.md §3). It is a BOOTREPLY with `chaddr` = client MAC, option
 //! 53 = 9 and a server identifier (54), unicast from port 67 to the client on port 68.
 //! Authentication is mandatory (RFC 3203 §6): option 90 (RFC 3118 §2) with either
 //!
@@ -15,8 +15,8 @@
 //! zero (RFC 3118 §5.3). The receiving side ([`verify_forcerenew`]) checks the HMAC over the
 //! bytes as received, then the replay counter, which must increase (RFC 3118 §2).
 //!
-//! Sans-IO (DESIGN §4): bytes in, bytes and verdicts out; keys and counters come from the
-//! caller. Keys never live inside [`Message`] (STYLE §4).
+//! Sans-IO (docs/ARCHITECTURE.md §7): bytes in, bytes and verdicts out; keys and counters come from
+//! the caller. Keys never live inside [`Message`] (docs/ARCHITECTURE.md §7).
 
 use std::net::Ipv4Addr;
 
@@ -506,7 +506,7 @@ pub struct ForceRenew {
     pub client_ip: Ipv4Addr,
     /// Option 54, the server's identifier.
     pub server_id: Ipv4Addr,
-    /// dhcpcd 9.4 accepts a FORCERENEW only if `xid` equals its current xid (PROTOCOLS.md §3).
+    /// dhcpcd 9.4 accepts a FORCERENEW only if `xid` equals its current xid (docs/PROTOCOLS.md §3).
     pub xid: u32,
 }
 

@@ -1,4 +1,5 @@
-//! Protocol code: codecs and state machines without sockets, clocks or randomness (DESIGN §4).
+//! Protocol code: codecs and state machines without sockets, clocks or randomness
+//! (docs/ARCHITECTURE.md §7).
 //!
 //! Every module here takes bytes and time as input and returns bytes and decisions; the tokio
 //! tasks that own sockets live elsewhere. `auth` holds the digests the protocols share.

@@ -2,14 +2,14 @@
 //!
 //! Operators re-register a DOCSIS modem (so it fetches a new configuration file) with
 //! `SET docsDevResetNow.0 = INTEGER 1` (RFC 4639 §4, TruthValue; reads return `false(2)`),
-//! see PROTOCOLS.md §3. This module encodes and decodes the community-based SNMPv2 message
+//! see docs/PROTOCOLS.md §3. This module encodes and decodes the community-based SNMPv2 message
 //! (RFC 1901 §3: `SEQUENCE { version INTEGER (1), community OCTET STRING, data PDUs }`) with
 //! the PDUs of RFC 3416 §3 (GetRequest, GetNextRequest, Response, SetRequest) in the BER
 //! subset of X.690 that SNMP uses (RFC 3417 §8): definite lengths only, minimal INTEGERs.
 //!
 //! Decoding is strict: every length is checked against what is left, trailing bytes are an
-//! error, and each error names the field it was reading. No sockets here (DESIGN §4): the
-//! tokio shells are `modem::reboot` (manager) and `modem::emulator` (agent).
+//! error, and each error names the field it was reading. No sockets here (docs/ARCHITECTURE.md §7):
+//! the tokio shells are `modem::reboot` (manager) and `modem::emulator` (agent).
 
 use std::fmt;
 
@@ -712,7 +712,7 @@ mod tests {
     }
 
     // Captured with tcpdump on loopback: net-snmp 5.9.3 `snmpset -v2c -c private
-    // 127.0.0.1:1161 1.3.6.1.2.1.69.1.1.3.0 i 1` and snmpd's answers (PROTOCOLS.md §3).
+    // 127.0.0.1:1161 1.3.6.1.2.1.69.1.1.3.0 i 1` and snmpd's answers (docs/PROTOCOLS.md §3).
     const SET_PRIVATE_1: &str = "302d0201010407 70726976617465 a31f 02040d4a3150 020100 020100 \
                                  3011 300f 060a2b060102014501010300 020101";
     const RESP_NO_ERROR: &str = "302d0201010407 70726976617465 a21f 02040d4a3150 020100 020100 \

@@ -3,7 +3,7 @@
 //! A customer service representative, the subscriber, or an automated trigger (billing, an
 //! alarm, a timer) asks for a QoS level on one modem — maximum and committed rates, burst,
 //! priority, MTU, service targets — now, from a start time, until a stop time, or both
-//! (DESIGN.md §1 items 1–2). This module is the pure core of that: validation, the event
+//! (docs/ARCHITECTURE.md §1.1–1.2). This module is the pure core of that: validation, the event
 //! lifecycle and a clock-free scheduler. Time comes in as milliseconds since the Unix epoch,
 //! so the same code runs live, under a virtual clock in tests, and when replaying after a
 //! crash. Persistence (SQLite), the HTTP API and enforcement wrap it from outside.

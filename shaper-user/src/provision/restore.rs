@@ -1,5 +1,5 @@
-//! Restoring the engine after a restart (DESIGN.md §4: "after a crash, pending start/stop
-//! events fire (late ones at once, in order)").
+//! Restoring the engine after a restart (docs/ARCHITECTURE.md §5: after a crash,
+//! overdue starts and stops fire at once, in due order).
 //!
 //! The store hands back a [`Snapshot`]: every modem with its base plan and every event with its
 //! current state. [`Engine::restore`](super::Engine::restore) rebuilds the layers of the active

@@ -1,4 +1,4 @@
-//! Durable store of the provisioning state (DESIGN.md §4–§5, issue 3).
+//! Durable store of the provisioning state (docs/ARCHITECTURE.md §5–§6, issue 3).
 //!
 //! The controller keeps its working state in the [`Engine`](crate::provision::Engine) and
 //! writes every decision through a [`Store`] before it tells anyone: an event is durable before
@@ -9,8 +9,8 @@
 //!
 //! The trait is deliberately narrow — modems (with the configuration's plan as last applied),
 //! events, event state, audit lines of events and of base plans, one load at start-up — and speaks in provisioning types, not SQL, so that a distributed store (etcd with
-//! a leader-elected scheduler, DESIGN.md §5) is another implementation rather than a rewrite.
-//! [`SqliteStore`] is the embedded default.
+//! a leader-elected scheduler, docs/ARCHITECTURE.md §6) is another implementation rather than a
+//! rewrite. [`SqliteStore`] is the embedded default.
 //!
 //! Controller protocol, in the order a restart replays it:
 //!

@@ -1,7 +1,7 @@
 //! Durable state of the network service manager (issue 5): providers, applications, links,
 //! subscriber sessions, allocations and the webhook delivery log.
 //!
-//! Two narrow traits, so a distributed store (DESIGN.md §5) is another implementation:
+//! Two narrow traits, so a distributed store (docs/ARCHITECTURE.md §6) is another implementation:
 //!
 //! - [`SessionStore`]: what a session source (RADIUS accounting, DHCP leases, an operator)
 //!   calls — start or change a session, end it, look sessions up by id, address or

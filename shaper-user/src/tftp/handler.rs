@@ -1,5 +1,5 @@
-//! Where files come from: the [`Handler`] seam (async-tftp's, STYLE.md §4) and a filesystem
-//! implementation confined to one directory.
+//! Where files come from: the [`Handler`] seam (async-tftp's, docs/ARCHITECTURE.md §7) and a
+//! filesystem implementation confined to one directory.
 //!
 //! Names come from clients: errors and log lines show them through [`Shown`] (at most
 //! [`SHOWN_NAME_CHARS`] characters), and a name longer than a file name can be

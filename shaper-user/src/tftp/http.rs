@@ -1,5 +1,5 @@
 //! The same files over HTTP (`GET /<name>`), for DSL CPE that fetch their configuration with
-//! TR-069 `Download` over HTTP (PROTOCOLS.md §2) and for operators.
+//! TR-069 `Download` over HTTP (docs/PROTOCOLS.md §2) and for operators.
 //!
 //! Status codes (RFC 9110 §15): 200 with `Content-Length`; 400 for a name that breaks a rule
 //! of [`super::check_name`] (`..`, absolute, NUL, too long); 403 for a symlink leaving the root or a

@@ -1,5 +1,5 @@
 //! File delivery to modems: the TFTP server (tokio shell around [`crate::proto::tftp`]) and the
-//! same files over HTTP (DESIGN.md §1.4).
+//! same files over HTTP (docs/ARCHITECTURE.md §1.4).
 //!
 //! Layout: `proto::tftp` is the sans-IO core (codec, negotiation, per-transfer state machine);
 //! this module holds everything with sockets and files — [`server`] (UDP), [`http`] (axum

@@ -160,7 +160,7 @@ pub struct ServerHandle {
 
 impl TftpServer {
     /// Validates `config` and binds the listening socket (config first, then bind: linkerd's
-    /// order, STYLE.md §4).
+    /// order, docs/ARCHITECTURE.md §7).
     ///
     /// # Errors
     /// Invalid limits, or the bind failing.

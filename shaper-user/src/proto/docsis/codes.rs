@@ -2,7 +2,7 @@
 //! by the decoder (known vs unknown), the typed accessors and the text form.
 //!
 //! Names follow rlaager/docsis's configuration language where it has one (`NetworkAccess`,
-//! `MaxRateSustained`, …) so operators recognise them. Types and sizes: PROTOCOLS.md §1 and
+//! `MaxRateSustained`, …) so operators recognise them. Types and sizes: docs/PROTOCOLS.md §1 and
 //! CM-SP-MULPIv3.0 Annex C.
 
 /// What a value's bytes mean, for the text form.
@@ -118,7 +118,7 @@ table!(TOP:
     43 "VendorSpecific" Kind::Aggregate,
 );
 
-// TLV 4, DOCSIS 1.0 class of service (PROTOCOLS.md §1 table "TLV 4 sub-TLVs").
+// TLV 4, DOCSIS 1.0 class of service (docs/PROTOCOLS.md §1, type 4).
 table!(COS:
     1 "ClassID" int(1, Unit::None),
     2 "MaxRateDown" int(4, Unit::BitsPerSecond),

@@ -1,6 +1,6 @@
 //! Typed views of the settings shaper writes and reads: network access (3), class of service
 //! (4), SNMP MIB objects (11), max CPE (18), service flows (24/25) and vendor-specific blocks
-//! (43). Sizes and ranges: PROTOCOLS.md §1 and CM-SP-MULPIv3.0 Annex C.
+//! (43). Sizes and ranges: docs/PROTOCOLS.md §1 and CM-SP-MULPIv3.0 Annex C.
 //!
 //! Each `to_tlv` emits sub-TLVs in ascending type order (as rlaager/docsis does for Vector B);
 //! each `from_tlv` checks lengths and ranges and names the sub-TLV at fault.
@@ -144,7 +144,7 @@ impl Tlv {
     }
 }
 
-/// TLV 4, DOCSIS 1.0 class of service (PROTOCOLS.md §1 table "TLV 4 sub-TLVs").
+/// TLV 4, DOCSIS 1.0 class of service (docs/PROTOCOLS.md §1, type 4).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassOfService {
     /// 4.1 class ID, 1..=16.
@@ -254,7 +254,7 @@ impl Direction {
     }
 }
 
-/// TLV 24/25, a service flow (PROTOCOLS.md §1 table "TLV 24/25 sub-TLVs"; MULPI C.2.2.5).
+/// TLV 24/25, a service flow (docs/PROTOCOLS.md §1, types 24/25; MULPI C.2.2.5).
 /// Sub-TLVs this type does not name are kept in `other`, in order, after the named ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceFlow {

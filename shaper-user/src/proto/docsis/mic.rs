@@ -1,6 +1,6 @@
 //! CM MIC and CMTS MIC: computing them when a file is built and checking them when one is read.
 //!
-//! As rlaager/docsis `encode_one_file()` does (PROTOCOLS.md §1; MULPI D.2.1–D.2.3):
+//! As rlaager/docsis `encode_one_file()` does (docs/PROTOCOLS.md §1; MULPI D.2.1–D.2.3):
 //! 1. CM MIC (type 6): MD5 over every byte emitted so far (all settings in file order);
 //! 2. CMTS MIC (type 7): HMAC-MD5 keyed with the shared secret over whole TLVs collected by type
 //!    in [`CMTS_MIC_ORDER`], every instance of a type in file order, the CM MIC included, TLV 11
@@ -37,7 +37,7 @@ impl CmtsKey {
     }
 
     /// A key from the contents of a key file the way rlaager/docsis reads one: the first 64
-    /// bytes, then trailing CR and LF stripped (PROTOCOLS.md §1).
+    /// bytes, then trailing CR and LF stripped (docs/PROTOCOLS.md §1).
     #[must_use]
     pub fn from_key_file(contents: &[u8]) -> CmtsKey {
         let mut k = &contents[..contents.len().min(MAX_KEY_LEN)];

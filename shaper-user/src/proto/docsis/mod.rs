@@ -1,8 +1,8 @@
 //! DOCSIS cable-modem configuration files: TLV codec, CM/CMTS MICs, shaper's Ed25519
 //! signature, typed settings and the operators' text form. Sans-IO: bytes in, bytes out; no
-//! sockets, clock or RNG (DESIGN §4; key generation takes the caller's RNG).
+//! sockets, clock or RNG (docs/ARCHITECTURE.md §7; key generation takes the caller's RNG).
 //!
-//! Facts: PROTOCOLS.md §1 (layout, MIC algorithm as rlaager/docsis computes it, Vector B);
+//! Facts: docs/PROTOCOLS.md §1 (layout, MIC algorithm as rlaager/docsis computes it, Vector B);
 //! CM-SP-MULPIv3.0 Annex C (settings) and D.2 (MICs). Operator guide: docs/MODEM-CONFIG.md.
 //!
 //! ```text
@@ -85,7 +85,7 @@ fn encode_settings(settings: &[Tlv], signing: bool) -> Result<(Vec<u8>, Vec<Span
 
 /// Builds a complete file from `settings`: the settings in order, then (with `signer`) the
 /// signature block over them, then CM MIC, CMTS MIC keyed with `key`, end marker and padding
-/// (rlaager/docsis `encode_one_file()` order, PROTOCOLS.md §1).
+/// (rlaager/docsis `encode_one_file()` order, docs/PROTOCOLS.md §1).
 ///
 /// # Errors
 /// [`EncodeError`]: an over-long value or aggregate (never truncated), a top-level type 0 or

@@ -1,6 +1,6 @@
 //! Ed25519 signature of a configuration file (RFC 8032), carried in a shaper TLV 43 block.
 //!
-//! DOCSIS has no configuration-file signature (PROTOCOLS.md §1: CVC/PKCS#7 signs firmware
+//! DOCSIS has no configuration-file signature (docs/PROTOCOLS.md §1: CVC/PKCS#7 signs firmware
 //! only), and the MICs only prove the file came from someone holding the CMTS shared secret,
 //! which every CMTS and provisioning server shares. The signature proves which provisioning
 //! system made a file. Layout and rules (docs/MODEM-CONFIG.md "Signature"):

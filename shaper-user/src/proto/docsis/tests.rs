@@ -13,7 +13,7 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// PROTOCOLS.md §1 "Vector B": rlaager/docsis `tests/docsis1_0_basic`, key `DOCSIS`.
+/// docs/PROTOCOLS.md §1 "Vector B": rlaager/docsis `tests/docsis1_0_basic`, key `DOCSIS`.
 const VECTOR_B: &str = "030101 120103 0412 010101 020401312d00 030400989680 070100 \
      0610817865a1f6e47e81a7364ff607a24648 0710f90e368f5d979a2d5093bbaba37f1497 ff00";
 

@@ -1,6 +1,6 @@
 //! The TLV tree of a DOCSIS configuration file and its byte codec.
 //!
-//! Layout (PROTOCOLS.md §1; CM-SP-MULPIv3.0 Annex C.1): a flat run of `type (1 B), length
+//! Layout (docs/PROTOCOLS.md §1; CM-SP-MULPIv3.0 Annex C.1): a flat run of `type (1 B), length
 //! (1 B), value` settings; the aggregates 4, 22–26 and 43 hold sub-TLVs of the same form; the
 //! file ends with type 255 (no length byte) and 0x00 padding.
 //!
@@ -17,7 +17,7 @@ pub const PAD: u8 = 0;
 /// Largest value a one-byte length can describe.
 pub const MAX_VALUE_LEN: usize = 255;
 
-/// Top-level types whose value is a run of sub-TLVs (PROTOCOLS.md §1): class of service,
+/// Top-level types whose value is a run of sub-TLVs (docs/PROTOCOLS.md §1): class of service,
 /// upstream/downstream packet classifiers, upstream/downstream service flows, PHS rules and
 /// vendor-specific information.
 pub const AGGREGATES: [u8; 7] = [4, 22, 23, 24, 25, 26, 43];
@@ -393,7 +393,7 @@ impl ConfigFile {
 }
 
 /// Number of pad bytes after the end marker for a file of `len` bytes up to and including the
-/// marker: `(4 - len % 4) % 4`, as rlaager/docsis writes (PROTOCOLS.md §1).
+/// marker: `(4 - len % 4) % 4`, as rlaager/docsis writes (docs/PROTOCOLS.md §1).
 #[must_use]
 pub fn pad_len(len: usize) -> usize {
     (4 - len % 4) % 4

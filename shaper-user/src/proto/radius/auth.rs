@@ -7,7 +7,7 @@
 //!   Length | Request Authenticator | attributes | secret)`.
 //! - Message-Authenticator (RFC 3579 §3.2, RFC 5176 §3.1): HMAC-MD5 keyed by the secret over the
 //!   whole packet with its own value zeroed. The authenticator field while computing it, as
-//!   radclient checks (PROTOCOLS.md §4): in a CoA/Disconnect/Accounting request, zero (the
+//!   radclient checks (docs/PROTOCOLS.md §4): in a CoA/Disconnect/Accounting request, zero (the
 //!   Request Authenticator is computed afterwards, over the filled-in attribute); in an
 //!   Access-Request, the random Request Authenticator; in a response, the *request's*
 //!   authenticator (the Response Authenticator is computed afterwards).

@@ -1,4 +1,4 @@
-//! The attributes shaper reads and writes, declared once (STYLE §4, like dhcproto's
+//! The attributes shaper reads and writes, declared once (docs/ARCHITECTURE.md §7, like dhcproto's
 //! `declare_codes!`). Everything not listed here still round-trips byte-exact as an unknown
 //! attribute; the table only gives names and value types.
 //!
@@ -112,7 +112,7 @@ pub const VENDOR_CISCO: u32 = 9;
 pub const VENDOR_ERX: u32 = 4874;
 
 declare_vendor_attrs! {
-    /// RouterOS rate limit string (PROTOCOLS.md §4).
+    /// RouterOS rate limit string (docs/PROTOCOLS.md §4).
     MIKROTIK_RATE_LIMIT = (VENDOR_MIKROTIK, 8), "Mikrotik-Rate-Limit", Text;
     /// `name=value` pairs, the Cisco catch-all.
     CISCO_AVPAIR = (VENDOR_CISCO, 1), "Cisco-AVPair", Text;

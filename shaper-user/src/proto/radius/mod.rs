@@ -1,4 +1,4 @@
-//! RADIUS, sans-IO (DESIGN §1.6 "notifies the BRAS (RADIUS CoA, RFC 5176)", STYLE §4).
+//! RADIUS, sans-IO (docs/ARCHITECTURE.md §1.6 and §7; RFC 5176).
 //!
 //! - [`packet`]: the codec (RFC 2865 §3 header, §5 attributes, §5.26 Vendor-Specific); unknown
 //!   attributes and codes round-trip byte-exact.

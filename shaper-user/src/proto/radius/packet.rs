@@ -1,7 +1,7 @@
 //! RADIUS packet codec (RFC 2865 §3 header, §5 attributes, §5.26 Vendor-Specific).
 //!
-//! A [`Packet`] holds what is on the wire, minus the shared secret (STYLE §4: the secret is an
-//! argument of the functions that sign and verify, never a field). Attributes outside
+//! A [`Packet`] holds what is on the wire, minus the shared secret (docs/ARCHITECTURE.md §7: the
+//! secret is an argument of the functions that sign and verify, never a field). Attributes outside
 //! Vendor-Specific are kept as raw `(type, value)` pairs, so an attribute this code does not
 //! know re-encodes byte for byte. A Vendor-Specific attribute is split into sub-attributes when
 //! its body follows the RFC 2865 §5.26 recommended format (vendor id, then `type, length,

@@ -1,5 +1,5 @@
 //! Rate attribute profiles: how a [`QosLevel`] travels in RADIUS to a given kind of BRAS
-//! (PROTOCOLS.md §4 "Rate attributes").
+//! (docs/PROTOCOLS.md §4, rate attributes).
 //!
 //! | profile | attribute(s) | value |
 //! |---|---|---|
@@ -159,7 +159,8 @@ fn fmt_rate(out: &mut String, v: u64) {
 }
 
 impl MikrotikRateLimit {
-    /// Parses the value (PROTOCOLS.md §4; RouterOS manual "RADIUS client", Mikrotik-Rate-Limit).
+    /// Parses the value (docs/PROTOCOLS.md §4; RouterOS manual "RADIUS client",
+    /// Mikrotik-Rate-Limit).
     pub fn parse(s: &str) -> Result<MikrotikRateLimit, RateError> {
         let fields: Vec<&str> = s.split_ascii_whitespace().collect();
         if fields.is_empty() || fields.len() > 6 {

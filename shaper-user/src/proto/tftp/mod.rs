@@ -1,6 +1,6 @@
 //! TFTP read-only server core (RFC 1350, RFC 2347/2348/2349, RFC 7440), sans-IO.
 //!
-//! DOCSIS cable modems fetch their configuration file by TFTP only (PROTOCOLS.md §2). This
+//! DOCSIS cable modems fetch their configuration file by TFTP only (docs/PROTOCOLS.md §2). This
 //! module has no sockets and no clock: [`accept`] decides what to do with a datagram that
 //! arrived on the well-known port, and [`ReadTransfer`] is one transfer's state machine, driven
 //! quinn-proto style with `handle(now, from, bytes)`, `handle_timeout(now)`, `poll_timeout()` and

@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn rrq_with_options_keeps_case_and_order() {
-        // What curl 7.88 sends (PROTOCOLS.md §2).
+        // What curl 7.88 sends (docs/PROTOCOLS.md §2).
         let p =
             roundtrip(b"\x00\x01f\x00OCTET\x00tsize\x000\x00blksize\x001428\x00TimeOut\x006\x00");
         let Packet::Rrq(r) = p else { panic!("{p:?}") };
