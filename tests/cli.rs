@@ -72,3 +72,46 @@ fn run_refuses_an_unknown_interface_without_attaching_anything() {
         "nothing may be loaded or pinned before the configuration is known to fit this host"
     );
 }
+
+/// `shaper check` reads every file `shaper run` will: a bad tokens file fails the check
+/// (before, only `run` found it, after the data plane was already applied).
+#[test]
+fn check_refuses_a_bad_tokens_file() {
+    let dir = std::env::temp_dir().join(format!("shaper-cli-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens.toml");
+    let config = dir.join("shaper.toml");
+    let text = format!(
+        "{}\n[controller]\nstore = \"{}\"\nlisten = \"127.0.0.1:18099\"\ntokens_file = \"{}\"\n",
+        std::fs::read_to_string(SHIPPED).unwrap(),
+        dir.join("shaper.db").display(),
+        tokens.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let check = || shaper(&["check", "--config", config.to_str().unwrap()]);
+    std::fs::write(
+        &tokens,
+        "[[token]]\nsha256 = \"not-a-digest\"\nrole = \"admin\"\nsubject = \"root\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = check();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("controller.tokens_file") && err.contains("token[0].sha256"),
+        "{err}"
+    );
+    std::fs::remove_file(&tokens).unwrap();
+    let (code, _, err) = check();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reading"), "{err}");
+    let digest = "0".repeat(64);
+    std::fs::write(
+        &tokens,
+        format!("[[token]]\nsha256 = \"{digest}\"\nrole = \"admin\"\nsubject = \"root\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = check();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("controller on 127.0.0.1:18099"), "{out}");
+}

@@ -24,8 +24,6 @@
 //! configuration (`csr_from_catalogue`, `tick_after_commit`), so `SHAPER_MODEL_SEED=<n>
 //! SHAPER_MODEL_RUNS=1` replays one run exactly (`SHAPER_MODEL_STEPS=<n>` changes the steps
 //! per run). A failing step prints the seed, the run, the step number and the last 20 steps.
-//! `SHAPER_MODEL_STRICT=1` makes the model expect the documented behaviour where the
-//! controller has known bugs (`BUG:` in `common/model_ref.rs`).
 //!
 //! Run: `cargo test -p shaper-user --test controller_model -- --nocapture`.
 

@@ -260,6 +260,27 @@ struct TokenSection {
     subject: String,
 }
 
+impl ControllerPlan {
+    /// Reads and parses `controller.tokens_file`: `shaper check` and `shaper run` both call it
+    /// before anything is applied, so a configuration that checks is one that runs.
+    ///
+    /// # Errors
+    /// The file cannot be read, or a token in it is wrong (the key names it).
+    pub fn load_tokens(&self) -> Result<TokenTable, ConfigError> {
+        let path = &self.tokens_file;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                "controller.tokens_file",
+                format!("reading {}: {e}", path.display()),
+            )
+        })?;
+        parse_tokens(&text).map_err(|e| ConfigError {
+            key: format!("controller.tokens_file ({}): {}", path.display(), e.key),
+            msg: e.msg,
+        })
+    }
+}
+
 /// Parses a tokens file into the API's token table. Errors name the key (`token[1].sha256`).
 pub fn parse_tokens(text: &str) -> Result<TokenTable, ConfigError> {
     let file: TokensFile = toml::from_str(text).map_err(|e| {

@@ -302,7 +302,14 @@ fn read_config(path: &PathBuf) -> anyhow::Result<config::Validated> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| std::path::Path::new("."));
-    config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let v =
+        config::parse_in(&text, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Every file the run will read is checked now, before anything is applied.
+    if let Some(plan) = &v.controller {
+        plan.load_tokens()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    Ok(v)
 }
 
 fn main() -> ExitCode {

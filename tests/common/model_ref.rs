@@ -184,12 +184,6 @@ pub fn month_start(now_ms: u64) -> u64 {
     u64::try_from(days_from_civil(y, m, 1)).unwrap() * 86_400_000
 }
 
-/// Whether the model expects the documented behaviour where the controller has a known bug
-/// (see the `BUG:` comments).
-fn strict() -> bool {
-    std::env::var_os("SHAPER_MODEL_STRICT").is_some()
-}
-
 fn start_due(start: Option<u64>, now: u64) -> u64 {
     start.map_or(now, |s| s.max(now))
 }
@@ -280,17 +274,7 @@ impl Model {
 
     /// The controller was dropped and opened again from its store at `now`.
     pub fn restart(&mut self, now: u64) {
-        if !strict() {
-            // BUG: a restart hands out again the ids of requests the store lost (the engine
-            // rebuilt from the store counts from the highest *stored* id; `Controller::resync`
-            // keeps its counter, a restart has none to keep), although the controller's
-            // documentation says such an id "is never handed out again". The model follows
-            // the controller: burned ids above the highest stored one become free again.
-            // `SHAPER_MODEL_STRICT=1` expects the documented behaviour (and fails on it).
-            let max = self.events.keys().max().copied().unwrap_or(0);
-            self.burned.retain(|id| *id <= max);
-            self.last_id = max;
-        }
+        // Burned ids stay burned: the store keeps the highest id ever handed out.
         self.tick(now);
     }
 
@@ -411,13 +395,7 @@ impl Model {
     fn post_in_controller(&self, p: &Post, now: u64) -> Answer {
         if let Some(k) = &p.key {
             if let Some((orig, id)) = self.keys.get(&(p.who, k.clone())) {
-                // BUG: a retry of a catalogue request (`level`) with its Idempotency-Key is
-                // answered 409 instead of 200 `duplicate`: the controller compares the retry
-                // (no qos) with the request as stored, whose qos the level filled in
-                // (`Controller::admit` is skipped for known keys, `Engine::submit` compares).
-                // The model expects what the controller does; `SHAPER_MODEL_STRICT=1`
-                // expects the documented behaviour instead (and fails on the bug).
-                return if orig == p && (p.level.is_none() || strict()) {
+                return if orig == p {
                     Answer::Duplicate(*id)
                 } else {
                     Answer::Status(409)
@@ -578,7 +556,7 @@ impl Model {
                 Some(Fault::PutModem | Fault::AppendModemAudit | Fault::CommitBatch)
             ) {
                 // The store refused the plan: nothing changed, and nothing needs a resync.
-                return 500;
+                return 503;
             }
             self.bases.insert(modem.to_owned(), plan);
         }

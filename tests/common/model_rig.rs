@@ -75,6 +75,9 @@ impl Store for FaultyStore {
     fn batch_intact(&self) -> bool {
         self.inner.batch_intact()
     }
+    fn burn_event_ids(&mut self, last: u64) -> Result<(), StoreError> {
+        self.inner.burn_event_ids(last)
+    }
     fn put_modem(&mut self, id: &str, base: &QosLevel) -> Result<(), StoreError> {
         if self.hit(&[Fault::PutModem]).is_some() {
             return Err(injected("put_modem"));

@@ -60,7 +60,6 @@ pub mod routes;
 pub mod shape;
 #[cfg(test)]
 mod tests;
-pub mod ticker;
 
 use std::sync::{Arc, Mutex};
 
@@ -68,10 +67,9 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use crate::controller::{Controller, ControllerError};
+use crate::controller::Controller;
 use crate::metrics::Metrics;
 use crate::modem::pipeline::PipelineShared;
-use crate::provision::{EventRequest, Submitted};
 use crate::tftp::Handler;
 
 pub use auth::{Principal, Role, TokenEntry, TokenError, TokenTable, hash_token};
@@ -79,8 +77,8 @@ pub use error::ApiError;
 
 pub use crate::clock::{Clock, system_now_ms};
 pub use crate::controller::ChangeHook;
-
-pub(crate) use crate::controller::changed_modems;
+pub use crate::controller::submit::SubmitQueue;
+pub use crate::controller::ticker;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -110,102 +108,6 @@ pub struct AppState {
     pub pipeline: Option<Arc<PipelineShared>>,
     /// What `GET /files/{name}` serves (the pipeline's files); `None` = 404.
     pub files: Option<Arc<dyn Handler>>,
-}
-
-/// The reply to one queued submission.
-type SubmitReply = tokio::sync::oneshot::Sender<Result<Submitted, ControllerError>>;
-
-/// One queued submission.
-type SubmitJob = (EventRequest, SubmitReply);
-
-/// Group commit of `POST /v1/events`. Handlers queue their submission and wait; one committer
-/// thread (started with the first submission, ended when the queue is dropped) takes *every*
-/// queued submission, commits them in one store transaction ([`Controller::submit_batch`]:
-/// one fsync) and answers each. While a batch is being synced to disk the requests arriving
-/// meanwhile queue up and share the next commit. Each request is answered only after the
-/// batch holding its event is durable. After a batch with accepted submissions it enforces
-/// what fired with it ([`AppState::tick_after_commit`]) or notifies [`AppState::wake`].
-#[derive(Default)]
-pub struct SubmitQueue {
-    sender: std::sync::OnceLock<std::sync::mpsc::Sender<SubmitJob>>,
-}
-
-impl SubmitQueue {
-    /// Queues `req`; the answer arrives on the returned receiver.
-    fn submit(
-        &self,
-        state: &AppState,
-        req: EventRequest,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Submitted, ControllerError>>, ApiError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let sender = self.sender.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (ctl, clock, wake, tick, hook) = (
-                state.controller.clone(),
-                state.clock.clone(),
-                state.wake.clone(),
-                state.tick_after_commit,
-                state.on_changes.clone(),
-            );
-            std::thread::Builder::new()
-                .name("shaper-commit".into())
-                .spawn(move || commit_loop(&rx, &ctl, &clock, &wake, tick, hook.as_ref()))
-                .expect("spawning the commit thread");
-            tx
-        });
-        sender
-            .send((req, reply))
-            .map_err(|_| ApiError::Unavailable {
-                detail: "the commit thread has stopped; restart the daemon".into(),
-            })?;
-        Ok(answer)
-    }
-}
-
-/// The committer of [`SubmitQueue`]: runs until every sender is gone.
-fn commit_loop(
-    rx: &std::sync::mpsc::Receiver<SubmitJob>,
-    ctl: &Mutex<Controller>,
-    clock: &Clock,
-    wake: &tokio::sync::Notify,
-    tick_after_commit: bool,
-    on_changes: Option<&ChangeHook>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        jobs.extend(rx.try_iter());
-        let (reqs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-        let mut c = crate::controller::lock(ctl, || clock());
-        let now = clock();
-        let (results, changes) = if tick_after_commit {
-            // The starts due now (the accepted immediate events among them) fire in the same
-            // commit as the acceptance.
-            c.submit_batch_and_fire(reqs, now)
-        } else {
-            (c.submit_batch(reqs, now), Vec::new())
-        };
-        let accepted = results.iter().any(Result::is_ok);
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A requester that went away (client disconnected) needs no answer.
-            let _ = reply.send(result);
-        }
-        if tick_after_commit {
-            let enforced = c.enforce_changes(&changes, now);
-            if let Some(hook) = on_changes.filter(|_| !changes.is_empty()) {
-                hook(&c, &changed_modems(&changes));
-            }
-            drop(c);
-            if let Err(e) = enforced {
-                tracing::error!("enforcing after a commit: {e}");
-            }
-            ticker::log_changes(&changes, clock());
-        } else {
-            drop(c);
-            if accepted {
-                wake.notify_one();
-            }
-        }
-    }
 }
 
 impl AppState {

@@ -35,7 +35,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -53,34 +52,10 @@ use crate::nsm::model::{
     Allocation, AllocationRequest, Application, Classifier, LinkKind, Provider, ProviderKind,
     Session,
 };
-use crate::nsm::{LinkUsage, Notifiers, NsmService};
+use crate::nsm::{LinkUsage, NsmService};
 use crate::store::SessionStore;
 
-/// The manager and its notifiers, as the API holds them.
-#[derive(Clone)]
-pub struct NsmState {
-    pub service: Arc<Mutex<NsmService>>,
-    pub notifiers: Notifiers,
-}
-
-impl NsmState {
-    /// Session intake for session sources outside the API (RADIUS accounting): runs `f` on
-    /// the manager's [`SessionStore`] under its lock, then dispatches the notifications of the
-    /// allocations a session change released. Blocking (SQLite): call it from a blocking task;
-    /// the dispatch needs a tokio runtime.
-    pub fn session_intake<T>(&self, f: impl FnOnce(&mut dyn SessionStore) -> T) -> T {
-        let (value, jobs) = {
-            let mut svc = self
-                .service
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let value = f(&mut *svc);
-            (value, svc.take_jobs())
-        };
-        self.notifiers.dispatch(jobs);
-        value
-    }
-}
+pub use crate::nsm::NsmState;
 
 /// Is `path` one of this module's routes? (Their authorization matrix is tested apart.)
 #[must_use]

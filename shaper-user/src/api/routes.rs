@@ -256,7 +256,16 @@ where
 /// Submits `req` through the group commit ([`super::SubmitQueue`]) and waits until the batch
 /// holding it is durable.
 async fn group_submit(state: &AppState, req: EventRequest) -> Result<Submitted, ApiError> {
-    let answer = state.submits.submit(state, req)?;
+    let answer = state.submits.submit(
+        || crate::controller::submit::CommitDeps {
+            controller: state.controller.clone(),
+            clock: state.clock.clone(),
+            wake: state.wake.clone(),
+            tick_after_commit: state.tick_after_commit,
+            on_changes: state.on_changes.clone(),
+        },
+        req,
+    )?;
     let result = answer.await.map_err(|_| ApiError::Internal {
         detail: "the group commit holding this request ended without an answer".into(),
     })?;

@@ -59,8 +59,10 @@
 
 mod enforce;
 mod pool;
+pub mod submit;
 #[cfg(test)]
 mod tests;
+pub mod ticker;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
@@ -396,6 +398,7 @@ impl ControllerError {
     fn clone_poison(&self) -> ControllerError {
         match self {
             ControllerError::Poisoned(reason) => ControllerError::Poisoned(reason.clone()),
+            ControllerError::NotCommitted(reason) => ControllerError::NotCommitted(reason.clone()),
             other => ControllerError::NotCommitted(other.to_string()),
         }
     }

@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::api::nsm::NsmState;
 use crate::clock::Clock;
+use crate::nsm::NsmState;
 use crate::nsm::model::Session as NsmSession;
 use crate::nsm::{CatalogError, NsmService};
 use crate::sessions::{Recorded, Session, SessionSelector, SessionStore, SessionStoreError};

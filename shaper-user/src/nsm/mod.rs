@@ -23,7 +23,7 @@
 //!
 //! - **Sessions** (RADIUS accounting Start/Interim/Stop, DHCP leases): call the
 //!   [`crate::store::SessionStore`] implementation of [`NsmService`] — from outside the API
-//!   through [`crate::api::nsm::NsmState::session_intake`], which also dispatches the
+//!   through [`NsmState::session_intake`], which also dispatches the
 //!   notifications of allocations a session change or end released. `upsert_session` for
 //!   Start and Interim (idempotent; a changed address, BRAS or gateway releases the
 //!   allocations admitted on the old one), `end_session` for Stop; lookups by id, address and
@@ -45,6 +45,7 @@ pub mod notify;
 pub mod run;
 pub mod service;
 pub mod sessions;
+mod state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -60,3 +61,4 @@ pub use notify::{
     Notifiers, NotifyError, RemoteGateway, RetryPolicy, Target, WebhookNotifier,
 };
 pub use service::{LinkUsage, NsmConfig, NsmError, NsmService};
+pub use state::NsmState;

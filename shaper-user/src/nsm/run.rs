@@ -14,10 +14,10 @@ use super::notify::{
     GatewayNotifier, HttpGateway, Notifier, Notifiers, RemoteGateway, WebhookNotifier,
 };
 use super::service::{NsmConfig, NsmService};
-use crate::api::nsm::NsmState;
 use crate::config::ControllerPlan;
 use crate::controller::Controller;
 use crate::gateway::Gateway;
+use crate::nsm::NsmState;
 use crate::store::{NsmStore, SqliteNsmStore};
 
 /// Opens the manager of `plan` (store: `nsm.store`, else the controller's) on the gateway's

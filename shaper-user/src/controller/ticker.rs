@@ -4,7 +4,7 @@
 //!
 //! A tick commits the state changes of everything due in one store transaction, so events
 //! accepted while the previous tick was being synced share the next one (the same group
-//! commit as [`super::SubmitQueue`]).
+//! commit as [`super::submit::SubmitQueue`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
-use super::{ChangeHook, Clock};
-use crate::controller::Controller;
+use super::{ChangeHook, Controller};
+use crate::clock::Clock;
 use crate::provision::Change;
 
 /// The longest the tick task sleeps without being woken.
@@ -32,7 +32,8 @@ pub fn log_changes(changes: &[Change], now: u64) {
     }
 }
 
-/// Runs until `stop` turns true. `wake` is [`super::AppState::wake`].
+/// Runs until `stop` turns true. `wake` is notified after accepted submissions
+/// ([`super::submit::SubmitQueue`]).
 pub async fn tick_loop(
     ctl: Arc<Mutex<Controller>>,
     clock: Clock,
