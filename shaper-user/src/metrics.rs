@@ -312,12 +312,7 @@ fn source_kind(s: &Source) -> &'static str {
 }
 
 fn state_name(s: EventState) -> &'static str {
-    match s {
-        EventState::Pending => "pending",
-        EventState::Active => "active",
-        EventState::Completed => "completed",
-        EventState::Cancelled => "cancelled",
-    }
+    s.as_str()
 }
 
 fn flow_addr(b: [u8; 16]) -> IpAddr {

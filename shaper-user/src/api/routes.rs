@@ -134,12 +134,7 @@ impl From<&Source> for SourceView {
 }
 
 pub fn state_name(s: EventState) -> &'static str {
-    match s {
-        EventState::Pending => "pending",
-        EventState::Active => "active",
-        EventState::Completed => "completed",
-        EventState::Cancelled => "cancelled",
-    }
+    s.as_str()
 }
 
 fn parse_state(s: &str) -> Option<EventState> {

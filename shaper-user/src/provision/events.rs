@@ -42,6 +42,19 @@ pub struct EventRequest {
     pub level: Option<String>,
 }
 
+impl EventState {
+    /// The state's name in the API, the store and the metrics.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Active => "active",
+            EventState::Completed => "completed",
+            EventState::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl From<&Event> for EventRequest {
     /// The request an event stands for now (its current timing and grant).
     fn from(e: &Event) -> EventRequest {

@@ -265,12 +265,7 @@ fn from_json<T: DeserializeOwned>(
 }
 
 fn state_name(state: EventState) -> &'static str {
-    match state {
-        EventState::Pending => "pending",
-        EventState::Active => "active",
-        EventState::Completed => "completed",
-        EventState::Cancelled => "cancelled",
-    }
+    state.as_str()
 }
 
 fn parse_state(id: u64, name: &str) -> Result<EventState, StoreError> {
