@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use shaper::api::{Clock, system_now_ms};
+use shaper::notify::RateProfile;
 use shaper::notify::{
     ClientConfig, CoaClient, CoaRefusal, CoaSink, NasTarget, RadiusServer, RadiusServerConfig,
     RetryPolicy,
 };
 use shaper::proto::auth::md5;
 use shaper::proto::radius::{
-    Code, Packet, RateProfile, dict, encode_request, encode_response, verify_request,
-    verify_response,
+    Code, Packet, dict, encode_request, encode_response, verify_request, verify_response,
 };
 use shaper::provision::QosLevel;
 use shaper::sessions::{SessionSelector, SessionTable};

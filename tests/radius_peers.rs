@@ -24,12 +24,13 @@ use std::time::Duration;
 use shaper::api::{Clock, system_now_ms};
 use shaper::controller::{Controller, ControllerConfig, Disabled};
 use shaper::lab::{NetNs, in_netns};
+use shaper::notify::RateProfile;
 use shaper::notify::coa_server::NasIdentity;
 use shaper::notify::{
     ClientConfig, CoaClient, CoaError, ControllerSink, NasTarget, RadiusServer, RadiusServerConfig,
     RetryPolicy,
 };
-use shaper::proto::radius::{Code, ErrorCause, RateProfile};
+use shaper::proto::radius::{Code, ErrorCause};
 use shaper::provision::QosLevel;
 use shaper::sessions::{SessionSelector, SessionStore, SessionTable};
 use shaper::store::SqliteStore;

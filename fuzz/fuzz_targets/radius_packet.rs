@@ -4,9 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shaper::proto::radius::{
-    Packet, decode_rate, packet::packet_bytes, verify_request, verify_response,
-};
+use shaper::notify::decode_rate;
+use shaper::proto::radius::{Packet, packet::packet_bytes, verify_request, verify_response};
 use shaper::sessions::SessionSelector;
 
 fuzz_target!(|data: &[u8]| {

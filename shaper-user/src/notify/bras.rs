@@ -168,11 +168,12 @@ mod tests {
 
     use super::*;
     use crate::clock::Clock;
+    use crate::notify::RateProfile;
     use crate::notify::coa::RetryPolicy;
     use crate::notify::coa_server::{
         ClientConfig, CoaRefusal, CoaSink, RadiusServer, RadiusServerConfig,
     };
-    use crate::proto::radius::{Code, ErrorCause, RateProfile};
+    use crate::proto::radius::{Code, ErrorCause};
     use crate::sessions::SessionTable;
 
     /// The BRAS side: our own server with a sink that records what it was told and refuses

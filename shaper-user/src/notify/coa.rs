@@ -20,10 +20,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::rate::{RateError, RateProfile};
 use crate::proto::radius::dict;
 use crate::proto::radius::{
-    AuthError, Code, EncodeError, ErrorCause, Packet, RateError, RateProfile, encode_request,
-    verify_response,
+    AuthError, Code, EncodeError, ErrorCause, Packet, encode_request, verify_response,
 };
 use crate::provision::QosLevel;
 use crate::sessions::SessionSelector;

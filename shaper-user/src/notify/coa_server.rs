@@ -46,8 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{debug, warn};
 
+use crate::notify::rate::{self, RateKind};
 use crate::proto::radius::dict::{self, acct_status};
-use crate::proto::radius::rate::{self, RateKind};
 use crate::proto::radius::{
     Attribute, AuthError, Code, DecodeError, EncodeError, ErrorCause, Packet, ValueError,
     encode_response, verify_request,

@@ -64,7 +64,7 @@ use super::coa_server::{
     ClientConfig, DEFAULT_REPLAY_CACHE_PER_CLIENT, DEFAULT_SESSION_TIMEOUT_S, RadiusServerConfig,
 };
 use crate::config::ConfigError;
-use crate::proto::radius::RateProfile;
+use crate::notify::RateProfile;
 
 /// The CoA port of RFC 5176 §3.
 pub const COA_PORT: u16 = 3799;

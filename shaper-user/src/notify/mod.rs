@@ -6,7 +6,8 @@
 //! over the controller and the network service manager's session store, and CoA to the BRAS
 //! for allocation changes.
 //!
-//! These are the tokio shells around the sans-IO codec in [`crate::proto::radius`].
+//! These are the tokio shells around the sans-IO codec in [`crate::proto::radius`], and
+//! [`rate`]: how a QoS level travels in RADIUS rate attributes for each kind of BRAS.
 
 pub mod bras;
 pub mod coa;
@@ -14,6 +15,7 @@ pub mod coa_server;
 pub mod config;
 pub mod controller_sink;
 pub mod nsm_sessions;
+pub mod rate;
 pub mod run;
 
 pub use bras::{BrasDirectory, BrasEntry, BrasNotifier, NotifyError, SessionNotice};
@@ -23,3 +25,4 @@ pub use coa_server::{
     RadiusServerConfig, RadiusServerHandle, ServerStats,
 };
 pub use controller_sink::ControllerSink;
+pub use rate::{MikrotikRateLimit, RateError, RateKind, RateProfile, decode_rate};

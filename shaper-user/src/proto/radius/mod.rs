@@ -5,21 +5,20 @@
 //! - [`auth`]: Request/Response Authenticators and Message-Authenticator, signing and
 //!   constant-time verification, with the secret as an argument.
 //! - [`dict`]: the attribute table, declared once.
-//! - [`rate`]: rate attribute profiles (MikroTik, plain Filter-Id, Cisco, Juniper/ERX).
 //!
-//! The sockets live in `crate::notify` (CoA client and the CoA/accounting server).
+//! The sockets live in `crate::notify` (CoA client and the CoA/accounting server), and so
+//! does the mapping of QoS levels to rate attributes (`notify::rate`): this module imports
+//! nothing of the crate.
 
 pub mod auth;
 pub mod dict;
 pub mod packet;
-pub mod rate;
 
 #[cfg(test)]
 mod tests;
 
 pub use auth::{AuthError, encode_request, encode_response, verify_request, verify_response};
 pub use packet::{Attribute, Code, DecodeError, EncodeError, Packet, SubAttribute, ValueError};
-pub use rate::{MikrotikRateLimit, RateError, RateKind, RateProfile, decode_rate};
 
 macro_rules! declare_error_causes {
     ($( $(#[$doc:meta])* $variant:ident = $code:literal, $name:literal; )*) => {

@@ -16,8 +16,8 @@
 
 use std::fmt::Write as _;
 
-use super::dict;
-use super::packet::{Attribute, Packet, SubAttribute};
+use crate::proto::radius::dict;
+use crate::proto::radius::{Attribute, Packet, SubAttribute};
 use crate::provision::QosLevel;
 
 /// Which attribute profile a BRAS speaks.
@@ -494,4 +494,174 @@ pub fn decode_rate(packet: &Packet) -> Result<Option<(RateKind, QosLevel)>, Rate
         return Ok(Some((RateKind::Juniper, within_bounds(ERX, q)?)));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rate profiles through real packets (the codec's own tests are in `proto/radius`).
+    use super::{self as rate, *};
+    use crate::proto::radius::{Code, encode_request};
+
+    const SECRET: &[u8] = b"s3cr3t";
+    /// radclient's CoA-Request with Mikrotik-Rate-Limit = "10M/50M" (proto/radius/tests.rs).
+    const COA_REQ: &str = "2b740044dfbadd332f02292e1462b0e5cdd3acbd0107616c6963652c08736573732d311a0f00003a8c080931304d2f35304d501249de273cdc7187995e8b31edf0e8f6de";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn radclient_mikrotik_rate_limit_decodes_to_the_grant() {
+        let p = Packet::decode(&hex(COA_REQ)).unwrap();
+        let (kind, qos) = decode_rate(&p).unwrap().unwrap();
+        assert_eq!(kind, RateKind::Mikrotik);
+        assert_eq!(qos.max_up_bps, Some(10_000_000), "rx = client upload");
+        assert_eq!(qos.max_down_bps, Some(50_000_000));
+    }
+
+    #[test]
+    fn mikrotik_rate_limit_strings() {
+        let r = MikrotikRateLimit::parse("2M/10M 4M/20M 1500k/8M 16/32 5 512k/2M").unwrap();
+        assert_eq!(
+            r,
+            MikrotikRateLimit {
+                rate: (2_000_000, 10_000_000),
+                burst_rate: Some((4_000_000, 20_000_000)),
+                burst_threshold: Some((1_500_000, 8_000_000)),
+                burst_time: Some((16, 32)),
+                priority: Some(5),
+                min_rate: Some((512_000, 2_000_000)),
+            }
+        );
+        assert_eq!(r.format(), "2M/10M 4M/20M 1500k/8M 16/32 5 512k/2M");
+        let q = r.to_qos();
+        assert_eq!(q.max_up_bps, Some(2_000_000));
+        assert_eq!(q.max_down_bps, Some(10_000_000));
+        assert_eq!(q.committed_up_bps, Some(512_000));
+        assert_eq!(q.committed_down_bps, Some(2_000_000));
+        assert_eq!(q.priority, Some(3));
+        // One value = both directions; 0 = unlimited.
+        assert_eq!(
+            MikrotikRateLimit::parse("1M").unwrap().rate,
+            (1_000_000, 1_000_000)
+        );
+        assert_eq!(
+            MikrotikRateLimit::parse("0/5M")
+                .unwrap()
+                .to_qos()
+                .max_up_bps,
+            None
+        );
+        // Priority and min only: defaults fill the gaps.
+        let q = QosLevel {
+            max_up_bps: Some(5_000_000),
+            max_down_bps: Some(20_000_000),
+            committed_down_bps: Some(1_000_000),
+            priority: Some(7),
+            ..QosLevel::default()
+        };
+        let s = MikrotikRateLimit::from_qos(&q).unwrap().format();
+        assert_eq!(s, "5M/20M 0/0 0/0 0/0 1 0/1M");
+        let back = MikrotikRateLimit::parse(&s).unwrap().to_qos();
+        assert_eq!(back, q);
+        for bad in ["", "10X/1M", "1M/", "1 2 3 4 9", "1 2 3 4 5 6 7", "a/b"] {
+            assert!(MikrotikRateLimit::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            MikrotikRateLimit::parse("1M 0 0 0 9"),
+            Err(RateError::Priority { prio: 9, .. })
+        ));
+        assert_eq!(
+            MikrotikRateLimit::from_qos(&QosLevel::default()),
+            Err(RateError::NoRate)
+        );
+    }
+
+    #[test]
+    fn plain_cisco_and_juniper_profiles_round_trip_through_packets() {
+        let q = QosLevel {
+            max_up_bps: Some(8_000_000),
+            max_down_bps: Some(64_000_000),
+            ..QosLevel::default()
+        };
+        for (profile, kind) in [
+            (RateProfile::Mikrotik, RateKind::Mikrotik),
+            (RateProfile::Plain, RateKind::Plain),
+            (RateProfile::Cisco, RateKind::Cisco),
+            (
+                RateProfile::Juniper {
+                    service: "svc-rate".into(),
+                },
+                RateKind::Juniper,
+            ),
+        ] {
+            let mut p = Packet::new(Code::CoaRequest, 3);
+            p.attributes = profile.encode(&q).unwrap();
+            let bytes = encode_request(&p, SECRET).unwrap();
+            let back = Packet::decode(&bytes).unwrap();
+            let (k, mut got) = decode_rate(&back).unwrap().unwrap();
+            assert_eq!(k, kind);
+            got.burst_bytes = None; // Cisco carries a burst
+            assert_eq!(got, q, "{profile:?}");
+        }
+        assert_eq!(rate::format_plain(&q).unwrap(), "64000/8000");
+        assert_eq!(
+            rate::format_cisco(&q).unwrap()[0],
+            "lcp:interface-config#1=rate-limit output 64000000 12000000 24000000 conform-action transmit exceed-action drop"
+        );
+        assert_eq!(
+            rate::format_juniper("svc-rate", &q).unwrap(),
+            "svc-rate(64000000,8000000)"
+        );
+        assert!(matches!(
+            rate::format_juniper("bad(name", &q),
+            Err(RateError::ServiceName(_))
+        ));
+        assert!(rate::parse_plain("fast").is_err());
+        assert!(rate::parse_juniper("svc(1,").is_err());
+        let mut p = Packet::new(Code::CoaRequest, 1);
+        p.push(dict::USER_NAME, "x");
+        assert_eq!(decode_rate(&p).unwrap(), None);
+    }
+
+    #[test]
+    fn decoded_rates_above_the_docsis_maximum_are_refused() {
+        let mt = |v: &str| {
+            let mut p = Packet::new(Code::CoaRequest, 1);
+            p.push_vendor(dict::MIKROTIK_RATE_LIMIT, v.as_bytes());
+            decode_rate(&p)
+        };
+        // 5G/5G: 5,000,000,000 bit/s does not fit the 32-bit DOCSIS TLV.
+        assert!(matches!(
+            mt("5G/5G"),
+            Err(RateError::TooHigh {
+                attr: "Mikrotik-Rate-Limit",
+                value: 5_000_000_000,
+                ..
+            })
+        ));
+        let (_, q) = mt("4294967295/4294967295").unwrap().unwrap();
+        assert_eq!(q.max_down_bps, Some(rate::MAX_RATE_BPS));
+        // A committed (min) rate above it too.
+        assert!(matches!(
+            mt("1M/1M 0/0 0/0 0/0 8 1M/4294967296"),
+            Err(RateError::TooHigh {
+                field: "committed_down_bps",
+                ..
+            })
+        ));
+        let mut p = Packet::new(Code::CoaRequest, 1);
+        p.push(dict::FILTER_ID, "5000000/1000"); // kbit/s: 5 Gbit/s down
+        let e = decode_rate(&p).unwrap_err();
+        assert!(e.to_string().contains("4294967295"), "{e}");
+        let mut p = Packet::new(Code::CoaRequest, 1);
+        p.push_vendor(
+            dict::ERX_SERVICE_ACTIVATE,
+            "svc(5000000000,1000000)".as_bytes(),
+        );
+        assert!(matches!(decode_rate(&p), Err(RateError::TooHigh { .. })));
+    }
 }
