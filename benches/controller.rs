@@ -33,6 +33,8 @@
 //! HTTP floor, same client) and bare fsync'd SQLite commits (one one-row `INSERT` per
 //! transaction, same file system, same pragmas).
 
+// One `target:` line per issue-3 target, so that a run that misses one says so (a figure
+// nobody compared once regressed unseen: docs/PERFORMANCE.md, controller); a miss fails it.
 #[path = "common/targets.rs"]
 mod targets;
 
@@ -175,12 +177,6 @@ fn steal_ms() -> Option<u64> {
         .parse()
         .ok()?;
     Some(ticks * 10)
-}
-
-/// One line per issue-3 target, so that a run that misses one says so (a figure nobody
-/// compared once regressed unseen: docs/PERFORMANCE.md, controller); a miss fails the run.
-fn target(what: &str, value: f64, limit: f64, unit: &str, at_least: bool) {
-    targets::target(what, value, limit, unit, at_least);
 }
 
 /// The `q` quantile (0..=1) of sorted values; an event never enforced is in `sorted` as
@@ -678,14 +674,14 @@ fn throughput(args: &Args) -> Result<()> {
         stats.max_apply.as_secs_f64() * 1e3
     );
     if args.modems == 10_000 {
-        target(
+        targets::target(
             "events/s end to end, saturated",
             saturated,
             10_000.0,
             "events/s",
             true,
         );
-        target(
+        targets::target(
             "API→enforced p99 at 10k/s offered",
             paced_p99_ms,
             2.0,
@@ -852,9 +848,9 @@ fn pending(args: &Args) -> Result<()> {
     );
     if args.pending == 1_000_000 {
         let mb = |kib: u64| (kib * 1024) as f64 / 1e6;
-        target("RSS with 1M pending", mb(rss_loaded), 300.0, "MB", false);
-        target("RSS peak (after firing)", mb(hwm), 300.0, "MB", false);
-        target(
+        targets::target("RSS with 1M pending", mb(rss_loaded), 300.0, "MB", false);
+        targets::target("RSS peak (after firing)", mb(hwm), 300.0, "MB", false);
+        targets::target(
             "firing lateness p99",
             quantile(&late, 0.99),
             10.0,

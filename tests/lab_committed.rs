@@ -2,7 +2,8 @@
 //! each modem an HTB class on the subscriber-side tree (`controller.htb_minor_first..last`:
 //! rate = committed, ceil = maximum). Modem A (committed 40 Mbit/s) keeps at least its
 //! committed rate for a TCP download while modem B (committed 50 Mbit/s) floods the 100 Mbit/s
-//! link with UDP at 200 Mbit/s.
+//! link with UDP at 200 Mbit/s; together they stay within the link, and B's class shows the
+//! overlimits and drops of its excess. Without A's committed rate, A gets ~2 Mbit/s.
 //! Needs root, iproute2 and iperf3. Namespaces, pins and files are removed on exit.
 //!
 //! Run: `cargo test -p shaper-user --test lab_committed -- --nocapture`.
