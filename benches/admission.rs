@@ -11,6 +11,9 @@
 //! Run: `cargo bench -p shaper-user --bench admission` (no privileges needed).
 //! Options: `--sessions N --allocations N --decisions N --rounds N`.
 
+#[path = "common/targets.rs"]
+mod targets;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
@@ -267,8 +270,6 @@ fn main() {
         c,
         b / c
     );
-    println!(
-        "target ≥ 20000 decisions/s: {}",
-        if d >= 20_000.0 { "met" } else { "NOT met" }
-    );
+    targets::target("admission decisions", d, 20_000.0, "/s", true);
+    targets::exit_if_missed();
 }

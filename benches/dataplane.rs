@@ -16,6 +16,9 @@
 //! table; 31 = off), `--no-pin` (do not pin the process to the CPU it started on).
 //! Lists are comma-separated and take k/M suffixes (`1,10k,100k,1M`).
 
+#[path = "common/targets.rs"]
+mod targets;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     time::Instant,
@@ -777,11 +780,31 @@ fn main() -> Result<()> {
         );
     }
     println!();
+    for row in &rows {
+        if let Some(t) = row.target() {
+            targets::target(
+                &format!(
+                    "{} subscribers, {} rules, {} keys: ns/packet vs floor_pass",
+                    human(u64::from(row.subs)),
+                    human(row.rules as u64),
+                    match row.keys {
+                        Keys::Same => "same",
+                        Keys::Random => "random",
+                    }
+                ),
+                row.ratio(),
+                t,
+                "×",
+                false,
+            );
+        }
+    }
     println!(
         "{} rows, {} target(s) missed, {:.0}s",
         rows.len(),
         misses,
         started.elapsed().as_secs_f64()
     );
+    targets::exit_if_missed();
     Ok(())
 }

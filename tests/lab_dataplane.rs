@@ -593,6 +593,24 @@ fn mss_clamp_keeps_checksum_partial_packets_right() {
         "TCP through the MSS clamp failed ({st:?}); net: {nstat}: {}",
         rep.err().map(|e| format!("{e:#}")).unwrap_or_default()
     );
+    // The clamp really ran (on the SYN and the SYN-ACK) and `net` saw no bad checksum: a
+    // corrupted clamped SYN is dropped by `net`'s stack and counted there.
+    assert!(st.mss_clamped > 0, "the MSS was never clamped: {st:?}");
+    assert_eq!(
+        nstat_counter(&nstat, "TcpInCsumErrors"),
+        Some(0),
+        "net received TCP segments with a bad checksum:\n{nstat}"
+    );
+}
+
+/// The value of `name` in `nstat -az` output (`name value rate`), `None` when absent.
+fn nstat_counter(out: &str, name: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(name))
+            .then(|| f.next().and_then(|v| v.parse().ok()))
+            .flatten()
+    })
 }
 
 // ---- 4. ICMP frag-needed / packet-too-big ------------------------------------------------

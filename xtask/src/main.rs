@@ -4,8 +4,9 @@
 //!
 //! - `deps`  install the packages the build, tests, demo and benchmarks need (Debian packages,
 //!   the Python venv `target/pyenv` of the API schema test, cargo-fuzz)
-//! - `test`  deps, then the whole test suite (unit, kernel, differential, lab, API schema),
-//!   then each fuzz target for a bounded time
+//! - `test`  deps, then every benchmark built and the fuzz crate type-checked (so that code
+//!   no test runs still compiles), the whole test suite (unit, kernel, differential, lab, API
+//!   schema), then each fuzz target for a bounded time
 //! - `demo`  deps, then the lab demo (`shaper demo`)
 //! - `bench` deps, then the benchmarks (`bench dataplane` for one)
 
@@ -225,6 +226,14 @@ fn main() -> anyhow::Result<()> {
         Task::Deps => deps(),
         Task::Test { args } => {
             deps()?;
+            // Benchmarks (harness = false) and fuzz targets are not built by `cargo test`:
+            // a change that breaks one would go unseen until someone runs it. Both are cheap
+            // next to the suite (dev profile, the test build's dependencies; `check` only).
+            run(cargo().args(["build", "--benches", "-p", "shaper-user"]))?;
+            run(cargo()
+                .arg("check")
+                .arg("--manifest-path")
+                .arg(root().join("fuzz").join("Cargo.toml")))?;
             // Lab tests measure rates with real traffic on a 2-core machine: one test at a time.
             run(cargo()
                 .args(["test", "--workspace", "--"])

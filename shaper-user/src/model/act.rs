@@ -3,6 +3,7 @@
 use super::csum::{be16, put16, update16};
 use super::icmp;
 use super::parse::{ParseResult, Parsed, parse};
+use super::rate;
 use super::{
     DROP_BLOCK, DROP_FAIL_CLOSED, DROP_MALFORMED, DROP_MTU, DROP_POLICE_RULE, DROP_POLICE_SUB,
     DSCP_KEEP, Dir, Model, ModelClass, ParseKind, Verdict, XdpOutcome,
@@ -206,9 +207,9 @@ impl Model {
         // 6. police R (the rule class's one bucket), then S (the plan's rate and burst, the
         // subscriber's own bucket).
         if let Some(cl) = self.classes.get_mut(&r).filter(|_| r != 0) {
-            let q16 = cl.cfg.ns_per_byte_q16();
+            let (q16, burst) = rate::policer(&cl.cfg);
             if q16 != 0 {
-                match police(cl.tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
+                match police(cl.tat, now_ns, p.l3_len as u64, q16, burst) {
                     Some(t) => cl.tat = t,
                     None => {
                         o.verdict = Verdict::Drop;
@@ -219,14 +220,14 @@ impl Model {
             }
         }
         if let (Some(cl), Some(sub)) = (sc, c.sub) {
-            let q16 = cl.cfg.ns_per_byte_q16();
+            let (q16, burst) = rate::policer(&cl.cfg);
             if q16 != 0 {
                 let tat = if cl.cfg.shared_bucket {
                     &mut self.classes.get_mut(&s).expect("valid class").tat
                 } else {
                     &mut self.sub_tat.entry(sub).or_default()[dir as usize]
                 };
-                match police(*tat, now_ns, p.l3_len as u64, q16, cl.cfg.burst_ns()) {
+                match police(*tat, now_ns, p.l3_len as u64, q16, burst) {
                     Some(t) => *tat = t,
                     None => {
                         o.verdict = Verdict::Drop;

@@ -67,7 +67,7 @@ impl Model {
     pub fn winning_rule(&self, p: &Parsed) -> Option<&policy::Rule> {
         self.rules
             .iter()
-            .filter(|r| r.matches(p.proto, p.src, p.dst, p.sport, p.dport))
+            .filter(|r| rule_matches(r, p))
             .min_by_key(|r| (r.precedence, r.id))
     }
 
@@ -90,4 +90,68 @@ impl Model {
     }
 }
 
+/// §2: every field of the rule matches the packet's literal fields (ports are 0 for
+/// fragments and port-less protocols, as the parser leaves them). Written here, not taken from
+/// `policy::Rule::matches` (the loader's side), so a matching bug there cannot hide in both.
+#[must_use]
+pub fn rule_matches(r: &policy::Rule, p: &Parsed) -> bool {
+    r.proto.is_none_or(|proto| proto == p.proto)
+        && prefix_contains(r.src.addr, r.src.len, p.src)
+        && prefix_contains(r.dst.addr, r.dst.len, p.dst)
+        && (r.sport.lo..=r.sport.hi).contains(&p.sport)
+        && (r.dport.lo..=r.dport.hi).contains(&p.dport)
+}
+
+/// Does `addr` share its first `len` bits with `net` (same family; host bits of `net` are
+/// ignored)? The addresses as integers: the bits beyond `len` are shifted out of their XOR.
+#[must_use]
+pub fn prefix_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let diff = u32::from(n) ^ u32::from(a);
+            len == 0 || (len <= 32 && diff >> (32 - u32::from(len)) == 0)
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let diff = u128::from(n) ^ u128::from(a);
+            len == 0 || (len <= 128 && diff >> (128 - u32::from(len)) == 0)
+        }
+        _ => false,
+    }
+}
+
 use crate::policy;
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_contains;
+
+    #[test]
+    fn prefix_contains_compares_the_leading_bits_only() {
+        let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Host bits of the prefix are ignored; the boundary bit decides.
+        assert!(prefix_contains(v4("198.18.3.77"), 22, v4("198.18.0.1")));
+        assert!(!prefix_contains(v4("198.18.3.77"), 22, v4("198.18.4.1")));
+        assert!(prefix_contains(v4("198.18.0.1"), 31, v4("198.18.0.0")));
+        assert!(!prefix_contains(v4("198.18.0.1"), 32, v4("198.18.0.0")));
+        assert!(prefix_contains(v4("198.18.0.1"), 32, v4("198.18.0.1")));
+        assert!(prefix_contains(v4("0.0.0.0"), 0, v4("255.255.255.255")));
+        assert!(prefix_contains(v4("2001:db8::"), 0, v4("::1")));
+        assert!(prefix_contains(
+            v4("2001:db8:0:7::5"),
+            61,
+            v4("2001:db8:0:0:ffff::1")
+        ));
+        assert!(!prefix_contains(
+            v4("2001:db8:0:7::5"),
+            61,
+            v4("2001:db8:0:8::1")
+        ));
+        assert!(prefix_contains(v4("2001:db8::1"), 127, v4("2001:db8::")));
+        assert!(!prefix_contains(v4("2001:db8::1"), 128, v4("2001:db8::")));
+        // Families never match, not even with length 0.
+        assert!(!prefix_contains(v4("0.0.0.0"), 0, v4("::")));
+        assert!(!prefix_contains(v4("::"), 0, v4("198.18.0.1")));
+        // A length beyond the family's width matches nothing (the loader refuses it).
+        assert!(!prefix_contains(v4("198.18.0.1"), 33, v4("198.18.0.1")));
+    }
+}

@@ -6,6 +6,7 @@
 //! - [`classify`]: §2, subscriber and rule classes.
 //! - [`act`]: §3 (XDP: block, MTU, police, DSCP, MSS) and §4 (TC priority).
 //! - [`icmp`]: §5, the ICMP / ICMPv6 answers.
+//! - [`rate`]: the policer's per-byte cost and bucket depth from a class's rate and burst.
 //! - [`csum`]: internet checksum and RFC 1624 incremental update.
 //! - [`gen`]: reproducible random policies, frames and mutations.
 
@@ -20,6 +21,7 @@ pub mod csum;
 pub mod r#gen;
 pub mod icmp;
 pub mod parse;
+pub mod rate;
 
 #[cfg(test)]
 mod tests;

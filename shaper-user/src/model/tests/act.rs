@@ -13,7 +13,7 @@ fn policer_conform_exceed_refill() {
         burst_bytes: 1500,
         ..Default::default()
     };
-    let (q, b) = (cfg.ns_per_byte_q16(), cfg.burst_ns());
+    let (q, b) = crate::model::rate::policer(&cfg);
     assert_eq!(police(0, 0, 1000, q, b), Some(1_000_000));
     assert_eq!(police(1_000_000, 0, 1000, q, b), None); // 2 ms ahead > 1.5 ms
     assert_eq!(police(1_000_000, 500_000, 1000, q, b), Some(2_000_000)); // exactly at the edge
