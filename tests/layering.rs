@@ -38,16 +38,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// Upward imports that exist today: (importing file, imported module, what removes it).
 const KNOWN: &[(&str, &str, &str)] = &[
     (
-        "proto/radius/rate.rs",
-        "provision",
-        "issue 12 item 2: the QoS↔RADIUS rate mapping moves to notify/",
-    ),
-    (
-        "proto/radius/tests.rs",
-        "provision",
-        "moves with the rate mapping",
-    ),
-    (
         "store/mod.rs",
         "provision",
         "the Store trait speaks provisioning types: it moves under provision/ (dependency inversion)",
