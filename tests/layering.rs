@@ -108,7 +108,7 @@ fn imports(text: &str) -> BTreeSet<String> {
             if !name.is_empty() {
                 out.insert(name);
             }
-            rest = &tail[..];
+            rest = tail;
         }
     }
     out

@@ -226,6 +226,16 @@ fn main() -> anyhow::Result<()> {
         Task::Deps => deps(),
         Task::Test { args } => {
             deps()?;
+            // The code's own rules first: formatting and every lint, warnings as errors.
+            run(cargo().args(["fmt", "--all", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
             // Benchmarks (harness = false) and fuzz targets are not built by `cargo test`:
             // a change that breaks one would go unseen until someone runs it. Both are cheap
             // next to the suite (dev profile, the test build's dependencies; `check` only).
