@@ -1470,104 +1470,56 @@ max_down = "50M"
         );
     }
 
+    /// What a refused configuration must say: its key, its whole text, or a part of its message.
+    enum Want {
+        Key(&'static str),
+        Text(&'static str),
+        MsgHas(&'static str),
+    }
+
+    /// Each case: a replacement in the text, and what the refusal must say.
+    fn check_refusals(text: &str, cases: &[(&str, &str, Want)]) {
+        for (from, to, want) in cases {
+            assert!(text.contains(from), "the case {from:?} does not apply");
+            let e = parse(&text.replace(from, to)).unwrap_err();
+            match want {
+                Want::Key(k) => assert_eq!(e.key, *k, "{from:?} -> {to:?}: {e}"),
+                Want::Text(t) => assert_eq!(e.to_string(), *t, "{from:?} -> {to:?}"),
+                Want::MsgHas(m) => assert!(e.msg.contains(m), "{from:?} -> {to:?}: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn controller_errors_name_the_key() {
-        let msg = |text: String| parse(&text).unwrap_err().to_string();
-        let c = with_controller();
-        assert_eq!(
-            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.0/24\"")),
-            "modem[1].addrs[0]: IPv4 addresses are /32, IPv6 addresses /128 or /64"
-        );
-        assert_eq!(
-            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.20\"")),
-            "modem[1].addrs[0]: also an address of modem[0]"
-        );
-        assert_eq!(
-            msg(c.replace("\"198.18.0.21\"", "\"198.18.0.10\"")),
-            "modem[1].addrs[0]: same address as subscriber[0]"
-        );
-        assert_eq!(
-            parse(&c.replace("\"198.18.0.21\"", "\"cm\""))
-                .unwrap_err()
-                .key,
-            "modem[1].addrs[0]"
-        );
-        assert_eq!(
-            parse(&c.replace("id = \"cm2\"", "id = \"cm1\""))
-                .unwrap_err()
-                .key,
-            "modem[1].id"
-        );
-        assert_eq!(
-            parse(&c.replace("committed_down = \"5M\"", "committed_down = \"25M\""))
-                .unwrap_err()
-                .key,
-            "modem[0].committed_down"
-        );
-        assert_eq!(
-            parse(&c.replace("burst = 30000", "burst = 100"))
-                .unwrap_err()
-                .key,
-            "modem[0].burst"
-        );
-        assert_eq!(
-            parse(&c.replace("priority = 3", "priority = 9"))
-                .unwrap_err()
-                .key,
-            "modem[0].priority"
-        );
-        assert!(
-            parse(&c.replace("max_down = \"50M\"", "max_down = \"fast\""))
-                .unwrap_err()
-                .msg
-                .contains("not a rate")
-        );
-        assert_eq!(
-            parse(&c.replace("127.0.0.1:8080", "localhost"))
-                .unwrap_err()
-                .key,
-            "controller.listen"
-        );
-        assert_eq!(
-            parse(&c.replace("class_last = 199", "class_last = 70000"))
-                .unwrap_err()
-                .key,
-            "controller.class_last"
-        );
-        assert_eq!(
-            parse(&c.replace("class_first = 100", "class_first = 300"))
-                .unwrap_err()
-                .key,
-            "controller.class_first"
-        );
-        assert_eq!(
-            msg(c.replace("class_first = 100", "class_first = 2")),
-            "class[1].id: 2 lies in the controller's class ids 2..=199"
-        );
-        assert_eq!(
-            parse(&c.replace("class_last = 199", "class_last = 102"))
-                .unwrap_err()
-                .key,
-            "modem"
-        );
-        assert_eq!(
-            parse(&c.replace("dataplane = true", "modem_pipeline = true"))
-                .unwrap_err()
-                .key,
-            "controller.modem_pipeline"
-        );
-        let e = parse(&c.replace(
-            "[controller.enforcement]",
-            "[controller.enforcement]\ncolour = 1",
-        ))
-        .unwrap_err();
-        assert!(e.msg.contains("unknown field"), "{e}");
-        let e = parse(&c.replace("mtu = 1500", "mtu = 1500\ncolour = 1")).unwrap_err();
-        assert!(e.msg.contains("unknown field"), "{e}");
+        use Want::{Key, MsgHas, Text};
+        #[rustfmt::skip]
+        let cases = [
+            ("\"198.18.0.21\"", "\"198.18.0.0/24\"", Text("modem[1].addrs[0]: IPv4 addresses are /32, IPv6 addresses /128 or /64")),
+            ("\"198.18.0.21\"", "\"198.18.0.20\"", Text("modem[1].addrs[0]: also an address of modem[0]")),
+            ("\"198.18.0.21\"", "\"198.18.0.10\"", Text("modem[1].addrs[0]: same address as subscriber[0]")),
+            ("\"198.18.0.21\"", "\"cm\"", Key("modem[1].addrs[0]")),
+            ("id = \"cm2\"", "id = \"cm1\"", Key("modem[1].id")),
+            ("committed_down = \"5M\"", "committed_down = \"25M\"", Key("modem[0].committed_down")),
+            ("burst = 30000", "burst = 100", Key("modem[0].burst")),
+            ("priority = 3", "priority = 9", Key("modem[0].priority")),
+            ("max_down = \"50M\"", "max_down = \"fast\"", MsgHas("not a rate")),
+            ("127.0.0.1:8080", "localhost", Key("controller.listen")),
+            ("class_last = 199", "class_last = 70000", Key("controller.class_last")),
+            ("class_first = 100", "class_first = 300", Key("controller.class_first")),
+            ("class_first = 100", "class_first = 2", Text("class[1].id: 2 lies in the controller's class ids 2..=199")),
+            ("class_last = 199", "class_last = 102", Key("modem")),
+            ("dataplane = true", "modem_pipeline = true", Key("controller.modem_pipeline")),
+            ("[controller.enforcement]", "[controller.enforcement]\ncolour = 1", MsgHas("unknown field")),
+            ("mtu = 1500", "mtu = 1500\ncolour = 1", MsgHas("unknown field")),
+            ("[controller.enforcement]", "[controller.grants]\nmax_per_month = 0\n[controller.enforcement]", Key("controller.grants.max_per_month")),
+            ("[controller.enforcement]", "[[controller.grants.level]]\nname = \"a b\"\nmax_down_bps = 8000\nmax_duration_s = 60\n[controller.enforcement]", Key("controller.grants.level[0].name")),
+        ];
+        check_refusals(&with_controller(), &cases);
         // Modems without a controller.
         let text = format!("{GOOD}\n[[modem]]\nid = \"cm1\"\n");
         assert_eq!(
-            msg(text),
+            parse(&text).unwrap_err().to_string(),
             "modem: [[modem]] entries need a [controller] section"
         );
     }
