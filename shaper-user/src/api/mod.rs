@@ -103,6 +103,9 @@ pub struct AppState {
     pub tick_after_commit: bool,
     /// See [`ChangeHook`].
     pub on_changes: Option<ChangeHook>,
+    /// The controller's [`Controller::csr_from_catalogue_flag`]: read on every CSR request
+    /// without taking the controller's lock (which a commit may hold for an fsync).
+    pub csr_from_catalogue: Arc<std::sync::atomic::AtomicBool>,
     /// The modem pipeline's state (`pipeline` in `GET /v1/modems/{id}`,
     /// `GET /v1/modem-files`); `None` when it is off.
     pub pipeline: Option<Arc<PipelineShared>>,
@@ -113,7 +116,12 @@ pub struct AppState {
 impl AppState {
     /// State with the system clock.
     pub fn new(controller: Arc<Mutex<Controller>>, tokens: Arc<TokenTable>) -> AppState {
+        let csr_from_catalogue = controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .csr_from_catalogue_flag();
         AppState {
+            csr_from_catalogue,
             controller,
             tokens,
             clock: Arc::new(system_now_ms),

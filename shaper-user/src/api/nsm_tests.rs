@@ -76,6 +76,7 @@ impl Rig {
         .unwrap();
         let now = Arc::new(AtomicU64::new(T0));
         let state = AppState {
+            csr_from_catalogue: ctl.csr_from_catalogue_flag(),
             controller: Arc::new(Mutex::new(ctl)),
             tokens: Arc::new(tokens),
             clock: Arc::new(move || now.load(Ordering::SeqCst)),

@@ -761,9 +761,9 @@ pub async fn delete_event(
 async fn restricted(state: &AppState, principal: &Principal) -> Result<bool, ApiError> {
     match principal.role {
         super::Role::Subscriber => Ok(true),
-        super::Role::Csr => {
-            with_controller(state, |ctl, _| Ok(ctl.catalogue().csr_from_catalogue)).await
-        }
+        super::Role::Csr => Ok(state
+            .csr_from_catalogue
+            .load(std::sync::atomic::Ordering::Relaxed)),
         _ => Ok(false),
     }
 }

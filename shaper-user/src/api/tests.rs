@@ -83,8 +83,10 @@ impl Rig {
         let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
         let metrics =
             crate::metrics::Metrics::new(None, Some(controller.clone()), clock.clone()).unwrap();
+        let csr_from_catalogue = controller.lock().unwrap().csr_from_catalogue_flag();
         let state = AppState {
             controller,
+            csr_from_catalogue,
             tokens: Arc::new(tokens),
             clock,
             metrics: Some(Arc::new(metrics)),
@@ -1517,3 +1519,32 @@ async fn subscribers_choose_from_the_catalogue_within_duration_and_quota() {
 }
 /// Behaviours Schemathesis found (tests/api_schema.rs).
 mod schema_found;
+
+/// With `controller.grants.csr_from_catalogue`, CSR tokens choose from the catalogue too
+/// (read without the controller's lock: the flag follows `set_catalogue`).
+#[tokio::test]
+async fn csrs_choose_from_the_catalogue_when_configured() {
+    let rig = Rig::new("csr-catalogue");
+    let post = |body: Value| rig.call("POST", "/v1/events", Some("t-csr"), Some(body));
+    let own = json!({ "modem": "cm2", "qos": { "max_down_bps": 900_000_000 } });
+    let (s, _, v) = post(own.clone()).await;
+    assert_eq!(s, 201, "off by default: {v}");
+    let mut c = rig.ctl().catalogue().clone();
+    c.csr_from_catalogue = true;
+    rig.ctl().set_catalogue(c);
+    let (s, _, v) = post(own).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _, v) =
+        post(json!({ "modem": "cm2", "level": "boost-50", "stop_ms": T0 + 60_000 })).await;
+    assert_eq!(s, 201, "{v}");
+    // Admin tokens keep full control.
+    let (s, _, v) = rig
+        .call(
+            "POST",
+            "/v1/events",
+            Some("t-admin"),
+            Some(json!({ "modem": "cm2", "qos": { "max_down_bps": 900_000_000 } })),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}

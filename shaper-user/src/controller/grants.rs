@@ -24,7 +24,17 @@ impl Controller {
 
     /// Replaces the grant catalogue (at start, and on a configuration reload).
     pub fn set_catalogue(&mut self, catalogue: GrantCatalogue) {
+        self.csr_from_catalogue.store(
+            catalogue.csr_from_catalogue,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.catalogue = catalogue;
+    }
+
+    /// Whether CSR tokens must choose from the catalogue, as a flag the caller may read without
+    /// the controller's lock (it follows [`Controller::set_catalogue`]).
+    pub fn csr_from_catalogue_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.csr_from_catalogue.clone()
     }
 
     /// Admits committed rates of new grants against link capacity from now on.

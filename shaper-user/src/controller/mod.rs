@@ -369,6 +369,9 @@ pub struct Controller {
     /// Catalogue grants by modem: (level, created_ms), for monthly quotas.
     level_grants: HashMap<String, Vec<(String, u64)>>,
     admission: Option<Box<dyn GrantAdmission>>,
+    /// `catalogue.csr_from_catalogue`, readable without the controller's lock
+    /// ([`Controller::csr_from_catalogue_flag`]): the API checks it on every CSR request.
+    csr_from_catalogue: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ControllerError {
@@ -442,6 +445,7 @@ impl Controller {
             catalogue: GrantCatalogue::default(),
             level_grants: HashMap::new(),
             admission: None,
+            csr_from_catalogue: std::sync::Arc::default(),
         };
         ctl.level_grants = ctl.engine.level_grants();
         for binding in bindings {
