@@ -1,6 +1,6 @@
 //! The repository stands on its own: a person who clones it has every document the code and
 //! the docs point to. No tracked file may refer to a directory outside the repository
-//! (`../shared/…`, the notes the project started from), and every `docs/<NAME>.md` a tracked
+//! (the notes outside the repository the project started from), and every `docs/<NAME>.md` a tracked
 //! file names must exist (docs/ARCHITECTURE.md, docs/PROTOCOLS.md, docs/DATAPLANE.md, …).
 //!
 //! Reads the files `git ls-files` lists from the repository root; needs `git` and a checkout.

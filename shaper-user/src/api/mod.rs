@@ -60,6 +60,7 @@ pub mod routes;
 pub mod shape;
 #[cfg(test)]
 mod tests;
+pub mod views;
 
 use std::sync::{Arc, Mutex};
 

@@ -12,6 +12,7 @@ pub mod catalogue;
 mod engine;
 mod events;
 mod modem_audit;
+mod packed;
 mod qos;
 mod restore;
 #[cfg(test)]
