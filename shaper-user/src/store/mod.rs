@@ -26,6 +26,7 @@
 //! never reached the store is still pending there and fires again on restore.
 
 pub mod nsm;
+mod schema;
 mod sqlite;
 
 use crate::provision::{AuditEntry, Event, EventState, ModemAuditEntry, QosLevel, Snapshot};
